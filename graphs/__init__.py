@@ -1,0 +1,1 @@
+"""Graph learning with jraph (GNNs, graph RL)."""

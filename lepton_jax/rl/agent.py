@@ -1,0 +1,57 @@
+"""The contract every agent implements, and the pure `train(rng)` built from it.
+
+An agent file defines `make_agent(config, env_spec) -> Agent`. Its state is a `flax.struct.dataclass` with at
+least these fields, which the shared loop relies on:
+
+- `train_state`: a `flax.training.train_state.TrainState` (the parameters evaluated, hashed and plotted);
+- `env`: an `lepton_jax.rl.envs.EnvRunner`, whose leaves carry the env axis that is split across devices;
+- `rng`: the agent's PRNG key.
+
+Everything else in the state (target networks, replay buffers, normalisers, ...) is the agent's own business and
+is checkpointed with the rest.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Agent(NamedTuple):
+    """A whole RL algorithm as pure functions of one seed's state (vmap them over seeds)."""
+
+    init: Callable[[jax.Array], Any]  # rng -> state
+    update: Callable[[Any], tuple[Any, dict]]  # state -> (state, scalar metrics); one collect-and-learn step
+    act: Callable[[Any, jax.Array], jax.Array]  # (params, obs batch) -> deterministic actions, for evaluation
+    num_updates: int
+    steps_per_update: int  # env steps per update, per seed
+
+
+def run_updates(agent: Agent, state, num: int):
+    """Runs `num` updates in one `lax.scan`; metrics come back stacked (num,)."""
+    return jax.lax.scan(lambda s, _: agent.update(s), state, None, length=num)
+
+
+def run_updates_masked(agent: Agent, state, num, length: int):
+    """Runs the first `num` of `length` updates; `num` may be traced, so one compiled program serves every chunk.
+
+    The launcher compiles this once for `length = chunk_updates` and passes a smaller `num` for the last chunk,
+    instead of compiling a second program for it. Metrics of skipped updates are NaN.
+    """
+    metrics_shape = jax.eval_shape(lambda s: agent.update(s)[1], state)
+    skipped = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics_shape)
+
+    def body(state, i):
+        return jax.lax.cond(i < num, agent.update, lambda s: (s, skipped), state)
+
+    return jax.lax.scan(body, state, jnp.arange(length))
+
+
+def make_train(agent: Agent) -> Callable[[jax.Array], tuple[Any, dict]]:
+    """The whole training run as one pure function `train(rng) -> (state, metrics)`, vmappable over seeds."""
+
+    def train(rng):
+        return run_updates(agent, agent.init(rng), agent.num_updates)
+
+    return train

@@ -1,0 +1,143 @@
+"""gymnax environments, batched on the accelerator, with episode bookkeeping and deterministic evaluation.
+
+gymnax 1.x `env.step(key, state, action, params)` returns six values
+`(obs, state, reward, terminated, truncated, info)` and auto-resets finished episodes; the observation before
+the reset is `info["final_observation"]`. Agents bootstrap values on `truncated` (a time limit) but not on
+`terminated`, so both flags and the final observation are passed on.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import spaces
+
+from lepton_jax.errors import UserError
+
+# MNISTBandit-bsuite downloads MNIST when built, which fails offline; every other registered env works.
+_UNSUPPORTED = {"MNISTBandit-bsuite"}
+
+
+def valid_env_names() -> list[str]:
+    return [name for name in gymnax.registered_envs if name not in _UNSUPPORTED]
+
+
+class EnvSpec(NamedTuple):
+    """A gymnax env with what agents need to know about its spaces."""
+
+    name: str
+    env: Any
+    params: Any
+    obs_shape: tuple[int, ...]
+    action_dim: int  # number of discrete actions, or size of the continuous action vector
+    continuous: bool
+    action_low: Any  # bounds of a continuous action (None for discrete)
+    action_high: Any
+
+    @property
+    def max_episode_steps(self) -> int:
+        return int(self.params.max_steps_in_episode)
+
+
+def make_env(name: str) -> EnvSpec:
+    """Builds a gymnax env by name; an unknown name is a `UserError` listing the valid ones."""
+    if name not in valid_env_names():
+        raise UserError(f"unknown env '{name}'; valid envs: {', '.join(valid_env_names())}")
+    env, params = gymnax.make(name)
+    obs_shape = tuple(env.observation_space(params).shape)
+    space = env.action_space(params)
+    if isinstance(space, spaces.Discrete):
+        return EnvSpec(name, env, params, obs_shape, int(space.n), False, None, None)
+    if isinstance(space, spaces.Box):
+        low = np.broadcast_to(np.asarray(space.low, np.float32), space.shape)
+        high = np.broadcast_to(np.asarray(space.high, np.float32), space.shape)
+        return EnvSpec(name, env, params, obs_shape, int(np.prod(space.shape)), True, low, high)
+    raise UserError(f"env '{name}' has an action space of type {type(space).__name__}; only Discrete and Box work")
+
+
+@struct.dataclass
+class EnvRunner:
+    """A batch of N environments and their episode statistics; every leaf has N as its leading axis."""
+
+    env_state: Any
+    obs: jax.Array  # (N, *obs_shape)
+    episode_return: jax.Array  # (N,) return of the episode in progress
+    episode_length: jax.Array  # (N,)
+    last_return: jax.Array  # (N,) return of the last finished episode
+    last_length: jax.Array  # (N,)
+    episodes: jax.Array  # (N,) number of finished episodes
+
+
+class StepResult(NamedTuple):
+    reward: jax.Array  # (N,)
+    terminated: jax.Array  # (N,) true end of the MDP: no bootstrap
+    truncated: jax.Array  # (N,) time limit: bootstrap from final_obs
+    final_obs: jax.Array  # (N, *obs_shape) observation before the auto-reset
+
+
+def reset(spec: EnvSpec, key: jax.Array, num_envs: int) -> EnvRunner:
+    obs, state = jax.vmap(spec.env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), spec.params)
+    zeros = jnp.zeros((num_envs,), jnp.float32)
+    return EnvRunner(state, obs, zeros, zeros.astype(jnp.int32), zeros, zeros.astype(jnp.int32),
+                     zeros.astype(jnp.int32))
+
+
+def to_env_action(spec: EnvSpec, action: jax.Array) -> jax.Array:
+    """Clips a continuous action to the env's bounds (the policy's log-prob stays that of the raw sample)."""
+    if spec.continuous:
+        # (..., D) flat policy output -> (..., *action_space.shape)
+        low, high = spec.action_low.reshape(-1), spec.action_high.reshape(-1)
+        action = jnp.clip(action, low, high).reshape(action.shape[:-1] + spec.action_low.shape)
+    return action
+
+
+def step(spec: EnvSpec, runner: EnvRunner, action: jax.Array, key: jax.Array) -> tuple[EnvRunner, StepResult]:
+    """Steps every env once (auto-resetting finished ones) and updates the episode statistics."""
+    num_envs = runner.obs.shape[0]
+    obs, state, reward, terminated, truncated, info = jax.vmap(spec.env.step, in_axes=(0, 0, 0, None))(
+        jax.random.split(key, num_envs), runner.env_state, to_env_action(spec, action), spec.params)
+    reward = reward.astype(jnp.float32)
+    done = jnp.logical_or(terminated, truncated)
+    episode_return = runner.episode_return + reward
+    episode_length = runner.episode_length + 1
+    runner = EnvRunner(
+        env_state=state,
+        obs=obs,
+        episode_return=jnp.where(done, 0.0, episode_return),
+        episode_length=jnp.where(done, 0, episode_length),
+        last_return=jnp.where(done, episode_return, runner.last_return),
+        last_length=jnp.where(done, episode_length, runner.last_length),
+        episodes=runner.episodes + done.astype(jnp.int32),
+    )
+    return runner, StepResult(reward, terminated, truncated, info["final_observation"])
+
+
+def mean_episode_return(runner: EnvRunner) -> jax.Array:
+    """Mean return of the last finished episode over the envs that finished one (NaN before any did)."""
+    finished = runner.episodes > 0
+    return jnp.sum(jnp.where(finished, runner.last_return, 0.0)) / jnp.sum(finished)
+
+
+def evaluate(spec: EnvSpec, act: Callable[[Any, jax.Array], jax.Array], params: Any, key: jax.Array,
+             num_episodes: int) -> jax.Array:
+    """Returns of `num_episodes` episodes under the deterministic policy `act(params, obs) -> action`.
+
+    All episodes run in parallel for the env's step limit; rewards after an episode's first end are ignored.
+    """
+    reset_key, key = jax.random.split(key)
+    runner = reset(spec, reset_key, num_episodes)
+
+    def body(carry, step_key):
+        runner, total, alive = carry
+        runner, result = step(spec, runner, act(params, runner.obs), step_key)
+        total = total + result.reward * alive
+        alive = alive * (1.0 - jnp.logical_or(result.terminated, result.truncated))
+        return (runner, total, alive), None
+
+    init = (runner, jnp.zeros((num_episodes,)), jnp.ones((num_episodes,)))
+    (_, total, _), _ = jax.lax.scan(body, init, jax.random.split(key, spec.max_episode_steps))
+    return total

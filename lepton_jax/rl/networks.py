@@ -1,0 +1,68 @@
+"""Policy and value networks: an MLP torso and an actor-critic with separate torsos (PPO's usual choice)."""
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from lepton_jax.initializers import orthogonal
+from lepton_jax.rl.distributions import Categorical, DiagGaussian
+
+_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu}
+
+
+def get_activation(name: str):
+    if name not in _ACTIVATIONS:
+        from lepton_jax.errors import UserError
+
+        raise UserError(f"unknown activation '{name}'; valid: {', '.join(sorted(_ACTIVATIONS))}")
+    return _ACTIVATIONS[name]
+
+
+class MLP(nn.Module):
+    """Dense layers with orthogonal(sqrt 2) init, over a flat input (B, D)."""
+
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, x):
+        act = get_activation(self.activation)
+        for size in self.hidden_sizes:
+            x = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)), bias_init=nn.initializers.zeros)(x))
+        return x
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic torsos over a flat observation (B, obs_dim).
+
+    `action_dim` is the number of discrete actions, or the size of a continuous action vector when `continuous`.
+    Returns the action distribution and the value estimate (B,).
+    """
+
+    action_dim: int
+    continuous: bool = False
+    hidden_sizes: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, obs):
+        actor = MLP(self.hidden_sizes, self.activation, name="actor_torso")(obs)
+        # A small last layer keeps the initial policy close to uniform (or to a zero-mean Gaussian).
+        head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=nn.initializers.zeros)(actor)
+        if self.continuous:
+            log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+            dist = DiagGaussian(head, jnp.broadcast_to(log_std, head.shape))
+        else:
+            dist = Categorical(head)
+        critic = MLP(self.hidden_sizes, self.activation, name="critic_torso")(obs)
+        value = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)(critic)
+        return dist, jnp.squeeze(value, -1)
+
+
+def flatten_obs(obs: jax.Array, obs_shape: tuple[int, ...]) -> jax.Array:
+    """(..., *obs_shape) -> (..., prod(obs_shape)) float32, so MinAtar's (10, 10, C) grids feed an MLP."""
+    lead = obs.shape[: obs.ndim - len(obs_shape)]
+    return obs.reshape(lead + (-1,)).astype(jnp.float32)

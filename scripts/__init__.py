@@ -1,0 +1,1 @@
+"""absl-flag launchers: thin mains over the library."""
