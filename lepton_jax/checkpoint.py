@@ -7,6 +7,7 @@ previous one is used; if none can be read, one `UserError` line says so.
 """
 
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
@@ -51,10 +52,22 @@ class Checkpointer:
                 reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
                 logging.warning("checkpoint %s/%d is not readable (%s); trying an older one", self.directory, step,
                                 reason)
+                self._set_aside(step)
         if steps:
             raise UserError(f"no intact checkpoint in {self.directory} (tried steps {steps}); "
                             "delete the directory to start afresh")
         return None
+
+    def _set_aside(self, step: int) -> None:
+        """Renames an unreadable step to `<step>.unreadable` (kept for inspection) so it is re-saved cleanly."""
+        if jax.process_index() == 0:
+            path = os.path.join(self.directory, str(step))
+            target = path + ".unreadable"
+            if os.path.isdir(path):
+                if os.path.exists(target):
+                    shutil.rmtree(target)
+                os.rename(path, target)
+        self._manager.reload()
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -56,6 +56,11 @@ def _eval_keys(config, update: int) -> jax.Array:
 
 def train_and_evaluate(config, workdir: str, make_agent) -> dict:
     """Trains `make_agent(config, env_spec)` per `config` into `workdir`; returns the final results dict."""
+    return run(config, workdir, make_agent)[1]
+
+
+def run(config, workdir: str, make_agent):
+    """`train_and_evaluate`, also returning the final state (seed axis first), for tests and notebooks."""
     wall_start = time.perf_counter()
     spec = envs.make_env(config.env_name)
     agent = make_agent(config, spec)
@@ -167,4 +172,4 @@ def train_and_evaluate(config, workdir: str, make_agent) -> dict:
                                 os.path.join(workdir, "plots", "learning_curve.png"),
                                 title=f"{config.trainer} on {config.env_name} ({config.num_seeds} seeds)")
     ckpt.close()
-    return results
+    return state, results

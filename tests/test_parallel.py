@@ -1,0 +1,73 @@
+"""Data parallelism: 4 fake CPU devices, and 2 processes joined by jax.distributed, match one device."""
+
+import os
+import socket
+
+import jax
+import numpy as np
+import pytest
+
+from agents import ppo
+from agents.configs import ppo as ppo_config
+from lepton_jax.rl import loop
+
+from .conftest import ROOT, run_python
+
+WORKER = os.path.join(ROOT, "tests", "dp_worker.py")
+
+
+@pytest.fixture(scope="module")
+def single_device_params(tmp_path_factory):
+    assert jax.device_count() == 1
+    state, _ = loop.run(ppo_config.get_config("smoke"), str(tmp_path_factory.mktemp("single")), ppo.make_agent)
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.train_state.params))]
+
+
+def _load(path):
+    with np.load(path) as f:
+        return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+
+def _assert_close(params, reference):
+    assert len(params) == len(reference)
+    for a, b in zip(params, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_four_devices_equal_one_device(tmp_path, single_device_params):
+    out = tmp_path / "params.npz"
+    result = run_python([WORKER, str(tmp_path / "run"), str(out)],
+                        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "devices 4 processes 1" in result.stdout
+    _assert_close(_load(out), single_device_params)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_device(tmp_path, single_device_params):
+    """Two local processes (2 CPU devices each) joined with jax.distributed.initialize and gloo collectives."""
+    import subprocess
+    import sys
+
+    port, out = _free_port(), tmp_path / "params.npz"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=ROOT)
+    procs = [subprocess.Popen([sys.executable, WORKER, str(tmp_path / "run"), str(out), f"127.0.0.1:{port}", "2",
+                               str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=300))
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+        assert "devices 4 processes 2" in stdout
+    _assert_close(_load(out), single_device_params)
