@@ -51,9 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # The loop: updates per jitted chunk; evaluation and checkpoints every few chunks.
     c.chunk_updates = 50
-    c.eval_every_chunks = 5
+    c.eval_every_chunks = 2
     c.eval_episodes = 16
-    c.checkpoint_every_chunks = 5
+    c.checkpoint_every_chunks = 4
     c.keep_checkpoints = 3
 
     for key, value in PRESETS.get(env_name, {}).items():

@@ -43,6 +43,12 @@ def params_sha256(params) -> str:
     return digest.hexdigest()
 
 
+def _nan_stat(fn, values) -> float:
+    """nanmean/nanstd that returns NaN quietly when nothing is finite yet (no episode has finished)."""
+    values = np.asarray(values, np.float64)
+    return float(fn(values)) if np.isfinite(values).any() else float("nan")
+
+
 def _compile(fn, *args):
     start = time.perf_counter()
     compiled = fn.lower(*args).compile()
@@ -122,11 +128,11 @@ def run(config, workdir: str, make_agent):
                 train_seconds += seconds
                 metrics_lib.check_finite(chunk_metrics["loss"], "train/loss", update + 1)
                 for i in range(n):
-                    record = {f"train/{k}": np.nanmean(v[:, i]) for k, v in chunk_metrics.items()}
-                    record["train/episode_return_std"] = np.nanstd(chunk_metrics["episode_return"][:, i])
+                    record = {f"train/{k}": _nan_stat(np.nanmean, v[:, i]) for k, v in chunk_metrics.items()}
+                    record["train/episode_return_std"] = _nan_stat(np.nanstd, chunk_metrics["episode_return"][:, i])
                     writer.write((update + i + 1) * steps_per_update, record)
                 update += n
-                last_return = float(np.nanmean(chunk_metrics["episode_return"][:, -1]))
+                last_return = _nan_stat(np.nanmean, chunk_metrics["episode_return"][:, -1])
                 chunks_done = -(-update // chunk)
                 last = update == num_updates
                 if chunks_done % config.eval_every_chunks == 0 or last:
