@@ -18,7 +18,8 @@ from flax.training.train_state import TrainState
 from lepton_jax import registry
 from lepton_jax.config import on_policy_derived
 from lepton_jax.rl import envs, loop
-from lepton_jax.rl.agent import Agent, make_train as _make_train
+from lepton_jax.rl.agent import Agent
+from lepton_jax.rl.agent import make_train as _make_train
 from lepton_jax.rl.gae import Transition, bootstrap_truncated, gae
 from lepton_jax.rl.networks import ActorCritic, flatten_obs
 
@@ -30,8 +31,9 @@ class PPOState:
     rng: jax.Array
 
 
-def ppo_loss(params, apply_fn, batch: Transition, advantages, targets, clip_eps, vf_coef, ent_coef,
-             clip_value_loss=True):
+def ppo_loss(
+    params, apply_fn, batch: Transition, advantages, targets, clip_eps, vf_coef, ent_coef, clip_value_loss=True
+):
     """PPO's loss on one minibatch (any leading shape). Returns (total, dict of its terms)."""
     dist, value = apply_fn(params, batch.obs)
     log_prob = dist.log_prob(batch.action)
@@ -63,6 +65,9 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
     def apply(params, obs):
         return net.apply(params, flatten_obs(obs, spec.obs_shape))
 
+    def critic(params, obs):
+        return net.apply(params, flatten_obs(obs, spec.obs_shape), method=ActorCritic.value)
+
     schedule = config.lr
     if config.anneal_lr:
         schedule = optax.linear_schedule(config.lr, 0.0, d.num_updates * config.update_epochs * config.num_minibatches)
@@ -84,7 +89,7 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
             next_runner, result = envs.step(spec, runner, action, env_key)
             reward = result.reward * config.reward_scale
             if config.bootstrap_truncated:
-                _, final_value = apply(state.train_state.params, result.final_obs)
+                final_value = critic(state.train_state.params, result.final_obs)
                 reward = bootstrap_truncated(reward, result.terminated, result.truncated, final_value, config.gamma)
             done = jnp.logical_or(result.terminated, result.truncated)
             return (next_runner, rng), Transition(runner.obs, action, reward, done, value, log_prob)
@@ -100,7 +105,8 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
             rng, perm_key = jax.random.split(rng)
             # (N, M, T/M): an independent shuffle of each env's time steps, cut into M minibatches.
             perms = jax.vmap(lambda k: jax.random.permutation(k, config.num_steps))(
-                jax.random.split(perm_key, config.num_envs))
+                jax.random.split(perm_key, config.num_envs)
+            )
             index = perms.reshape(config.num_envs, config.num_minibatches, steps_per_minibatch)
 
             def to_minibatches(x):  # (T, N, ...) -> (M, N * T/M, ...)
@@ -115,8 +121,16 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
             def minibatch_step(train_state, minibatch):
                 batch, adv, tgt = minibatch
                 grads, terms = jax.grad(ppo_loss, has_aux=True)(
-                    train_state.params, apply, batch, adv, tgt, config.clip_eps, config.vf_coef, config.ent_coef,
-                    config.clip_value_loss)
+                    train_state.params,
+                    apply,
+                    batch,
+                    adv,
+                    tgt,
+                    config.clip_eps,
+                    config.vf_coef,
+                    config.ent_coef,
+                    config.clip_value_loss,
+                )
                 return train_state.apply_gradients(grads=grads), terms
 
             train_state, terms = jax.lax.scan(minibatch_step, train_state, minibatches)
@@ -127,7 +141,7 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
 
     def update(state: PPOState):
         runner, rng, traj = collect(state)
-        _, last_value = apply(state.train_state.params, runner.obs)
+        last_value = critic(state.train_state.params, runner.obs)
         advantages, targets = gae(traj.reward, traj.value, traj.done, last_value, config.gamma, config.gae_lambda)
         train_state, rng, metrics = learn(state.train_state, traj, advantages, targets, rng)
         metrics["episode_return"] = envs.mean_episode_return(runner)

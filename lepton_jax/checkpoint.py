@@ -44,18 +44,24 @@ class Checkpointer:
         steps = self.steps()
         for step in reversed(steps):
             try:
-                restored = self._manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+                    ),
+                )
                 _check_structure(restored["state"], abstract_state)
                 return step, restored["state"], dict(restored["meta"] or {})
             except Exception as error:  # noqa: BLE001 - any failure to read means "not intact"
                 reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-                logging.warning("checkpoint %s/%d is not readable (%s); trying an older one", self.directory, step,
-                                reason)
+                logging.warning(
+                    "checkpoint %s/%d is not readable (%s); trying an older one", self.directory, step, reason
+                )
                 self._set_aside(step)
         if steps:
-            raise UserError(f"no intact checkpoint in {self.directory} (tried steps {steps}); "
-                            "delete the directory to start afresh")
+            raise UserError(
+                f"no intact checkpoint in {self.directory} (tried steps {steps}); delete the directory to start afresh"
+            )
         return None
 
     def _set_aside(self, step: int) -> None:
@@ -77,7 +83,9 @@ class Checkpointer:
 
 
 def _check_structure(state, abstract_state) -> None:
+    pairs = zip(jax.tree.leaves(state), jax.tree.leaves(abstract_state))
     ok = jax.tree.structure(state) == jax.tree.structure(abstract_state) and all(
-        a.shape == b.shape and a.dtype == b.dtype for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(abstract_state)))
+        a.shape == b.shape and a.dtype == b.dtype for a, b in pairs
+    )
     if not ok:
         raise ValueError("restored arrays do not match the expected shapes")

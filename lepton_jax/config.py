@@ -30,16 +30,19 @@ def on_policy_derived(config: ml_collections.ConfigDict) -> OnPolicyDerived:
     """Derived sizes of an on-policy agent (PPO, A2C, REINFORCE), validated."""
     for key in ("num_envs", "num_steps", "num_minibatches", "update_epochs"):
         require(int(config[key]) >= 1, f"config.{key} must be >= 1, got {config[key]}")
-    require(config.num_steps % config.num_minibatches == 0,
-            f"config.num_steps ({config.num_steps}) must be divisible by config.num_minibatches "
-            f"({config.num_minibatches}): each minibatch takes num_steps/num_minibatches steps of every env")
+    require(
+        config.num_steps % config.num_minibatches == 0,
+        f"config.num_steps ({config.num_steps}) must be divisible by config.num_minibatches "
+        f"({config.num_minibatches}): each minibatch takes num_steps/num_minibatches steps of every env",
+    )
     steps_per_update = config.num_envs * config.num_steps
     num_updates = int(config.total_timesteps) // steps_per_update
-    require(num_updates >= 1, f"config.total_timesteps ({config.total_timesteps}) is smaller than one update "
-                              f"(num_envs * num_steps = {steps_per_update})")
+    require(
+        num_updates >= 1,
+        f"config.total_timesteps ({config.total_timesteps}) is smaller than one update "
+        f"(num_envs * num_steps = {steps_per_update})",
+    )
     return OnPolicyDerived(steps_per_update, num_updates, steps_per_update // config.num_minibatches)
-
-
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -55,8 +58,10 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
             old = json.load(f)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
-            raise UserError(f"workdir {workdir} holds a run with a different config (changed: {', '.join(changed)}); "
-                            "use a new --workdir, or the same flags to resume")
+            raise UserError(
+                f"workdir {workdir} holds a run with a different config (changed: {', '.join(changed)}); "
+                "use a new --workdir, or the same flags to resume"
+            )
         return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

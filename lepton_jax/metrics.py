@@ -19,13 +19,15 @@ class TrainingDiverged(RuntimeError):
 
 
 def check_finite(values, name: str, first_index: int, unit: str = "update") -> None:
-    """Raises `TrainingDiverged` naming the first `unit` at which `values` (any shape, last axis = time) is not finite."""
+    """Raises `TrainingDiverged` naming the first `unit` where `values` (last axis = time) is not finite."""
     values = np.asarray(values)
     bad = ~np.isfinite(values)
     if bad.any():
         offset = int(np.argmax(bad.reshape(-1, values.shape[-1]).any(axis=0)))
-        raise TrainingDiverged(f"{name} is not finite at {unit} {first_index + offset}; the run is stopped "
-                               "(lower the learning rate or check the inputs)")
+        raise TrainingDiverged(
+            f"{name} is not finite at {unit} {first_index + offset}; the run is stopped "
+            "(lower the learning rate or check the inputs)"
+        )
 
 
 class MetricsWriter:
@@ -85,15 +87,24 @@ class ProgressBar:
         if parallel.is_main_process():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, unit=unit, unit_scale=True, desc=desc, file=sys.stderr,
-                             dynamic_ncols=True, mininterval=0.5)
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                unit=unit,
+                unit_scale=True,
+                desc=desc,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            )
 
     def update(self, n: int, **postfix) -> None:
         if self._bar is not None:
             self._bar.update(n)
             if postfix:
-                self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()},
-                                      refresh=False)
+                self._bar.set_postfix(
+                    {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()}, refresh=False
+                )
 
     def close(self) -> None:
         if self._bar is not None:

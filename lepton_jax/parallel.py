@@ -8,23 +8,26 @@ drives its local devices and `jax.devices()` lists the global ones.
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lepton_jax.errors import UserError
 
 DATA, MODEL = "data", "model"
 
 
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+def initialize_distributed(
+    coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
     """Joins a multi-host run via `jax.distributed.initialize` (auto-detected on SLURM, TPU pods, ...).
 
     Must be called before anything touches the JAX backend. On CPU the cross-process collectives use gloo.
     """
     # Only the CPU backend reads this; without it CPU processes could not all-reduce across hosts.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
 
 
 def make_mesh(model_parallelism: int = 1) -> Mesh:

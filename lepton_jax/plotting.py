@@ -24,7 +24,7 @@ def learning_curve(records: list[dict], path: str, key: str = "train/episode_ret
         x = np.array([r["step"] for r in rows], float)
         y = np.array([r[name] for r in rows], float)
         s = np.array([r.get(std_name) or 0.0 for r in rows], float)
-        line, = ax.plot(x, y, style, label=label, markersize=3)
+        (line,) = ax.plot(x, y, style, label=label, markersize=3)
         ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("env steps (per seed)")
     ax.set_ylabel("episode return (mean ± std over seeds)")

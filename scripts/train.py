@@ -15,8 +15,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agents", "configs",
-                               "ppo.py")
+_DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agents", "configs", "ppo.py"
+)
 
 _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Config file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<trainer>-<env>-<config hash>.")

@@ -35,8 +35,17 @@ def test_smoke_run_fills_the_workdir(reference_run):
     assert os.path.getsize(os.path.join(reference_run, "plots", "learning_curve.png")) > 5000
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(reference_run, "tensorboard")))
     results = _results(reference_run)
-    for key in ("eval/return_mean", "eval/return_std", "perf/env_steps", "perf/wall_seconds", "perf/compile_seconds",
-                "perf/steps_per_second", "num_seeds", "num_devices", "params_sha256"):
+    for key in (
+        "eval/return_mean",
+        "eval/return_std",
+        "perf/env_steps",
+        "perf/wall_seconds",
+        "perf/compile_seconds",
+        "perf/steps_per_second",
+        "num_seeds",
+        "num_devices",
+        "params_sha256",
+    ):
         assert key in results, key
     assert results["perf/env_steps"] == 5120 and results["num_seeds"] == 2
     assert 8 <= results["eval/return_mean"] <= 500  # CartPole returns are in [8, 500]
@@ -52,8 +61,14 @@ def test_smoke_run_fills_the_workdir(reference_run):
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, reference_run):
     workdir = str(tmp_path / "run")
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, *SMOKE, f"--workdir={workdir}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *SMOKE, f"--workdir={workdir}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -117,8 +132,7 @@ def test_unknown_env_is_one_line_naming_valid_envs(tmp_path, flag):
 
 
 def test_misspelled_config_key_fails_at_launch(tmp_path):
-    result = run_python(["-m", "scripts.train", "--config.learning_rat=0.1", f"--workdir={tmp_path}/run"],
-                        timeout=120)
+    result = run_python(["-m", "scripts.train", "--config.learning_rat=0.1", f"--workdir={tmp_path}/run"], timeout=120)
     assert result.returncode != 0
     assert "learning_rat" in result.stderr
     assert not os.path.exists(tmp_path / "run")

@@ -36,8 +36,9 @@ def _assert_close(params, reference):
 
 def test_four_devices_equal_one_device(tmp_path, single_device_params):
     out = tmp_path / "params.npz"
-    result = run_python([WORKER, str(tmp_path / "run"), str(out)],
-                        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    result = run_python(
+        [WORKER, str(tmp_path / "run"), str(out)], env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "devices 4 processes 1" in result.stdout
     _assert_close(_load(out), single_device_params)
@@ -55,11 +56,18 @@ def test_two_processes_equal_one_device(tmp_path, single_device_params):
     import sys
 
     port, out = _free_port(), tmp_path / "params.npz"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=ROOT)
-    procs = [subprocess.Popen([sys.executable, WORKER, str(tmp_path / "run"), str(out), f"127.0.0.1:{port}", "2",
-                               str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WORKER, str(tmp_path / "run"), str(out), f"127.0.0.1:{port}", "2", str(i)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = []
     try:
         for p in procs:

@@ -1,4 +1,3 @@
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats
@@ -43,8 +42,14 @@ def test_ppo_loss_terms_match_direct_computation():
     old_values = rng.normal(size=n).astype(np.float32)
     advantages = rng.normal(size=n).astype(np.float32)
     targets = rng.normal(size=n).astype(np.float32)
-    batch = Transition(jnp.zeros((n, 1)), jnp.asarray(actions), jnp.zeros(n), jnp.zeros(n), jnp.asarray(old_values),
-                       jnp.asarray(old_log_prob))
+    batch = Transition(
+        jnp.zeros((n, 1)),
+        jnp.asarray(actions),
+        jnp.zeros(n),
+        jnp.zeros(n),
+        jnp.asarray(old_values),
+        jnp.asarray(old_log_prob),
+    )
     clip, vf, ent = 0.2, 0.5, 0.01
     total, terms = ppo_loss(params, apply_fn, batch, jnp.asarray(advantages), jnp.asarray(targets), clip, vf, ent)
 

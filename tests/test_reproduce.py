@@ -15,8 +15,9 @@ TARGETS = [("CartPole-v1", 475.0), ("Acrobot-v1", -100.0), ("Pendulum-v1", -300.
 @pytest.mark.parametrize("env_name,threshold", TARGETS)
 def test_ppo_reaches_target(tmp_path, env_name, threshold):
     workdir = str(tmp_path / "run")
-    result = run_python(["-m", "scripts.train", f"--config=agents/configs/ppo.py:{env_name}", f"--workdir={workdir}"],
-                        timeout=1800)
+    result = run_python(
+        ["-m", "scripts.train", f"--config=agents/configs/ppo.py:{env_name}", f"--workdir={workdir}"], timeout=1800
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)

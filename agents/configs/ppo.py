@@ -13,8 +13,17 @@ import ml_collections
 PRESETS = {
     "CartPole-v1": {},
     "Acrobot-v1": {"total_timesteps": 1_000_000, "num_envs": 16},
-    "Pendulum-v1": {"total_timesteps": 1_000_000, "num_envs": 16, "num_steps": 64, "update_epochs": 10,
-                    "num_minibatches": 8, "lr": 1e-3, "gamma": 0.95, "ent_coef": 0.0, "reward_scale": 0.1},
+    "Pendulum-v1": {
+        "total_timesteps": 1_000_000,
+        "num_envs": 16,
+        "num_steps": 64,
+        "update_epochs": 10,
+        "num_minibatches": 8,
+        "lr": 1e-3,
+        "gamma": 0.95,
+        "ent_coef": 0.0,
+        "reward_scale": 0.1,
+    },
 }
 
 

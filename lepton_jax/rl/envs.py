@@ -82,8 +82,9 @@ class StepResult(NamedTuple):
 def reset(spec: EnvSpec, key: jax.Array, num_envs: int) -> EnvRunner:
     obs, state = jax.vmap(spec.env.reset, in_axes=(0, None))(jax.random.split(key, num_envs), spec.params)
     zeros = jnp.zeros((num_envs,), jnp.float32)
-    return EnvRunner(state, obs, zeros, zeros.astype(jnp.int32), zeros, zeros.astype(jnp.int32),
-                     zeros.astype(jnp.int32))
+    return EnvRunner(
+        state, obs, zeros, zeros.astype(jnp.int32), zeros, zeros.astype(jnp.int32), zeros.astype(jnp.int32)
+    )
 
 
 def to_env_action(spec: EnvSpec, action: jax.Array) -> jax.Array:
@@ -99,7 +100,8 @@ def step(spec: EnvSpec, runner: EnvRunner, action: jax.Array, key: jax.Array) ->
     """Steps every env once (auto-resetting finished ones) and updates the episode statistics."""
     num_envs = runner.obs.shape[0]
     obs, state, reward, terminated, truncated, info = jax.vmap(spec.env.step, in_axes=(0, 0, 0, None))(
-        jax.random.split(key, num_envs), runner.env_state, to_env_action(spec, action), spec.params)
+        jax.random.split(key, num_envs), runner.env_state, to_env_action(spec, action), spec.params
+    )
     reward = reward.astype(jnp.float32)
     done = jnp.logical_or(terminated, truncated)
     episode_return = runner.episode_return + reward
@@ -122,8 +124,9 @@ def mean_episode_return(runner: EnvRunner) -> jax.Array:
     return jnp.sum(jnp.where(finished, runner.last_return, 0.0)) / jnp.sum(finished)
 
 
-def evaluate(spec: EnvSpec, act: Callable[[Any, jax.Array], jax.Array], params: Any, key: jax.Array,
-             num_episodes: int) -> jax.Array:
+def evaluate(
+    spec: EnvSpec, act: Callable[[Any, jax.Array], jax.Array], params: Any, key: jax.Array, num_episodes: int
+) -> jax.Array:
     """Returns of `num_episodes` episodes under the deterministic policy `act(params, obs) -> action`.
 
     All episodes run in parallel for the env's step limit; rewards after an episode's first end are ignored.

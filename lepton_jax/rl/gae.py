@@ -50,6 +50,5 @@ def gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
         advantage = delta + gamma * gae_lambda * not_done * next_advantage
         return (advantage, value), advantage
 
-    _, advantages = jax.lax.scan(step, (jnp.zeros_like(last_value), last_value), (rewards, values, dones),
-                                 reverse=True)
+    _, advantages = jax.lax.scan(step, (jnp.zeros_like(last_value), last_value), (rewards, values, dones), reverse=True)
     return advantages, advantages + values

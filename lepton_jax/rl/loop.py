@@ -22,9 +22,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from lepton_jax import checkpoint, metrics as metrics_lib, parallel, plotting
+from lepton_jax import checkpoint, parallel, plotting
+from lepton_jax import metrics as metrics_lib
 from lepton_jax.config import save_config
-from lepton_jax.interrupt import InterruptGuard, Interrupted
+from lepton_jax.interrupt import Interrupted, InterruptGuard
 from lepton_jax.rl import envs
 from lepton_jax.rl.agent import run_updates_masked
 
@@ -98,13 +99,18 @@ def run(config, workdir: str, make_agent):
     num_updates, chunk = agent.num_updates, max(1, int(config.chunk_updates))
     steps_per_update = agent.steps_per_update
     # One program for every chunk: it runs the first `n` of `chunk` updates (n < chunk only for the last one).
-    chunk_fn = jax.jit(jax.vmap(functools.partial(run_updates_masked, agent, length=chunk), in_axes=(0, None)),
-                       in_shardings=(shardings, replicated), out_shardings=(shardings, replicated), donate_argnums=0)
+    chunk_fn = jax.jit(
+        jax.vmap(functools.partial(run_updates_masked, agent, length=chunk), in_axes=(0, None)),
+        in_shardings=(shardings, replicated),
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )
     chunk_fn, seconds = _compile(chunk_fn, abstract, jax.ShapeDtypeStruct((), np.int32, sharding=replicated))
     compile_seconds += seconds
 
-    evaluate = jax.jit(jax.vmap(lambda p, k: envs.evaluate(spec, agent.act, p, k, config.eval_episodes)),
-                       out_shardings=replicated)
+    evaluate = jax.jit(
+        jax.vmap(lambda p, k: envs.evaluate(spec, agent.act, p, k, config.eval_episodes)), out_shardings=replicated
+    )
     eval_fn, seconds = _compile(evaluate, abstract.train_state.params, keys)
     compile_seconds += seconds
 
@@ -113,7 +119,8 @@ def run(config, workdir: str, make_agent):
         per_seed = returns.mean(axis=1)
         return {"eval/return_mean": per_seed.mean(), "eval/return_std": per_seed.std()}
 
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=None if restored is None else start_update * steps_per_update)
+    resume_step = None if restored is None else start_update * steps_per_update
+    writer = metrics_lib.MetricsWriter(workdir, resume_step=resume_step)
     bar = metrics_lib.ProgressBar(num_updates * steps_per_update, start_update * steps_per_update, desc=config.env_name)
     train_seconds, update = 0.0, start_update
     last_return = float("nan")
@@ -141,12 +148,18 @@ def run(config, workdir: str, make_agent):
                 if chunks_done % config.checkpoint_every_chunks == 0 or last or guard.requested:
                     ckpt.save(update, state, {"update": update})
                 writer.flush()
-                bar.update(n * steps_per_update, ret=last_return,
-                           sps=f"{config.num_seeds * n * steps_per_update / seconds:,.0f}")
+                bar.update(
+                    n * steps_per_update,
+                    ret=last_return,
+                    sps=f"{config.num_seeds * n * steps_per_update / seconds:,.0f}",
+                )
                 if guard.requested and not last:
                     ckpt.wait()
-                    raise Interrupted(guard.signum, f"interrupted at update {update}/{num_updates}; checkpoint saved "
-                                                    f"in {ckpt.directory}; run the same command again to resume")
+                    raise Interrupted(
+                        guard.signum,
+                        f"interrupted at update {update}/{num_updates}; checkpoint saved "
+                        f"in {ckpt.directory}; run the same command again to resume",
+                    )
     finally:
         bar.close()
         writer.close()
@@ -174,8 +187,10 @@ def run(config, workdir: str, make_agent):
     if parallel.is_main_process():
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-        plotting.learning_curve(metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl")),
-                                os.path.join(workdir, "plots", "learning_curve.png"),
-                                title=f"{config.trainer} on {config.env_name} ({config.num_seeds} seeds)")
+        plotting.learning_curve(
+            metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl")),
+            os.path.join(workdir, "plots", "learning_curve.png"),
+            title=f"{config.trainer} on {config.env_name} ({config.num_seeds} seeds)",
+        )
     ckpt.close()
     return state, results

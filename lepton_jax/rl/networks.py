@@ -39,7 +39,7 @@ class ActorCritic(nn.Module):
     """Separate actor and critic torsos over a flat observation (B, obs_dim).
 
     `action_dim` is the number of discrete actions, or the size of a continuous action vector when `continuous`.
-    Returns the action distribution and the value estimate (B,).
+    Calling it returns the action distribution and the value estimate (B,); `value` runs the critic alone.
     """
 
     action_dim: int
@@ -47,19 +47,25 @@ class ActorCritic(nn.Module):
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
 
-    @nn.compact
-    def __call__(self, obs):
-        actor = MLP(self.hidden_sizes, self.activation, name="actor_torso")(obs)
+    def setup(self):
+        self.actor_torso = MLP(self.hidden_sizes, self.activation)
         # A small last layer keeps the initial policy close to uniform (or to a zero-mean Gaussian).
-        head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=nn.initializers.zeros)(actor)
+        self.actor_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=nn.initializers.zeros)
         if self.continuous:
-            log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-            dist = DiagGaussian(head, jnp.broadcast_to(log_std, head.shape))
+            self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        self.critic_torso = MLP(self.hidden_sizes, self.activation)
+        self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)
+
+    def __call__(self, obs):
+        head = self.actor_head(self.actor_torso(obs))
+        if self.continuous:
+            dist = DiagGaussian(head, jnp.broadcast_to(self.log_std, head.shape))
         else:
             dist = Categorical(head)
-        critic = MLP(self.hidden_sizes, self.activation, name="critic_torso")(obs)
-        value = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)(critic)
-        return dist, jnp.squeeze(value, -1)
+        return dist, self.value(obs)
+
+    def value(self, obs):
+        return jnp.squeeze(self.critic_head(self.critic_torso(obs)), -1)
 
 
 def flatten_obs(obs: jax.Array, obs_shape: tuple[int, ...]) -> jax.Array:
