@@ -87,15 +87,20 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
             action = dist.sample(act_key)
             log_prob = dist.log_prob(action)
             next_runner, result = envs.step(spec, runner, action, env_key)
-            reward = result.reward * config.reward_scale
-            if config.bootstrap_truncated:
-                final_value = critic(state.train_state.params, result.final_obs)
-                reward = bootstrap_truncated(reward, result.terminated, result.truncated, final_value, config.gamma)
             done = jnp.logical_or(result.terminated, result.truncated)
-            return (next_runner, rng), Transition(runner.obs, action, reward, done, value, log_prob)
+            transition = Transition(runner.obs, action, result.reward * config.reward_scale, done, value, log_prob)
+            return (next_runner, rng), (transition, result)
 
-        (runner, rng), traj = jax.lax.scan(env_step, (state.env, state.rng), None, length=config.num_steps)
-        return runner, rng, traj  # traj leaves: (T, N, ...)
+        (runner, rng), (traj, results) = jax.lax.scan(
+            env_step, (state.env, state.rng), None, length=config.num_steps
+        )  # leaves: (T, N, ...)
+        if config.bootstrap_truncated:
+            # The values of the pre-reset observations, in one batched pass after the rollout rather than a third
+            # network call in every step of it.
+            final_value = critic(state.train_state.params, results.final_obs)
+            reward = bootstrap_truncated(traj.reward, results.terminated, results.truncated, final_value, config.gamma)
+            traj = traj._replace(reward=reward)
+        return runner, rng, traj
 
     def learn(train_state, traj, advantages, targets, rng):
         steps_per_minibatch = config.num_steps // config.num_minibatches

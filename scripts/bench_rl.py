@@ -1,0 +1,339 @@
+"""Benchmarks this project's PPO against rejax and stable-baselines3 on CartPole-v1, and its scaling in num_envs.
+
+    PYTHONPATH=. python scripts/bench_rl.py --out=/tmp/bench_rl.json
+
+One run trains the same problem (CleanRL's CartPole PPO: 4 envs x 128 steps, 4 epochs x 4 minibatches, 5e5 env
+steps, 64x64 tanh MLP, lr 2.5e-4) with three implementations and prints, per implementation, compile seconds,
+training seconds, training env-steps/s and the final deterministic evaluation return:
+
+- ours: `agents.ppo.make_train(config)`, compiled ahead of time (`jit(...).lower(key).compile()`) so that compiling
+  and training are timed apart; with `--num_seeds=N > 1` also `jit(vmap(train))` over N seeds.
+- rejax 0.1.3: it needs gymnax==0.0.9 (five-value `step`) while the project needs gymnax 1.x, so it runs in its own
+  venv (`<--peer_venv_dir>/rejax-venv`, created and pip-installed on first use) in a subprocess that runs the
+  embedded `_WORKER` script and writes JSON back. Timed the same way as ours.
+- stable-baselines3 (PyTorch, CPU) on gymnasium's CartPole-v1, in `<--peer_venv_dir>/sb3-venv`, installed from
+  `requirements-bench.txt`; torch is never imported by this process. `--sb3_timesteps` runs fewer steps (the
+  steps/s is then measured on what was actually run, which is what the table and JSON report).
+
+Then a scaling table for ours only: training steps/s for each `--scaling_envs` value at num_steps=128 and
+`--scaling_updates` updates. On 2 CPU cores the whole run takes about 5 minutes, most of it SB3 (~100 s) and the
+first-time venv installs (~1-2 min, once).
+"""
+
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from agents import ppo
+from agents.configs import ppo as ppo_config
+from lepton_jax import benchmarking
+from lepton_jax.rl import envs
+
+_PEERS = flags.DEFINE_list("peers", ["ours", "rejax", "sb3"], "Implementations to run: ours, rejax, sb3.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the single-seed runs (the headline comparison).")
+_NUM_SEEDS = flags.DEFINE_integer("num_seeds", 1, "If > 1, also train ours and rejax vmapped over this many seeds.")
+_TOTAL = flags.DEFINE_integer("total_timesteps", 500_000, "Env steps per seed for ours and rejax.")
+_SB3_TIMESTEPS = flags.DEFINE_integer("sb3_timesteps", None, "Env steps for SB3 (default: as ours).")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Timed training runs of each compiled function; the fastest counts.")
+_EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 100, "Episodes of the final deterministic evaluation.")
+_SCALING_ENVS = flags.DEFINE_list(
+    "scaling_envs", ["16", "64", "256", "1024", "4096"], "num_envs values of the scaling table (empty: skip it)."
+)
+_SCALING_UPDATES = flags.DEFINE_integer("scaling_updates", 10, "Updates per scaling run (num_steps stays 128).")
+_PEER_VENV_DIR = flags.DEFINE_string(
+    "peer_venv_dir", benchmarking.PEER_VENV_DIR, "Where the peers' venvs (rejax-venv, sb3-venv) are created and reused."
+)
+_PEER_TIMEOUT = flags.DEFINE_integer("peer_timeout", 1800, "Seconds before a peer subprocess is killed.")
+_OUT = flags.DEFINE_string("out", None, "If set, writes everything as JSON to this file.")
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# rejax's set (see requirements-bench.txt): JAX pinned to the project's versions so both compile with the same XLA.
+REJAX_PINS = (
+    "rejax==0.1.3\ngymnax==0.0.9\ndistrax==0.1.9\njax==0.10.2\njaxlib==0.10.2\nflax==0.12.8\n"
+    "optax==0.2.8\nchex==0.1.92\nnumpy==2.4.6\n"
+)
+
+# Runs inside a peer's venv: `python worker.py KIND PROBLEM_JSON OUT_PATH`. Imports only what that peer needs.
+_WORKER = r"""
+import json, sys, time
+from importlib.metadata import version
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+def run_rejax(p):
+    import jax, jax.numpy as jnp, numpy as np
+    from rejax import PPO
+    from rejax.evaluate import evaluate
+    algo = PPO.create(
+        env="CartPole-v1", num_envs=p["num_envs"], num_steps=p["num_steps"], num_epochs=p["update_epochs"],
+        num_minibatches=p["num_minibatches"], total_timesteps=p["total_timesteps"], learning_rate=p["lr"],
+        gamma=p["gamma"], gae_lambda=p["gae_lambda"], clip_eps=p["clip_eps"], ent_coef=p["ent_coef"],
+        vf_coef=p["vf_coef"], max_grad_norm=p["max_grad_norm"],
+        agent_kwargs={"hidden_layer_sizes": tuple(p["hidden_sizes"]), "activation": p["activation"]},
+        # One no-op "evaluation" at the very end: rejax's own in-training evaluation would be timed as training.
+        eval_freq=p["total_timesteps"], skip_initial_evaluation=True)
+    algo = algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
+    per_update = p["num_envs"] * p["num_steps"]
+    steps = int(np.ceil(p["total_timesteps"] / algo.eval_freq)) * int(np.ceil(algo.eval_freq / per_update)) * per_update
+
+    def greedy_returns(params, key):
+        act = lambda obs, rng: jnp.squeeze(algo.actor.apply(
+            params, obs[None], method=lambda m, o: m._action_dist(o).mode()))
+        _, returns = evaluate(act, key, algo.env, algo.env_params, p["eval_episodes"])
+        return np.asarray(returns)
+
+    def bench(train, keys, num_seeds):
+        compiled, compile_s = timed(lambda: jax.jit(train).lower(keys).compile())
+        train_s = float("inf")
+        for _ in range(p["repeats"]):
+            (ts, _), seconds = timed(lambda: jax.block_until_ready(compiled(keys)))
+            train_s = min(train_s, seconds)
+        params = ts.actor_ts.params
+        eval_key = jax.random.PRNGKey(p["seed"] + 1000)
+        if num_seeds == 1:
+            returns = [greedy_returns(params, eval_key).mean()]
+        else:
+            returns = [greedy_returns(jax.tree.map(lambda x: x[i], params), eval_key).mean() for i in range(num_seeds)]
+        return {"compile_s": compile_s, "train_s": train_s, "steps": steps * num_seeds,
+                "eval_return": float(np.mean(returns)), "eval_return_per_seed": [float(r) for r in returns],
+                "num_seeds": num_seeds, "version": "rejax " + version("rejax") + ", jax " + jax.__version__}
+
+    out = {"single": bench(algo.train, jax.random.PRNGKey(p["seed"]), 1)}
+    if p["num_seeds"] > 1:
+        keys = jax.random.split(jax.random.PRNGKey(p["seed"]), p["num_seeds"])
+        out["vmap"] = bench(jax.vmap(algo.train), keys, p["num_seeds"])
+    return out
+
+def run_sb3(p):
+    import gymnasium as gym, numpy as np, torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    size = p["hidden_sizes"]
+    lr = (lambda progress_remaining: progress_remaining * p["lr"]) if p["anneal_lr"] else p["lr"]
+
+    def build():
+        env = make_vec_env("CartPole-v1", n_envs=p["num_envs"], seed=p["seed"], vec_env_cls=DummyVecEnv)
+        return PPO(
+            "MlpPolicy", env, learning_rate=lr, n_steps=p["num_steps"],
+            batch_size=p["num_envs"] * p["num_steps"] // p["num_minibatches"], n_epochs=p["update_epochs"],
+            gamma=p["gamma"], gae_lambda=p["gae_lambda"], clip_range=p["clip_eps"],
+            clip_range_vf=p["clip_eps"] if p["clip_value_loss"] else None, ent_coef=p["ent_coef"],
+            vf_coef=p["vf_coef"], max_grad_norm=p["max_grad_norm"], seed=p["seed"], device="cpu", verbose=0,
+            policy_kwargs={"net_arch": {"pi": list(size), "vf": list(size)}, "activation_fn": torch.nn.Tanh})
+
+    model, setup_s = timed(build)
+    _, train_s = timed(lambda: model.learn(total_timesteps=p["sb3_timesteps"]))
+    returns, _ = evaluate_policy(model, Monitor(gym.make("CartPole-v1")), n_eval_episodes=p["eval_episodes"],
+                                 deterministic=True, return_episode_rewards=True)
+    return {"single": {"compile_s": None, "setup_s": setup_s, "train_s": train_s, "steps": int(model.num_timesteps),
+                       "eval_return": float(np.mean(returns)), "eval_return_per_seed": [float(np.mean(returns))],
+                       "num_seeds": 1, "torch_threads": torch.get_num_threads(),
+                       "version": "stable-baselines3 " + version("stable-baselines3") + ", torch " + torch.__version__}}
+
+if __name__ == "__main__":
+    kind, problem, out_path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    result = {"rejax": run_rejax, "sb3": run_sb3}[kind](problem)
+    with open(out_path, "w") as f:
+        json.dump(result, f)
+"""
+
+
+def run_peer(kind: str, python: str, problem: dict) -> dict:
+    """Runs `_WORKER` for `kind` ('rejax' or 'sb3') with the peer venv's python and returns its JSON result."""
+    return benchmarking.run_worker(python, _WORKER, [kind, json.dumps(problem)], timeout=_PEER_TIMEOUT.value)
+
+
+def make_config(**overrides):
+    """The project's CartPole-v1 PPO config with `overrides` assigned."""
+    config = ppo_config.get_config("CartPole-v1")
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def bench_ours(config, seed: int, num_seeds: int = 1, eval_episodes: int = 0) -> dict:
+    """Compiles and trains the project's PPO; times the two apart and evaluates the final parameters.
+
+    Args:
+      config: a PPO config (its `num_seeds` is ignored; `num_seeds` below decides).
+      seed: the seed of the single run, or of the keys split for the vmapped one.
+      num_seeds: 1 for `jit(train)`, more for `jit(vmap(train))` over that many seeds.
+      eval_episodes: episodes of deterministic evaluation per seed (0: skip it).
+
+    Returns:
+      compile_s, train_s (fastest of --repeats), steps (all seeds), eval_return (mean over seeds) and more.
+    """
+    train = ppo.make_train(config)
+    key = jax.random.PRNGKey(seed)
+    keys = key if num_seeds == 1 else jax.random.split(key, num_seeds)
+    start = time.perf_counter()
+    compiled = jax.jit(train if num_seeds == 1 else jax.vmap(train)).lower(keys).compile()
+    compile_s = time.perf_counter() - start
+    train_s = float("inf")
+    for _ in range(_REPEATS.value):
+        start = time.perf_counter()
+        state, metrics = jax.block_until_ready(compiled(keys))
+        train_s = min(train_s, time.perf_counter() - start)
+    agent = ppo.make_agent(config, envs.make_env(config.env_name))
+    steps = agent.num_updates * agent.steps_per_update * num_seeds
+    result = {
+        "compile_s": compile_s,
+        "train_s": train_s,
+        "steps": steps,
+        "num_seeds": num_seeds,
+        "final_train_return": float(np.nanmean(np.asarray(metrics["episode_return"])[..., -1])),
+        "version": f"lepton-jax, jax {jax.__version__}",
+    }
+    if eval_episodes:
+        spec = envs.make_env(config.env_name)
+        evaluate = jax.jit(lambda params, k: envs.evaluate(spec, agent.act, params, k, eval_episodes))
+        params = state.train_state.params
+        eval_key = jax.random.PRNGKey(seed + 1000)
+        per_seed = [params] if num_seeds == 1 else [jax.tree.map(lambda x, i=i: x[i], params) for i in range(num_seeds)]
+        returns = [float(np.mean(evaluate(p, eval_key))) for p in per_seed]
+        result.update(eval_return=float(np.mean(returns)), eval_return_per_seed=returns)
+    return result
+
+
+def problem_of(config) -> dict:
+    """The hyperparameters handed to the peers, read from our config so that all three solve the same problem."""
+    keys = (
+        "num_envs",
+        "num_steps",
+        "update_epochs",
+        "num_minibatches",
+        "lr",
+        "anneal_lr",
+        "gamma",
+        "gae_lambda",
+        "clip_eps",
+        "clip_value_loss",
+        "ent_coef",
+        "vf_coef",
+        "max_grad_norm",
+        "activation",
+    )
+    problem = {k: config[k] for k in keys}
+    per_update = config.num_envs * config.num_steps
+    # Whole updates only, as ours runs, so every implementation trains on the same number of env steps.
+    problem.update(
+        total_timesteps=config.total_timesteps // per_update * per_update, hidden_sizes=list(config.hidden_sizes)
+    )
+    return problem
+
+
+def fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_tables(results: dict, ratios: dict, scaling: list) -> None:
+    print("\nPPO on CartPole-v1, same hyperparameters (2-core CPU unless noted); steps/s is training only")
+    header = (
+        f"{'run':<22}{'seeds':>6}{'compile s':>11}{'train s':>9}{'env steps':>11}{'steps/s':>11}"
+        f"{'eval return':>13}  version"
+    )
+    print(header + "\n" + "-" * len(header))
+    for name, r in results.items():
+        print(
+            f"{name:<22}{r['num_seeds']:>6}{fmt(r['compile_s'], '.1f'):>11}{r['train_s']:>9.1f}{r['steps']:>11,}"
+            f"{r['steps_per_s']:>11,.0f}{fmt(r.get('eval_return'), '.1f'):>13}  {r['version']}"
+        )
+    for name, ratio in ratios.items():
+        print(f"  {name}: {ratio:.2f}x")
+    if scaling:
+        print("\nScaling of ours (num_steps=128, training only)")
+        print(f"{'num_envs':>9}{'updates':>9}{'compile s':>11}{'train s':>9}{'env steps':>12}{'steps/s':>13}")
+        for r in scaling:
+            print(
+                f"{r['num_envs']:>9}{r['updates']:>9}{r['compile_s']:>11.1f}{r['train_s']:>9.2f}{r['steps']:>12,}"
+                f"{r['steps_per_s']:>13,.0f}"
+            )
+
+
+def main(argv):
+    del argv
+    unknown = set(_PEERS.value) - {"ours", "rejax", "sb3"}
+    if unknown:
+        raise app.UsageError(f"unknown --peers {sorted(unknown)}; valid: ours, rejax, sb3")
+    config = make_config(total_timesteps=_TOTAL.value, num_seeds=_NUM_SEEDS.value)
+    problem = problem_of(config)
+    problem.update(
+        seed=_SEED.value,
+        num_seeds=_NUM_SEEDS.value,
+        repeats=_REPEATS.value,
+        eval_episodes=_EVAL_EPISODES.value,
+        sb3_timesteps=_SB3_TIMESTEPS.value or problem["total_timesteps"],
+    )
+    print("Problem:", json.dumps(problem), flush=True)
+    load_before = benchmarking.warn_if_busy()  # timings on 2 cores are only comparable on an idle machine
+    results = {}
+    if "ours" in _PEERS.value:
+        print("ours: single seed...", flush=True)
+        results["ours"] = bench_ours(config, _SEED.value, 1, _EVAL_EPISODES.value)
+        if _NUM_SEEDS.value > 1:
+            print(f"ours: vmap over {_NUM_SEEDS.value} seeds...", flush=True)
+            results["ours (vmap)"] = bench_ours(config, _SEED.value, _NUM_SEEDS.value, _EVAL_EPISODES.value)
+    if "rejax" in _PEERS.value:
+        python = benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "rejax-venv"), REJAX_PINS)
+        print("rejax...", flush=True)
+        peer = run_peer("rejax", python, problem)
+        results["rejax"] = peer["single"]
+        if "vmap" in peer:
+            results["rejax (vmap)"] = peer["vmap"]
+    if "sb3" in _PEERS.value:
+        with open(os.path.join(_REPO, "requirements-bench.txt")) as f:
+            python = benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "sb3-venv"), f.read())
+        print(f"sb3: {problem['sb3_timesteps']:,} steps...", flush=True)
+        results["sb3"] = run_peer("sb3", python, problem)["single"]
+    for r in results.values():
+        r["steps_per_s"] = r["steps"] / r["train_s"]
+    ratios = {
+        f"training steps/s, ours / {peer}": results["ours"]["steps_per_s"] / results[peer]["steps_per_s"]
+        for peer in ("rejax", "sb3")
+        if "ours" in results and peer in results
+    }
+
+    scaling = []
+    for num_envs in [int(n) for n in _SCALING_ENVS.value]:
+        print(f"scaling: num_envs={num_envs}...", flush=True)
+        scaled = make_config(num_envs=num_envs, num_steps=128, total_timesteps=num_envs * 128 * _SCALING_UPDATES.value)
+        r = bench_ours(scaled, _SEED.value)
+        scaling.append(
+            {
+                "num_envs": num_envs,
+                "updates": _SCALING_UPDATES.value,
+                "compile_s": r["compile_s"],
+                "train_s": r["train_s"],
+                "steps": r["steps"],
+                "steps_per_s": r["steps"] / r["train_s"],
+            }
+        )
+
+    print_tables(results, ratios, scaling)
+    if _OUT.value:
+        report = {
+            "command": sys.argv,
+            "problem": problem,
+            "results": results,
+            "ratios": ratios,
+            "scaling": scaling,
+            "machine": benchmarking.machine(load_before),
+        }
+        with open(_OUT.value, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nWrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
