@@ -11,24 +11,15 @@ Minibatches are drawn per environment: each minibatch holds `num_steps / num_min
 
 import jax
 import jax.numpy as jnp
-import optax
-from flax import struct
-from flax.training.train_state import TrainState
 
 from lepton_jax import registry
 from lepton_jax.config import on_policy_derived
-from lepton_jax.rl import envs, loop
+from lepton_jax.rl import envs, loop, onpolicy
 from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.agent import make_train as _make_train
-from lepton_jax.rl.gae import Transition, bootstrap_truncated, gae
-from lepton_jax.rl.networks import ActorCritic, flatten_obs
+from lepton_jax.rl.gae import Transition, gae
 
-
-@struct.dataclass
-class PPOState:
-    train_state: TrainState
-    env: envs.EnvRunner
-    rng: jax.Array
+PPOState = onpolicy.OnPolicyState  # train_state, env, rng
 
 
 def ppo_loss(
@@ -60,47 +51,9 @@ def ppo_loss(
 
 def make_agent(config, spec: envs.EnvSpec) -> Agent:
     d = on_policy_derived(config)
-    net = ActorCritic(spec.action_dim, spec.continuous, tuple(config.hidden_sizes), config.activation)
-
-    def apply(params, obs):
-        return net.apply(params, flatten_obs(obs, spec.obs_shape))
-
-    def critic(params, obs):
-        return net.apply(params, flatten_obs(obs, spec.obs_shape), method=ActorCritic.value)
-
-    schedule = config.lr
-    if config.anneal_lr:
-        schedule = optax.linear_schedule(config.lr, 0.0, d.num_updates * config.update_epochs * config.num_minibatches)
-    tx = optax.flatten(optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(schedule, eps=1e-5)))
-
-    def init(rng):
-        rng, init_key, env_key = jax.random.split(rng, 3)
-        params = net.init(init_key, jnp.zeros((1, *spec.obs_shape)).reshape(1, -1))
-        train_state = TrainState.create(apply_fn=apply, params=params, tx=tx)
-        return PPOState(train_state, envs.reset(spec, env_key, config.num_envs), rng)
-
-    def collect(state: PPOState):
-        def env_step(carry, _):
-            runner, rng = carry
-            rng, act_key, env_key = jax.random.split(rng, 3)
-            dist, value = apply(state.train_state.params, runner.obs)
-            action = dist.sample(act_key)
-            log_prob = dist.log_prob(action)
-            next_runner, result = envs.step(spec, runner, action, env_key)
-            done = jnp.logical_or(result.terminated, result.truncated)
-            transition = Transition(runner.obs, action, result.reward * config.reward_scale, done, value, log_prob)
-            return (next_runner, rng), (transition, result)
-
-        (runner, rng), (traj, results) = jax.lax.scan(
-            env_step, (state.env, state.rng), None, length=config.num_steps
-        )  # leaves: (T, N, ...)
-        if config.bootstrap_truncated:
-            # The values of the pre-reset observations, in one batched pass after the rollout rather than a third
-            # network call in every step of it.
-            final_value = critic(state.train_state.params, results.final_obs)
-            reward = bootstrap_truncated(traj.reward, results.terminated, results.truncated, final_value, config.gamma)
-            traj = traj._replace(reward=reward)
-        return runner, rng, traj
+    fns = onpolicy.actor_critic(config, spec)
+    apply = fns.apply
+    tx = onpolicy.optimizer(config, d.num_updates * config.update_epochs * config.num_minibatches, config.max_grad_norm)
 
     def learn(train_state, traj, advantages, targets, rng):
         steps_per_minibatch = config.num_steps // config.num_minibatches
@@ -145,8 +98,8 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
         return train_state, rng, jax.tree.map(jnp.mean, terms)
 
     def update(state: PPOState):
-        runner, rng, traj = collect(state)
-        last_value = critic(state.train_state.params, runner.obs)
+        runner, rng, traj, _ = onpolicy.collect(config, spec, fns, state, config.num_steps)
+        last_value = fns.critic(state.train_state.params, runner.obs)
         advantages, targets = gae(traj.reward, traj.value, traj.done, last_value, config.gamma, config.gae_lambda)
         train_state, rng, metrics = learn(state.train_state, traj, advantages, targets, rng)
         metrics["episode_return"] = envs.mean_episode_return(runner)
@@ -156,7 +109,7 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
         dist, _ = apply(params, obs)
         return dist.mode()
 
-    return Agent(init, update, act, d.num_updates, d.steps_per_update)
+    return Agent(onpolicy.make_init(config, spec, fns, tx), update, act, d.num_updates, d.steps_per_update)
 
 
 def make_train(config):

@@ -15,6 +15,15 @@ TrainFn = Callable[..., dict]
 _TRAINERS: dict[str, TrainFn] = {}
 _BUILTIN = {
     "ppo": "agents.ppo",
+    "dqn": "agents.dqn",
+    "reinforce": "agents.reinforce",
+    "a2c": "agents.a2c",
+    "classifier": "lepton_jax.classifier",
+    "vae": "generative.vae",
+    "dcgan": "generative.dcgan",
+    "node_classification": "graphs.node_classification",
+    "link_prediction": "graphs.link_prediction",
+    "graph_classification": "graphs.graph_classification",
 }
 
 
@@ -38,3 +47,10 @@ def get(name: str) -> TrainFn:
     if name not in _TRAINERS:
         raise UserError(f"unknown trainer '{name}'; valid trainers: {', '.join(names())}")
     return _TRAINERS[name]
+
+
+def module_of(name: str):
+    """The built-in module that defines trainer `name` (e.g. for its `make_agent`)."""
+    if name not in _BUILTIN:
+        raise UserError(f"unknown trainer '{name}'; valid trainers: {', '.join(sorted(_BUILTIN))}")
+    return importlib.import_module(_BUILTIN[name])

@@ -1,12 +1,23 @@
 """Shared test helpers. Tests run on the CPU backend; multi-device tests fake devices in subprocesses."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Many tests compile the same small programs (smoke configs, in this process and in launcher subprocesses). XLA's
+# persistent compilation cache, in a directory fresh for each test session, compiles each of them once. It is an
+# executable cache only: results are bit for bit those of a fresh compile.
+_CACHE_DIR = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE_DIR = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lepton_jax_test_xla_cache_")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
 def run_python(args, env_extra=None, timeout=300, **kwargs):
@@ -21,3 +32,8 @@ def run_python(args, env_extra=None, timeout=300, **kwargs):
 @pytest.fixture(scope="session")
 def root():
     return ROOT
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _CACHE_DIR is not None:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)

@@ -4,10 +4,12 @@
 
 The arg is the env name (any of gymnax's registered envs), optionally followed by `,smoke` for a seconds-long run
 used by the tests (`ppo.py:smoke` is CartPole's). Tuned presets exist for CartPole-v1 (eval return 500 after
-5e5 steps, ~20 s on 2 CPU cores for 4 seeds), Acrobot-v1 and Pendulum-v1; other envs get the CleanRL defaults.
+5e5 steps, about 50 s on 2 CPU cores for 4 seeds, compile included), Acrobot-v1 and Pendulum-v1; other envs get the CleanRL defaults.
 """
 
 import ml_collections
+
+from agents.configs import common
 
 # Per-env overrides of the defaults below. CartPole uses CleanRL's defaults exactly.
 PRESETS = {
@@ -28,17 +30,7 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "CartPole-v1").split(",") if p]
-    smoke = "smoke" in parts
-    names = [p for p in parts if p != "smoke"]
-    env_name = names[0] if names else "CartPole-v1"
-
-    c = ml_collections.ConfigDict()
-    c.trainer = "ppo"
-    c.env_name = env_name
-    c.seed = 0
-    c.num_seeds = 4
-
+    c, smoke, preset = common.base("ppo", arg, PRESETS)
     c.total_timesteps = 500_000  # per seed
     c.num_envs = 4
     c.num_steps = 128  # rollout length per env
@@ -57,24 +49,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.bootstrap_truncated = True  # add gamma * V(final obs) on time-limit cuts
     c.hidden_sizes = (64, 64)
     c.activation = "tanh"
-
-    # The loop: updates per jitted chunk; evaluation and checkpoints every few chunks.
-    c.chunk_updates = 50
-    c.eval_every_chunks = 2
-    c.eval_episodes = 16
-    c.checkpoint_every_chunks = 4
-    c.keep_checkpoints = 3
-
-    for key, value in PRESETS.get(env_name, {}).items():
-        c[key] = value
-
-    if smoke:
-        c.num_seeds = 2
-        c.num_envs = 4
-        c.num_steps = 16
-        c.total_timesteps = 4 * 16 * 8
-        c.chunk_updates = 2
-        c.eval_every_chunks = 2
-        c.checkpoint_every_chunks = 1
-        c.eval_episodes = 2
-    return c
+    smoke_sizes = {"num_envs": 4, "num_steps": 16, "total_timesteps": 4 * 16 * 8, "chunk_updates": 2}
+    return common.finish(c, preset, smoke, smoke_sizes)

@@ -17,13 +17,14 @@ from flax import struct
 from gymnax.environments import spaces
 
 from lepton_jax.errors import UserError
+from lepton_jax.rl import probes
 
 # MNISTBandit-bsuite downloads MNIST when built, which fails offline; every other registered env works.
 _UNSUPPORTED = {"MNISTBandit-bsuite"}
 
 
 def valid_env_names() -> list[str]:
-    return [name for name in gymnax.registered_envs if name not in _UNSUPPORTED]
+    return [name for name in gymnax.registered_envs if name not in _UNSUPPORTED] + list(probes.ENVS)
 
 
 class EnvSpec(NamedTuple):
@@ -47,7 +48,11 @@ def make_env(name: str) -> EnvSpec:
     """Builds a gymnax env by name; an unknown name is a `UserError` listing the valid ones."""
     if name not in valid_env_names():
         raise UserError(f"unknown env '{name}'; valid envs: {', '.join(valid_env_names())}")
-    env, params = gymnax.make(name)
+    if name in probes.ENVS:
+        env = probes.ENVS[name]()
+        params = env.default_params
+    else:
+        env, params = gymnax.make(name)
     obs_shape = tuple(env.observation_space(params).shape)
     space = env.action_space(params)
     if isinstance(space, spaces.Discrete):

@@ -25,6 +25,7 @@ from absl import logging
 from lepton_jax import checkpoint, parallel, plotting
 from lepton_jax import metrics as metrics_lib
 from lepton_jax.config import save_config
+from lepton_jax.errors import UserError
 from lepton_jax.interrupt import Interrupted, InterruptGuard
 from lepton_jax.rl import envs
 from lepton_jax.rl.agent import run_updates_masked
@@ -34,6 +35,33 @@ def state_shardings(abstract_state, mesh):
     """Replicated everywhere except the agent's `env` field, whose (seed, env, ...) leaves split the env axis."""
     shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
     return shardings.replace(env=jax.tree.map(lambda _: parallel.split_axis(mesh, 1), abstract_state.env))
+
+
+def abstract_state(agent, keys, mesh):
+    """The seed-batched state's shapes (with shardings, so a checkpoint restores onto the right devices)."""
+    abstract = jax.eval_shape(jax.vmap(agent.init), keys)
+    shardings = state_shardings(abstract, mesh)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return abstract, shardings
+
+
+def restore_for_evaluation(config, workdir: str, make_agent):
+    """Rebuilds the agent of a finished or interrupted run and loads its newest intact checkpoint.
+
+    Returns:
+      (agent, env spec, state with the seed axis first, the update it was saved at).
+    """
+    spec = envs.make_env(config.env_name)
+    agent = make_agent(config, spec)
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
+    abstract, _ = abstract_state(agent, keys, parallel.make_mesh())
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    restored = ckpt.restore_latest(abstract)
+    ckpt.close()
+    if restored is None:
+        raise UserError(f"no checkpoint in {ckpt.directory}; train first with --workdir={workdir}")
+    update, state, _ = restored
+    return agent, spec, state, update
 
 
 def params_sha256(params) -> str:
@@ -79,9 +107,7 @@ def run(config, workdir: str, make_agent):
 
     keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
     init = jax.vmap(agent.init)
-    abstract = jax.eval_shape(init, keys)
-    shardings = state_shardings(abstract, mesh)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    abstract, shardings = abstract_state(agent, keys, mesh)
     replicated = parallel.replicated(mesh)
 
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
@@ -133,7 +159,10 @@ def run(config, workdir: str, make_agent):
                 chunk_metrics = {k: v[:, :n] for k, v in jax.device_get(chunk_metrics).items()}  # {name: (S, n)}
                 seconds = time.perf_counter() - tick
                 train_seconds += seconds
-                metrics_lib.check_finite(chunk_metrics["loss"], "train/loss", update + 1)
+                loss = chunk_metrics["loss"]
+                if "learning" in chunk_metrics:  # off-policy agents report a NaN loss before learning starts
+                    loss = np.where(chunk_metrics["learning"] > 0, loss, 0.0)
+                metrics_lib.check_finite(loss, "train/loss", update + 1)
                 for i in range(n):
                     record = {f"train/{k}": _nan_stat(np.nanmean, v[:, i]) for k, v in chunk_metrics.items()}
                     record["train/episode_return_std"] = _nan_stat(np.nanstd, chunk_metrics["episode_return"][:, i])

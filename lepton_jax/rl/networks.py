@@ -72,3 +72,21 @@ def flatten_obs(obs: jax.Array, obs_shape: tuple[int, ...]) -> jax.Array:
     """(..., *obs_shape) -> (..., prod(obs_shape)) float32, so MinAtar's (10, 10, C) grids feed an MLP."""
     lead = obs.shape[: obs.ndim - len(obs_shape)]
     return obs.reshape(lead + (-1,)).astype(jnp.float32)
+
+
+class QNetwork(nn.Module):
+    """Q-values (B, action_dim) from a flat observation; `dueling` splits the head into V + (A - mean A)."""
+
+    action_dim: int
+    hidden_sizes: Sequence[int] = (120, 84)
+    activation: str = "relu"
+    dueling: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        x = MLP(self.hidden_sizes, self.activation)(obs)
+        advantages = nn.Dense(self.action_dim, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)(x)
+        if not self.dueling:
+            return advantages
+        value = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)(x)
+        return value + advantages - advantages.mean(axis=-1, keepdims=True)

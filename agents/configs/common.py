@@ -1,0 +1,38 @@
+"""What every agent config shares: the arg format, the seeds, the loop's cadence, and the `smoke` shrink."""
+
+import ml_collections
+
+
+def base(trainer: str, arg: str | None, presets: dict) -> tuple[ml_collections.ConfigDict, bool, dict]:
+    """Parses `ENV[,smoke]` and returns the shared part of a config, whether `smoke` was asked, and ENV's preset.
+
+    The caller adds its algorithm's keys, then applies the preset, then `shrink` if smoke.
+    """
+    parts = [p for p in (arg or "CartPole-v1").split(",") if p]
+    names = [p for p in parts if p != "smoke"]
+    c = ml_collections.ConfigDict()
+    c.trainer = trainer
+    c.env_name = names[0] if names else "CartPole-v1"
+    c.seed = 0
+    c.num_seeds = 4
+    # The loop: updates per jitted chunk; evaluation and checkpoints every few chunks.
+    c.chunk_updates = 50
+    c.eval_every_chunks = 2
+    c.eval_episodes = 16
+    c.checkpoint_every_chunks = 4
+    c.keep_checkpoints = 3
+    return c, "smoke" in parts, presets.get(c.env_name, {})
+
+
+def finish(c: ml_collections.ConfigDict, preset: dict, smoke: bool, smoke_sizes: dict) -> ml_collections.ConfigDict:
+    """Applies the env's preset, then (for `smoke`) a seconds-long run: 2 seeds and `smoke_sizes`."""
+    for key, value in preset.items():
+        c[key] = value
+    if smoke:
+        c.num_seeds = 2
+        c.eval_every_chunks = 2
+        c.checkpoint_every_chunks = 1
+        c.eval_episodes = 2
+        for key, value in smoke_sizes.items():
+            c[key] = value
+    return c

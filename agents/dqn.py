@@ -1,0 +1,154 @@
+"""Deep Q-Networks (Mnih et al. 2015) with Double DQN, a dueling head and n-step returns, fully on-device.
+
+One update: `rollout_steps` ε-greedy steps of every env into an on-device circular replay buffer (part of the
+state, so checkpoints hold it and resuming is exact), then `gradient_steps` Huber- (or squared-) loss steps on sampled
+n-step transitions once `learning_starts` env steps are in, and the target network moved towards the online one
+(`tau = 1`: a hard copy every `target_update_interval` env steps; `tau < 1`: Polyak averaging at that interval).
+
+The Q-network is a parameter of `make_agent`: any Flax module mapping a batch of observations to (B, A) Q-values
+plugs in (an MLP here; a graph network for graph environments), and `config.action_mask` agents can pass a mask.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from flax.training.train_state import TrainState
+
+from lepton_jax import registry
+from lepton_jax.config import require
+from lepton_jax.rl import envs, loop, replay
+from lepton_jax.rl.agent import Agent
+from lepton_jax.rl.agent import make_train as _make_train
+from lepton_jax.rl.networks import QNetwork, flatten_obs
+
+
+@struct.dataclass
+class DQNState:
+    train_state: TrainState
+    target_params: Any
+    env: envs.EnvRunner
+    replay: replay.Replay
+    update: jax.Array  # int32 (): updates done, which fixes the env steps and so the ε schedule
+    rng: jax.Array
+
+
+class Row(struct.PyTreeNode):
+    """What the buffer stores per env step (leaves (N, ...))."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array  # the true next observation: the final one when the episode ended
+    terminated: jax.Array
+    done: jax.Array
+
+
+def epsilon(config, env_steps):
+    """Linear ε decay from `eps_start` to `eps_end` over the first `exploration_fraction` of training."""
+    fraction = env_steps / (config.exploration_fraction * config.total_timesteps)
+    return config.eps_start + (config.eps_end - config.eps_start) * jnp.clip(fraction, 0.0, 1.0)
+
+
+def bootstrap_value(q_next_target, q_next_online, double: bool):
+    """max_a Q_target(s', a), or with Double DQN Q_target(s', argmax_a Q_online(s', a)). Shapes (B, A) -> (B,)."""
+    if double:
+        best = jnp.argmax(q_next_online, axis=-1)
+        return jnp.take_along_axis(q_next_target, best[:, None], axis=-1)[:, 0]
+    return q_next_target.max(axis=-1)
+
+
+def dqn_loss(params, target_params, apply, batch: Row, config):
+    """Huber (or squared) loss of Q(s_0, a_0) against the n-step target; batch leaves are (B, n, ...)."""
+    returns, last, discount = replay.n_step_targets(batch.reward, batch.terminated, batch.done, config.gamma)
+    next_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), last], batch.next_obs)
+    q_next_online = apply(params, next_obs) if config.double_dqn else None
+    q_next = bootstrap_value(apply(target_params, next_obs), q_next_online, config.double_dqn)
+    target = jax.lax.stop_gradient(returns + discount * q_next)
+    q = jnp.take_along_axis(apply(params, batch.obs[:, 0]), batch.action[:, 0, None], axis=-1)[:, 0]
+    if config.loss == "huber":
+        loss = jnp.mean(optax.huber_loss(q, target, delta=config.huber_delta))
+    else:
+        loss = jnp.mean(0.5 * jnp.square(q - target))
+    return loss, {"loss": loss, "q_mean": q.mean()}
+
+
+def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
+    require(not spec.continuous, f"DQN needs discrete actions; {spec.name} has continuous ones")
+    require(config.loss in ("huber", "mse"), f"config.loss must be 'huber' or 'mse', got '{config.loss}'")
+    steps_per_update = config.num_envs * config.rollout_steps
+    num_updates = int(config.total_timesteps) // steps_per_update
+    require(num_updates >= 1, f"config.total_timesteps ({config.total_timesteps}) is less than one update")
+    capacity = max(config.buffer_size // config.num_envs, config.n_step + 1)
+    target_every = max(1, config.target_update_interval // steps_per_update)  # in updates
+    net = network or QNetwork(spec.action_dim, tuple(config.hidden_sizes), config.activation, config.dueling)
+
+    def apply(params, obs):
+        return net.apply(params, flatten_obs(obs, spec.obs_shape))
+
+    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
+
+    def init(rng):
+        rng, init_key, env_key = jax.random.split(rng, 3)
+        params = net.init(init_key, jnp.zeros((1, *spec.obs_shape)).reshape(1, -1))
+        runner = envs.reset(spec, env_key, config.num_envs)
+        zeros = jnp.zeros((config.num_envs,))
+        example = Row(runner.obs, zeros.astype(jnp.int32), zeros, runner.obs, zeros.astype(bool), zeros.astype(bool))
+        train_state = TrainState.create(apply_fn=apply, params=params, tx=tx)
+        return DQNState(train_state, params, runner, replay.init(example, capacity), jnp.zeros((), jnp.int32), rng)
+
+    def env_step(carry, _):
+        state, eps = carry
+        rng, explore_key, random_key, env_key = jax.random.split(state.rng, 4)
+        greedy = jnp.argmax(apply(state.train_state.params, state.env.obs), axis=-1)
+        random_action = jax.random.randint(random_key, greedy.shape, 0, spec.action_dim)
+        action = jnp.where(jax.random.uniform(explore_key, greedy.shape) < eps, random_action, greedy)
+        runner, result = envs.step(spec, state.env, action, env_key)
+        done = jnp.logical_or(result.terminated, result.truncated)
+        row = Row(state.env.obs, action, result.reward * config.reward_scale, result.final_obs, result.terminated, done)
+        return (state.replace(env=runner, replay=replay.add(state.replay, row), rng=rng), eps), None
+
+    def gradient_step(state: DQNState, _):
+        rng, key = jax.random.split(state.rng)
+        batch = replay.sample(state.replay, key, config.batch_size, config.n_step)
+        grads, metrics = jax.grad(dqn_loss, has_aux=True)(
+            state.train_state.params, state.target_params, apply, batch, config
+        )
+        return state.replace(train_state=state.train_state.apply_gradients(grads=grads), rng=rng), metrics
+
+    def learn(state: DQNState):
+        state, metrics = jax.lax.scan(gradient_step, state, None, length=config.gradient_steps)
+        due = (state.update + 1) % target_every == 0
+        tau = jnp.where(due, config.tau, 0.0)
+        target = optax.incremental_update(state.train_state.params, state.target_params, tau)
+        return state.replace(target_params=target), jax.tree.map(jnp.mean, metrics)
+
+    def update(state: DQNState):
+        eps = epsilon(config, state.update * steps_per_update)
+        (state, _), _ = jax.lax.scan(env_step, (state, eps), None, length=config.rollout_steps)
+        ready = state.replay.size * config.num_envs >= max(config.learning_starts, config.n_step * config.num_envs)
+        metrics_shape = jax.eval_shape(lambda s: learn(s)[1], state)
+        idle = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics_shape)
+        state, metrics = jax.lax.cond(ready, learn, lambda s: (s, idle), state)
+        # Before learning starts the loss is NaN by construction; `learning` tells the loop it is not divergence.
+        metrics = dict(metrics, epsilon=eps, learning=ready.astype(jnp.float32))
+        metrics["episode_return"] = envs.mean_episode_return(state.env)
+        return state.replace(update=state.update + 1), metrics
+
+    def act(params, obs):
+        return jnp.argmax(apply(params, obs), axis=-1)
+
+    return Agent(init, update, act, num_updates, steps_per_update)
+
+
+def make_train(config):
+    """`train(rng) -> (DQNState, metrics)`: the whole run as one pure function, vmappable over seeds."""
+    return _make_train(make_agent(config, envs.make_env(config.env_name)))
+
+
+@registry.register("dqn")
+def train_and_evaluate(config, workdir: str) -> dict:
+    """The launcher's entry point: DQN through the shared chunked RL loop."""
+    return loop.train_and_evaluate(config, workdir, make_agent)

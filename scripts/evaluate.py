@@ -1,0 +1,71 @@
+"""Evaluates a trained agent: deterministic episodes per seed from the newest checkpoint of a workdir.
+
+    python -m scripts.evaluate --workdir=runs/ppo-CartPole-v1-1a2b3c4d --episodes=100 [--render]
+
+Prints the return per seed and mean ± std across seeds, and writes `eval.json` into the workdir. `--render` also
+writes `plots/episode.png`, a strip of frames of one episode of seed 0 (image-observation envs such as MinAtar,
+and CartPole drawn from its state).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (holds config.json and checkpoints/).")
+_EPISODES = flags.DEFINE_integer("episodes", 32, "Deterministic episodes per seed.")
+_SEED = flags.DEFINE_integer("seed", 12345, "Seed of the evaluation episodes.")
+_RENDER = flags.DEFINE_bool("render", False, "Also write plots/episode.png of one episode.")
+_FRAMES = flags.DEFINE_integer("frames", 12, "Frames in the rendered strip.")
+
+
+def main(argv):
+    del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    import jax
+    import ml_collections
+    import numpy as np
+
+    from lepton_jax import registry
+    from lepton_jax.errors import UserError
+    from lepton_jax.rl import envs, loop, render
+
+    try:
+        path = os.path.join(_WORKDIR.value or "", "config.json")
+        if not _WORKDIR.value or not os.path.isfile(path):
+            raise UserError(f"no config.json in --workdir={_WORKDIR.value}; pass the directory of a training run")
+        with open(path) as f:
+            config = ml_collections.ConfigDict(json.load(f))
+        make_agent = registry.module_of(config.trainer).make_agent
+        agent, spec, state, update = loop.restore_for_evaluation(config, _WORKDIR.value, make_agent)
+        keys = jax.random.split(jax.random.PRNGKey(_SEED.value), config.num_seeds)
+        evaluate = jax.jit(jax.vmap(lambda p, k: envs.evaluate(spec, agent.act, p, k, _EPISODES.value)))
+        returns = np.asarray(evaluate(state.train_state.params, keys))  # (seeds, episodes)
+        per_seed = returns.mean(axis=1)
+        result = {
+            "eval/return_mean": float(per_seed.mean()),
+            "eval/return_std": float(per_seed.std()),
+            "eval/return_per_seed": per_seed.tolist(),
+            "episodes_per_seed": _EPISODES.value,
+            "checkpoint_update": int(update),
+        }
+        for i, value in enumerate(per_seed):
+            print(f"seed {i}: {value:.2f}")
+        print(f"return {result['eval/return_mean']:.2f} ± {result['eval/return_std']:.2f} over {len(per_seed)} seeds")
+        if _RENDER.value:
+            params = jax.tree.map(lambda x: x[0], state.train_state.params)
+            out = os.path.join(_WORKDIR.value, "plots", "episode.png")
+            render.episode_strip(spec, agent.act, params, jax.random.PRNGKey(_SEED.value), out, _FRAMES.value)
+            result["render"] = out
+            print(f"frames: {out}")
+        with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
+            json.dump(result, f, indent=2)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)
