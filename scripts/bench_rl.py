@@ -1,22 +1,28 @@
-"""Benchmarks this project's PPO against rejax and stable-baselines3 on CartPole-v1, and its scaling in num_envs.
+"""Benchmarks this project's PPO and DQN against rejax and stable-baselines3 on CartPole-v1, and PPO's scaling.
 
-    PYTHONPATH=. python scripts/bench_rl.py --out=/tmp/bench_rl.json
+    PYTHONPATH=. python scripts/bench_rl.py --out=/tmp/bench_rl.json [--algos=ppo,dqn] [--num_seeds=4]
 
-One run trains the same problem (CleanRL's CartPole PPO: 4 envs x 128 steps, 4 epochs x 4 minibatches, 5e5 env
-steps, 64x64 tanh MLP, lr 2.5e-4) with three implementations and prints, per implementation, compile seconds,
-training seconds, training env-steps/s and the final deterministic evaluation return:
+One run trains the same problem with three implementations and prints, per implementation, compile seconds,
+training seconds, training env-steps/s (and gradient steps/s for DQN) and the final deterministic evaluation
+return, then the ratios:
 
-- ours: `agents.ppo.make_train(config)`, compiled ahead of time (`jit(...).lower(key).compile()`) so that compiling
-  and training are timed apart; with `--num_seeds=N > 1` also `jit(vmap(train))` over N seeds.
+- PPO: CleanRL's CartPole settings: 4 envs x 128 steps, 4 epochs x 4 minibatches, 5e5 env steps, 64x64 tanh MLP,
+  lr 2.5e-4 annealed.
+- DQN: PureJaxRL's/CleanRL's CartPole settings: 10 envs, one gradient step (batch 128) per 10 env steps,
+  10^4-transition buffer filled for 10^4 steps first, ε 1 -> 0.05 over half the run, hard target copy every 500 env
+  steps, squared TD loss, 5e5 env steps; a 64x64 ReLU Q-network (rejax's is fixed at 64x64).
+
+- ours: `agents.<algo>.make_train(config)`, compiled ahead of time (`jit(...).lower(key).compile()`) so that
+  compiling and training are timed apart; with `--num_seeds=N > 1` also PPO's `jit(vmap(train))` over N seeds.
 - rejax 0.1.3: it needs gymnax==0.0.9 (five-value `step`) while the project needs gymnax 1.x, so it runs in its own
   venv (`<--peer_venv_dir>/rejax-venv`, created and pip-installed on first use) in a subprocess that runs the
   embedded `_WORKER` script and writes JSON back. Timed the same way as ours.
 - stable-baselines3 (PyTorch, CPU) on gymnasium's CartPole-v1, in `<--peer_venv_dir>/sb3-venv`, installed from
-  `requirements-bench.txt`; torch is never imported by this process. `--sb3_timesteps` runs fewer steps (the
-  steps/s is then measured on what was actually run, which is what the table and JSON report).
+  `requirements-bench.txt`; torch is never imported by this process. `--sb3_timesteps` / `--sb3_dqn_timesteps`
+  run fewer steps (the rate is then measured on what was actually run, which is what the table and JSON report).
 
-Then a scaling table for ours only: training steps/s for each `--scaling_envs` value at num_steps=128 and
-`--scaling_updates` updates. On 2 CPU cores the whole run takes about 5 minutes, most of it SB3 (~100 s) and the
+Then a scaling table for PPO: training steps/s for each `--scaling_envs` value at num_steps=128 and
+`--scaling_updates` updates. On 2 idle CPU cores the whole run takes about 10 minutes, most of it SB3 and the
 first-time venv installs (~1-2 min, once).
 """
 
@@ -29,7 +35,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from agents import ppo
+from agents import dqn, ppo
+from agents.configs import dqn as dqn_config
 from agents.configs import ppo as ppo_config
 from lepton_jax import benchmarking
 from lepton_jax.rl import envs
@@ -37,8 +44,12 @@ from lepton_jax.rl import envs
 _PEERS = flags.DEFINE_list("peers", ["ours", "rejax", "sb3"], "Implementations to run: ours, rejax, sb3.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the single-seed runs (the headline comparison).")
 _NUM_SEEDS = flags.DEFINE_integer("num_seeds", 1, "If > 1, also train ours and rejax vmapped over this many seeds.")
+_ALGOS = flags.DEFINE_list("algos", ["ppo", "dqn"], "Algorithms to compare: ppo, dqn.")
 _TOTAL = flags.DEFINE_integer("total_timesteps", 500_000, "Env steps per seed for ours and rejax.")
-_SB3_TIMESTEPS = flags.DEFINE_integer("sb3_timesteps", None, "Env steps for SB3 (default: as ours).")
+_SB3_TIMESTEPS = flags.DEFINE_integer("sb3_timesteps", None, "Env steps for SB3 PPO (default: as ours).")
+_SB3_DQN_TIMESTEPS = flags.DEFINE_integer(
+    "sb3_dqn_timesteps", 100_000, "Env steps for SB3 DQN (its steps/s is measured on what it ran)."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Timed training runs of each compiled function; the fastest counts.")
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 100, "Episodes of the final deterministic evaluation.")
 _SCALING_ENVS = flags.DEFINE_list(
@@ -141,9 +152,64 @@ def run_sb3(p):
                        "num_seeds": 1, "torch_threads": torch.get_num_threads(),
                        "version": "stable-baselines3 " + version("stable-baselines3") + ", torch " + torch.__version__}}
 
+def run_rejax_dqn(p):
+    import jax, jax.numpy as jnp, numpy as np
+    from rejax import DQN
+    from rejax.evaluate import evaluate
+    algo = DQN.create(
+        env="CartPole-v1", num_envs=p["num_envs"], buffer_size=p["buffer_size"], fill_buffer=p["learning_starts"],
+        batch_size=p["batch_size"], learning_rate=p["lr"], total_timesteps=p["total_timesteps"],
+        eps_start=p["eps_start"], eps_end=p["eps_end"], exploration_fraction=p["exploration_fraction"],
+        target_update_freq=p["target_update_interval"], polyak=0.0, num_epochs=1, gamma=p["gamma"],
+        max_grad_norm=p["max_grad_norm"], ddqn=False, agent_kwargs={"activation": p["activation"]},
+        eval_freq=p["total_timesteps"], skip_initial_evaluation=True)
+    algo = algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
+    compiled, compile_s = timed(lambda: jax.jit(algo.train).lower(jax.random.PRNGKey(p["seed"])).compile())
+    train_s = float("inf")
+    for _ in range(p["repeats"]):
+        (ts, _), seconds = timed(lambda: jax.block_until_ready(compiled(jax.random.PRNGKey(p["seed"]))))
+        train_s = min(train_s, seconds)
+    params = ts.q_ts.params
+    act = lambda obs, rng: jnp.squeeze(jnp.argmax(algo.agent.apply(params, obs[None]), axis=-1))
+    _, returns = evaluate(act, jax.random.PRNGKey(p["seed"] + 1000), algo.env, algo.env_params, p["eval_episodes"])
+    steps = int(ts.global_step)
+    return {"single": {"compile_s": compile_s, "train_s": train_s, "steps": steps,
+                       "gradient_steps": int(ts.q_ts.step), "eval_return": float(np.mean(returns)),
+                       "num_seeds": 1, "version": "rejax " + version("rejax") + ", jax " + jax.__version__}}
+
+def run_sb3_dqn(p):
+    import gymnasium as gym, numpy as np, torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+    activation = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[p["activation"]]
+
+    def build():
+        env = make_vec_env("CartPole-v1", n_envs=p["num_envs"], seed=p["seed"], vec_env_cls=DummyVecEnv)
+        return DQN(
+            "MlpPolicy", env, learning_rate=p["lr"], buffer_size=p["buffer_size"],
+            learning_starts=p["learning_starts"], batch_size=p["batch_size"], tau=1.0, gamma=p["gamma"],
+            train_freq=(1, "step"), gradient_steps=1, target_update_interval=p["target_update_interval"],
+            exploration_fraction=p["exploration_fraction"] * p["total_timesteps"] / p["sb3_timesteps"],
+            exploration_initial_eps=p["eps_start"], exploration_final_eps=p["eps_end"],
+            max_grad_norm=p["max_grad_norm"], seed=p["seed"], device="cpu", verbose=0,
+            policy_kwargs={"net_arch": list(p["hidden_sizes"]), "activation_fn": activation})
+
+    model, setup_s = timed(build)
+    _, train_s = timed(lambda: model.learn(total_timesteps=p["sb3_timesteps"]))
+    returns, _ = evaluate_policy(model, Monitor(gym.make("CartPole-v1")), n_eval_episodes=p["eval_episodes"],
+                                 deterministic=True, return_episode_rewards=True)
+    return {"single": {"compile_s": None, "setup_s": setup_s, "train_s": train_s, "steps": int(model.num_timesteps),
+                       "gradient_steps": int(model._n_updates), "eval_return": float(np.mean(returns)),
+                       "num_seeds": 1, "torch_threads": torch.get_num_threads(),
+                       "version": "stable-baselines3 " + version("stable-baselines3") + ", torch " + torch.__version__}}
+
 if __name__ == "__main__":
     kind, problem, out_path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-    result = {"rejax": run_rejax, "sb3": run_sb3}[kind](problem)
+    workers = {"rejax": run_rejax, "sb3": run_sb3, "rejax_dqn": run_rejax_dqn, "sb3_dqn": run_sb3_dqn}
+    result = workers[kind](problem)
     with open(out_path, "w") as f:
         json.dump(result, f)
 """
@@ -162,11 +228,11 @@ def make_config(**overrides):
     return config
 
 
-def bench_ours(config, seed: int, num_seeds: int = 1, eval_episodes: int = 0) -> dict:
-    """Compiles and trains the project's PPO; times the two apart and evaluates the final parameters.
+def bench_ours(config, seed: int, num_seeds: int = 1, eval_episodes: int = 0, module=ppo) -> dict:
+    """Compiles and trains the project's agent `module` (ppo or dqn); times the two apart and evaluates it.
 
     Args:
-      config: a PPO config (its `num_seeds` is ignored; `num_seeds` below decides).
+      config: the agent's config (its `num_seeds` is ignored; `num_seeds` below decides).
       seed: the seed of the single run, or of the keys split for the vmapped one.
       num_seeds: 1 for `jit(train)`, more for `jit(vmap(train))` over that many seeds.
       eval_episodes: episodes of deterministic evaluation per seed (0: skip it).
@@ -174,7 +240,7 @@ def bench_ours(config, seed: int, num_seeds: int = 1, eval_episodes: int = 0) ->
     Returns:
       compile_s, train_s (fastest of --repeats), steps (all seeds), eval_return (mean over seeds) and more.
     """
-    train = ppo.make_train(config)
+    train = module.make_train(config)
     key = jax.random.PRNGKey(seed)
     keys = key if num_seeds == 1 else jax.random.split(key, num_seeds)
     start = time.perf_counter()
@@ -185,7 +251,7 @@ def bench_ours(config, seed: int, num_seeds: int = 1, eval_episodes: int = 0) ->
         start = time.perf_counter()
         state, metrics = jax.block_until_ready(compiled(keys))
         train_s = min(train_s, time.perf_counter() - start)
-    agent = ppo.make_agent(config, envs.make_env(config.env_name))
+    agent = module.make_agent(config, envs.make_env(config.env_name))
     steps = agent.num_updates * agent.steps_per_update * num_seeds
     result = {
         "compile_s": compile_s,
@@ -195,6 +261,9 @@ def bench_ours(config, seed: int, num_seeds: int = 1, eval_episodes: int = 0) ->
         "final_train_return": float(np.nanmean(np.asarray(metrics["episode_return"])[..., -1])),
         "version": f"lepton-jax, jax {jax.__version__}",
     }
+    if module is dqn:
+        # Gradient steps actually taken: none before `learning_starts` env steps are in the buffer.
+        result["gradient_steps"] = int(np.asarray(metrics["learning"]).sum()) * config.gradient_steps
     if eval_episodes:
         spec = envs.make_env(config.env_name)
         evaluate = jax.jit(lambda params, k: envs.evaluate(spec, agent.act, params, k, eval_episodes))
@@ -233,12 +302,35 @@ def problem_of(config) -> dict:
     return problem
 
 
+def problem_of_dqn(config) -> dict:
+    """DQN's shared problem: one gradient step per `num_envs` env steps, a hard target copy every 500 env steps."""
+    keys = (
+        "num_envs", "buffer_size", "batch_size", "learning_starts", "lr", "max_grad_norm", "gamma", "eps_start",
+        "eps_end", "exploration_fraction", "target_update_interval", "activation",
+    )  # fmt: skip
+    problem = {k: config[k] for k in keys}
+    per_update = config.num_envs * config.rollout_steps
+    problem.update(
+        total_timesteps=config.total_timesteps // per_update * per_update, hidden_sizes=list(config.hidden_sizes)
+    )
+    return problem
+
+
+def dqn_bench_config(total_timesteps: int):
+    """Our CartPole DQN preset, with rejax's fixed 64x64 Q-network so that all three train the same network."""
+    config = dqn_config.get_config("CartPole-v1")
+    config.total_timesteps = total_timesteps
+    config.hidden_sizes = (64, 64)
+    config.num_seeds = 1
+    return config
+
+
 def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_tables(results: dict, ratios: dict, scaling: list) -> None:
-    print("\nPPO on CartPole-v1, same hyperparameters (2-core CPU unless noted); steps/s is training only")
+def print_tables(results: dict, ratios: dict, scaling: list, title: str = "PPO") -> None:
+    print(f"\n{title} on CartPole-v1, same hyperparameters (2-core CPU unless noted); steps/s is training only")
     header = (
         f"{'run':<22}{'seeds':>6}{'compile s':>11}{'train s':>9}{'env steps':>11}{'steps/s':>11}"
         f"{'eval return':>13}  version"
@@ -248,6 +340,7 @@ def print_tables(results: dict, ratios: dict, scaling: list) -> None:
         print(
             f"{name:<22}{r['num_seeds']:>6}{fmt(r['compile_s'], '.1f'):>11}{r['train_s']:>9.1f}{r['steps']:>11,}"
             f"{r['steps_per_s']:>11,.0f}{fmt(r.get('eval_return'), '.1f'):>13}  {r['version']}"
+            + (f", {r['gradient_steps'] / r['train_s']:,.0f} gradient steps/s" if "gradient_steps" in r else "")
         )
     for name, ratio in ratios.items():
         print(f"  {name}: {ratio:.2f}x")
@@ -261,11 +354,15 @@ def print_tables(results: dict, ratios: dict, scaling: list) -> None:
             )
 
 
-def main(argv):
-    del argv
-    unknown = set(_PEERS.value) - {"ours", "rejax", "sb3"}
-    if unknown:
-        raise app.UsageError(f"unknown --peers {sorted(unknown)}; valid: ours, rejax, sb3")
+def _ratios(results: dict, per_second: str = "steps_per_s", what: str = "training steps/s") -> dict:
+    return {
+        f"{what}, ours / {peer}": results["ours"][per_second] / results[peer][per_second]
+        for peer in ("rejax", "sb3")
+        if "ours" in results and peer in results and per_second in results[peer]
+    }
+
+
+def bench_ppo(load_before: float) -> dict:
     config = make_config(total_timesteps=_TOTAL.value, num_seeds=_NUM_SEEDS.value)
     problem = problem_of(config)
     problem.update(
@@ -275,8 +372,7 @@ def main(argv):
         eval_episodes=_EVAL_EPISODES.value,
         sb3_timesteps=_SB3_TIMESTEPS.value or problem["total_timesteps"],
     )
-    print("Problem:", json.dumps(problem), flush=True)
-    load_before = benchmarking.warn_if_busy()  # timings on 2 cores are only comparable on an idle machine
+    print("PPO problem:", json.dumps(problem), flush=True)
     results = {}
     if "ours" in _PEERS.value:
         print("ours: single seed...", flush=True)
@@ -285,24 +381,16 @@ def main(argv):
             print(f"ours: vmap over {_NUM_SEEDS.value} seeds...", flush=True)
             results["ours (vmap)"] = bench_ours(config, _SEED.value, _NUM_SEEDS.value, _EVAL_EPISODES.value)
     if "rejax" in _PEERS.value:
-        python = benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "rejax-venv"), REJAX_PINS)
         print("rejax...", flush=True)
-        peer = run_peer("rejax", python, problem)
+        peer = run_peer("rejax", _rejax_python(), problem)
         results["rejax"] = peer["single"]
         if "vmap" in peer:
             results["rejax (vmap)"] = peer["vmap"]
     if "sb3" in _PEERS.value:
-        with open(os.path.join(_REPO, "requirements-bench.txt")) as f:
-            python = benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "sb3-venv"), f.read())
         print(f"sb3: {problem['sb3_timesteps']:,} steps...", flush=True)
-        results["sb3"] = run_peer("sb3", python, problem)["single"]
+        results["sb3"] = run_peer("sb3", _sb3_python(), problem)["single"]
     for r in results.values():
         r["steps_per_s"] = r["steps"] / r["train_s"]
-    ratios = {
-        f"training steps/s, ours / {peer}": results["ours"]["steps_per_s"] / results[peer]["steps_per_s"]
-        for peer in ("rejax", "sb3")
-        if "ours" in results and peer in results
-    }
 
     scaling = []
     for num_envs in [int(n) for n in _SCALING_ENVS.value]:
@@ -319,17 +407,59 @@ def main(argv):
                 "steps_per_s": r["steps"] / r["train_s"],
             }
         )
+    ratios = _ratios(results)
+    print_tables(results, ratios, scaling, "PPO")
+    return {"problem": problem, "results": results, "ratios": ratios, "scaling": scaling}
 
-    print_tables(results, ratios, scaling)
+
+def bench_dqn(load_before: float) -> dict:
+    config = dqn_bench_config(_TOTAL.value)
+    problem = problem_of_dqn(config)
+    problem.update(
+        seed=_SEED.value, repeats=_REPEATS.value, eval_episodes=_EVAL_EPISODES.value,
+        sb3_timesteps=_SB3_DQN_TIMESTEPS.value,
+    )  # fmt: skip
+    print("DQN problem:", json.dumps(problem), flush=True)
+    results = {}
+    if "ours" in _PEERS.value:
+        print("ours: DQN...", flush=True)
+        results["ours"] = bench_ours(config, _SEED.value, 1, _EVAL_EPISODES.value, module=dqn)
+    if "rejax" in _PEERS.value:
+        print("rejax: DQN...", flush=True)
+        results["rejax"] = run_peer("rejax_dqn", _rejax_python(), problem)["single"]
+    if "sb3" in _PEERS.value:
+        print(f"sb3: DQN, {problem['sb3_timesteps']:,} steps...", flush=True)
+        results["sb3"] = run_peer("sb3_dqn", _sb3_python(), problem)["single"]
+    for r in results.values():
+        r["steps_per_s"] = r["steps"] / r["train_s"]
+        r["gradient_steps_per_s"] = r["gradient_steps"] / r["train_s"]
+    ratios = {**_ratios(results), **_ratios(results, "gradient_steps_per_s", "gradient steps/s")}
+    print_tables(results, ratios, [], "DQN")
+    return {"problem": problem, "results": results, "ratios": ratios}
+
+
+def _rejax_python() -> str:
+    return benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "rejax-venv"), REJAX_PINS)
+
+
+def _sb3_python() -> str:
+    with open(os.path.join(_REPO, "requirements-bench.txt")) as f:
+        return benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "sb3-venv"), f.read())
+
+
+def main(argv):
+    del argv
+    unknown = (set(_PEERS.value) - {"ours", "rejax", "sb3"}) | (set(_ALGOS.value) - {"ppo", "dqn"})
+    if unknown:
+        raise app.UsageError(f"unknown --peers/--algos {sorted(unknown)}; valid: ours, rejax, sb3 / ppo, dqn")
+    load_before = benchmarking.warn_if_busy()  # timings on 2 cores are only comparable on an idle machine
+    report = {"command": sys.argv}
+    if "ppo" in _ALGOS.value:
+        report["ppo"] = bench_ppo(load_before)
+    if "dqn" in _ALGOS.value:
+        report["dqn"] = bench_dqn(load_before)
+    report["machine"] = benchmarking.machine(load_before)
     if _OUT.value:
-        report = {
-            "command": sys.argv,
-            "problem": problem,
-            "results": results,
-            "ratios": ratios,
-            "scaling": scaling,
-            "machine": benchmarking.machine(load_before),
-        }
         with open(_OUT.value, "w") as f:
             json.dump(report, f, indent=2)
         print(f"\nWrote {_OUT.value}")
