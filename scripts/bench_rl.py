@@ -164,18 +164,29 @@ def run_rejax_dqn(p):
         max_grad_norm=p["max_grad_norm"], ddqn=False, agent_kwargs={"activation": p["activation"]},
         eval_freq=p["total_timesteps"], skip_initial_evaluation=True)
     algo = algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
-    compiled, compile_s = timed(lambda: jax.jit(algo.train).lower(jax.random.PRNGKey(p["seed"])).compile())
-    train_s = float("inf")
-    for _ in range(p["repeats"]):
-        (ts, _), seconds = timed(lambda: jax.block_until_ready(compiled(jax.random.PRNGKey(p["seed"]))))
-        train_s = min(train_s, seconds)
-    params = ts.q_ts.params
-    act = lambda obs, rng: jnp.squeeze(jnp.argmax(algo.agent.apply(params, obs[None]), axis=-1))
-    _, returns = evaluate(act, jax.random.PRNGKey(p["seed"] + 1000), algo.env, algo.env_params, p["eval_episodes"])
-    steps = int(ts.global_step)
-    return {"single": {"compile_s": compile_s, "train_s": train_s, "steps": steps,
-                       "gradient_steps": int(ts.q_ts.step), "eval_return": float(np.mean(returns)),
-                       "num_seeds": 1, "version": "rejax " + version("rejax") + ", jax " + jax.__version__}}
+
+    def bench(train, keys, num_seeds):
+        compiled, compile_s = timed(lambda: jax.jit(train).lower(keys).compile())
+        train_s = float("inf")
+        for _ in range(p["repeats"]):
+            (ts, _), seconds = timed(lambda: jax.block_until_ready(compiled(keys)))
+            train_s = min(train_s, seconds)
+        returns = []
+        for i in range(num_seeds):
+            params = ts.q_ts.params if num_seeds == 1 else jax.tree.map(lambda x: x[i], ts.q_ts.params)
+            act = lambda obs, rng: jnp.squeeze(jnp.argmax(algo.agent.apply(params, obs[None]), axis=-1))
+            _, r = evaluate(act, jax.random.PRNGKey(p["seed"] + 1000), algo.env, algo.env_params, p["eval_episodes"])
+            returns.append(float(np.mean(r)))
+        return {"compile_s": compile_s, "train_s": train_s, "steps": int(np.sum(ts.global_step)),
+                "gradient_steps": int(np.sum(ts.q_ts.step)), "eval_return": float(np.mean(returns)),
+                "eval_return_per_seed": returns, "num_seeds": num_seeds,
+                "version": "rejax " + version("rejax") + ", jax " + jax.__version__}
+
+    out = {"single": bench(algo.train, jax.random.PRNGKey(p["seed"]), 1)}
+    if p["num_seeds"] > 1:
+        keys = jax.random.split(jax.random.PRNGKey(p["seed"]), p["num_seeds"])
+        out["vmap"] = bench(jax.vmap(algo.train), keys, p["num_seeds"])
+    return out
 
 def run_sb3_dqn(p):
     import gymnasium as gym, numpy as np, torch
@@ -416,7 +427,7 @@ def bench_dqn(load_before: float) -> dict:
     config = dqn_bench_config(_TOTAL.value)
     problem = problem_of_dqn(config)
     problem.update(
-        seed=_SEED.value, repeats=_REPEATS.value, eval_episodes=_EVAL_EPISODES.value,
+        seed=_SEED.value, num_seeds=_NUM_SEEDS.value, repeats=_REPEATS.value, eval_episodes=_EVAL_EPISODES.value,
         sb3_timesteps=_SB3_DQN_TIMESTEPS.value,
     )  # fmt: skip
     print("DQN problem:", json.dumps(problem), flush=True)
@@ -424,9 +435,15 @@ def bench_dqn(load_before: float) -> dict:
     if "ours" in _PEERS.value:
         print("ours: DQN...", flush=True)
         results["ours"] = bench_ours(config, _SEED.value, 1, _EVAL_EPISODES.value, module=dqn)
+        if _NUM_SEEDS.value > 1:
+            print(f"ours: DQN, vmap over {_NUM_SEEDS.value} seeds...", flush=True)
+            results["ours (vmap)"] = bench_ours(config, _SEED.value, _NUM_SEEDS.value, _EVAL_EPISODES.value, dqn)
     if "rejax" in _PEERS.value:
         print("rejax: DQN...", flush=True)
-        results["rejax"] = run_peer("rejax_dqn", _rejax_python(), problem)["single"]
+        peer = run_peer("rejax_dqn", _rejax_python(), problem)
+        results["rejax"] = peer["single"]
+        if "vmap" in peer:
+            results["rejax (vmap)"] = peer["vmap"]
     if "sb3" in _PEERS.value:
         print(f"sb3: DQN, {problem['sb3_timesteps']:,} steps...", flush=True)
         results["sb3"] = run_peer("sb3_dqn", _sb3_python(), problem)["single"]
