@@ -1,0 +1,140 @@
+"""What the graph trainers share: the optimiser, early stopping, per-seed summaries, and graphs on the device.
+
+Every trainer runs all seeds (or folds) in one compiled program: the state carries the seed axis first and the
+step is `jit(vmap(step))`. Early stopping is per seed: a seed that has stopped keeps its state unchanged while the
+others train on, and the run ends when all have stopped.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct, traverse_util
+
+from graphs import models
+from graphs.data import NodeDataset
+from lepton_jax.config import require
+from lepton_jax.jraph_compat import jraph
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """Adam with L2 weight decay added to the gradient (as `torch.optim.Adam(weight_decay=...)` and the papers' L2 loss
+    terms, `wd/2 * |w|^2`) on the parameters `config.weight_decay_on` names: "all", "first_layer" (Kipf & Welling's
+    GCN) or "none"; a learning rate halved every `config.lr_decay_epochs` steps of `config.lr_decay_every` if set.
+    """
+    require(config.weight_decay_on in ("all", "first_layer", "none"),
+            f"config.weight_decay_on must be all, first_layer or none, got '{config.weight_decay_on}'")  # fmt: skip
+
+    def decayed(params):
+        flat = traverse_util.flatten_dict(params)
+        first = sorted({path[1] for path in flat})[0] if flat else None
+        return traverse_util.unflatten_dict(
+            {path: config.weight_decay_on == "all" or path[1] == first for path in flat}
+        )
+
+    learning_rate = config.lr
+    if config.get("lr_decay_every"):
+        learning_rate = optax.exponential_decay(config.lr, int(config.lr_decay_every), 0.5, staircase=True)
+    chain = [optax.adam(learning_rate)]
+    if config.weight_decay_on != "none" and config.weight_decay > 0:
+        chain.insert(0, optax.masked(optax.add_decayed_weights(config.weight_decay), decayed))
+    return optax.chain(*chain)
+
+
+@struct.dataclass
+class EarlyStopping:
+    """Per-seed validation bookkeeping: the best values so far, epochs without improvement, and the kept params.
+
+    As in the GAT paper's code: an epoch improves when its validation accuracy is at least the best or its loss at
+    most the best; the parameters are kept when both are; training stops after `patience` epochs without one.
+    """
+
+    best_params: Any
+    best_val_loss: jax.Array
+    best_val_accuracy: jax.Array
+    best_epoch: jax.Array
+    bad_epochs: jax.Array
+    stopped: jax.Array
+
+    @classmethod
+    def create(cls, params) -> "EarlyStopping":
+        # Strong dtypes: a weakly typed initial value would make the second step call compile again.
+        inf = jnp.array(jnp.inf, jnp.float32)
+        return cls(params, inf, -inf, jnp.array(-1, jnp.int32), jnp.array(0, jnp.int32), jnp.array(False))
+
+    def update(self, params, val_loss, val_accuracy, epoch, patience: int) -> "EarlyStopping":
+        improved = (val_accuracy >= self.best_val_accuracy) | (val_loss <= self.best_val_loss)
+        keep = (val_accuracy >= self.best_val_accuracy) & (val_loss <= self.best_val_loss)
+        bad_epochs = jnp.where(improved, 0, self.bad_epochs + 1)
+        return EarlyStopping(
+            best_params=where(keep, params, self.best_params),
+            best_val_loss=jnp.minimum(val_loss, self.best_val_loss),
+            best_val_accuracy=jnp.maximum(val_accuracy, self.best_val_accuracy),
+            best_epoch=jnp.where(keep, epoch, self.best_epoch),
+            bad_epochs=bad_epochs,
+            stopped=bad_epochs >= patience,
+        )
+
+
+def where(condition, new, old):
+    """`new` where `condition` (a scalar) holds, else `old`, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+def over_seeds(fn, in_axes, mode: str = "vmap"):
+    """`fn` over a leading seed axis of the arguments whose `in_axes` entry is 0 (the others are shared).
+
+    "vmap" batches the seeds into one computation; "map" (`lax.map`) runs them one after another inside the same
+    compiled program. Both give the same numbers; "map" is faster on CPU for GAT, whose batched gathers and
+    scatters XLA's CPU backend runs several times slower than one seed at a time.
+    """
+    require(mode in ("vmap", "map"), f"config.seed_loop must be vmap or map, got '{mode}'")
+    if mode == "vmap":
+        return jax.vmap(fn, in_axes)
+
+    def mapped(*args):
+        batched = [a for a, axis in zip(args, in_axes) if axis == 0]
+
+        def one(slices):
+            it = iter(slices)
+            return fn(*(next(it) if axis == 0 else a for a, axis in zip(args, in_axes)))
+
+        return jax.lax.map(one, batched)
+
+    return mapped
+
+
+def seed_keys(key, num_seeds: int):
+    require(int(num_seeds) >= 1, f"config.num_seeds must be >= 1, got {num_seeds}")
+    return jax.random.split(key, int(num_seeds))
+
+
+def full_graph(dataset: NodeDataset, normalize_features: bool, sparse: bool = False) -> jraph.GraphsTuple:
+    """The whole graph as one `GraphsTuple` on the device (full-batch training needs no padding: its shape is fixed).
+
+    `normalize_features` divides each feature row by its sum, as the GCN and GAT papers do for Planetoid; `sparse`
+    stores the features as `models.SparseFeatures` (for GCN and GAT: same results, far fewer dropout draws).
+    """
+    features = dataset.features
+    if normalize_features:
+        features = features / np.maximum(features.sum(1, keepdims=True), 1e-12)
+    num_nodes, num_edges = features.shape[0], dataset.senders.shape[0]
+    nodes = models.SparseFeatures.from_dense(features) if sparse else jnp.asarray(features, jnp.float32)
+    return jraph.GraphsTuple(
+        nodes=nodes, edges=None, senders=jnp.asarray(dataset.senders),
+        receivers=jnp.asarray(dataset.receivers), n_node=jnp.array([num_nodes]), n_edge=jnp.array([num_edges]),
+        globals=None,
+    )  # fmt: skip
+
+
+def seed_summary(metrics: dict) -> dict:
+    """`{name: per-seed values}` -> `name_mean`, `name_std` and `per_seed/name` (a list) for each."""
+    out = {}
+    for name, values in metrics.items():
+        values = np.asarray(jax.device_get(values), np.float64).reshape(-1)
+        out[f"{name}_mean"] = float(values.mean())
+        out[f"{name}_std"] = float(values.std())
+        out[f"per_seed/{name}"] = [float(v) for v in values]
+    return out

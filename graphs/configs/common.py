@@ -1,0 +1,23 @@
+"""Config pieces shared by the graph configs: parsing `dataset[,smoke]` and the fields every graph run has."""
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, default: str) -> tuple[str, bool]:
+    """`"cora,smoke"` -> `("cora", True)`; an empty arg gives `default`."""
+    parts = [p for p in (arg or default).split(",") if p]
+    names = [p for p in parts if p != "smoke"]
+    return (names[0] if names else default), "smoke" in parts
+
+
+def base(trainer: str, dataset: str) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.trainer = trainer
+    c.dataset = dataset
+    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
+    c.seed = 0
+    c.num_seeds = 10
+    c.eval_every_epochs = 10
+    c.checkpoint_every_epochs = 50
+    c.keep_checkpoints = 2
+    return c

@@ -1,0 +1,151 @@
+"""Semi-supervised node classification, full batch (GCN, GAT or MPNN on Cora, Citeseer or the karate club).
+
+One jitted, seed-vmapped `epoch_step` trains on the labelled nodes, evaluates the updated parameters on the
+validation nodes and updates early stopping; test metrics are taken with the parameters early stopping kept.
+"""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from flax.training.train_state import TrainState
+
+from graphs import common, models
+from graphs import metrics as graph_metrics
+from graphs.data import NodeDataset, load_node_dataset
+from lepton_jax import parallel, registry, supervised
+from lepton_jax.config import require
+
+
+@struct.dataclass
+class NodeState:
+    train_state: TrainState
+    early: common.EarlyStopping
+    rng: jax.Array
+
+
+@struct.dataclass
+class Labels:
+    """Node labels and the split masks `(N,)`, passed to the step functions as arguments (not baked-in constants)."""
+
+    labels: jax.Array
+    train: jax.Array
+    val: jax.Array
+    test: jax.Array
+
+
+def labels_of(dataset: NodeDataset) -> Labels:
+    return Labels(*(jnp.asarray(a) for a in (dataset.labels, dataset.train_mask, dataset.val_mask, dataset.test_mask)))
+
+
+def make_steps(config, model: nn.Module):
+    """`(init(key, graph) -> state, epoch_step(state, graph, labels, epoch) -> (state, metrics), evaluate(params,
+    graph, labels) -> metrics)`, all for a single seed (vmap them over seeds)."""
+    tx = common.make_optimizer(config)
+
+    def init(key, graph):
+        key, init_key = jax.random.split(key)
+        params = model.init({"params": init_key}, graph, train=False)
+        train_state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+        return NodeState(train_state, common.EarlyStopping.create(params), key)
+
+    def train_step(train_state, graph, labels, key):
+        def loss_fn(params):
+            logits = model.apply(params, graph, train=True, rngs={"dropout": key})
+            return graph_metrics.cross_entropy(logits, labels.labels, labels.train), logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_state.params)
+        metrics = {"train/loss": loss, "train/accuracy": graph_metrics.accuracy(logits, labels.labels, labels.train)}
+        return train_state.apply_gradients(grads=grads), metrics
+
+    def evaluate(params, graph, labels):
+        logits = model.apply(params, graph, train=False)
+        out = {}
+        for split in ("val", "test"):
+            mask = getattr(labels, split)
+            out[f"{split}/loss"] = graph_metrics.cross_entropy(logits, labels.labels, mask)
+            out.update(
+                {
+                    f"{split}/{k}": v
+                    for k, v in graph_metrics.classification_metrics(logits, labels.labels, mask).items()
+                }
+            )
+        return out
+
+    def epoch_step(state: NodeState, graph, labels, epoch):
+        rng, key = jax.random.split(state.rng)
+        train_state, metrics = train_step(state.train_state, graph, labels, key)
+        val = evaluate(train_state.params, graph, labels)
+        early = state.early.update(train_state.params, val["val/loss"], val["val/accuracy"], epoch, config.patience)
+        new = NodeState(train_state, early, rng)
+        metrics.update({"train/val_loss": val["val/loss"], "train/val_accuracy": val["val/accuracy"]})
+        # A seed whose patience has run out keeps its state while the others go on.
+        return common.where(state.early.stopped, state, new), metrics
+
+    return init, epoch_step, evaluate, train_step
+
+
+def karate_plot(model, params, graph, labels, path: str) -> None:
+    """Scatter of the learned 2-D embedding (first seed) coloured by club, the two labelled leaders ringed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, inter = model.apply(jax.tree.map(lambda x: x[0], params), graph, mutable="intermediates")
+    embedding = np.asarray(inter["intermediates"]["embedding"][0])
+    require(embedding.shape[1] == 2, "the karate plot needs a 2-D last hidden layer (config.hidden_sizes=(..., 2))")
+    club, train = np.asarray(labels.labels), np.asarray(labels.train)
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    senders, receivers = np.asarray(graph.senders), np.asarray(graph.receivers)
+    for s, r in zip(senders, receivers):
+        ax.plot(embedding[[s, r], 0], embedding[[s, r], 1], color="0.85", lw=0.6, zorder=0)
+    for value, name, color in ((0, "Mr. Hi", "tab:blue"), (1, "Officer", "tab:orange")):
+        points = embedding[club == value]
+        ax.scatter(points[:, 0], points[:, 1], c=color, label=name, s=40, zorder=1)
+    ax.scatter(embedding[train, 0], embedding[train, 1], facecolors="none", edgecolors="k", s=160, label="labelled")
+    ax.set_title("Karate club: GCN embedding (2 labelled nodes)")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@registry.register("node_classification")
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config.model` on `config.dataset` for `config.num_seeds` seeds at once; writes `results.json`."""
+    dataset = load_node_dataset(config.dataset, config.data_dir)
+    graph = common.full_graph(dataset, config.normalize_features, sparse=config.model in ("gcn", "gat"))
+    labels = labels_of(dataset)
+    model = models.make_node_model(config, dataset.num_classes)
+    init_one, epoch_one, evaluate_one, _ = make_steps(config, model)
+    init = jax.jit(lambda key: jax.vmap(init_one, (0, None))(common.seed_keys(key, config.num_seeds), graph))
+    epoch_step = jax.jit(common.over_seeds(epoch_one, (0, None, None, None), config.seed_loop), donate_argnums=0)
+    evaluate = jax.jit(common.over_seeds(evaluate_one, (0, None, None), config.seed_loop))
+
+    def train_epoch(state, epoch):
+        return epoch_step(state, graph, labels, jnp.int32(epoch))
+
+    task = supervised.Task(
+        init=init,
+        train_epoch=train_epoch,
+        evaluate=lambda state: evaluate(state.early.best_params, graph, labels),
+        num_epochs=config.num_epochs,
+        done=lambda state: bool(np.all(jax.device_get(state.early.stopped))),
+    )
+    state, results = supervised.fit(config, workdir, task, desc=f"{config.model} {config.dataset}")
+    final = evaluate(state.early.best_params, graph, labels)
+    headline = {k: v for k, v in final.items() if k.startswith(("test/", "val/"))}
+    headline["best_epoch"] = state.early.best_epoch + 1
+    results.update(common.seed_summary(headline))
+    results.update(num_seeds=int(config.num_seeds), dataset=config.dataset, model=config.model)
+    if config.dataset == "karate" and parallel.is_main_process():
+        karate_plot(model, state.early.best_params, graph, labels, os.path.join(workdir, "plots", "embedding.png"))
+    supervised.write_results(
+        workdir, results, ("train/loss", "train/val_loss", "train/val_accuracy"), f"{config.model} on {config.dataset}"
+    )
+    return results

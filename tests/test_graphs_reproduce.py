@@ -1,0 +1,37 @@
+"""The RESULTS.md graph reproductions (minutes each, real data): `LEPTON_DATA_DIR=... python -m pytest -m slow`."""
+
+import json
+import os
+
+import pytest
+
+from .conftest import run_python
+
+# (config, results key, threshold): the project's targets, below the papers' numbers.
+TARGETS = [
+    ("gcn.py:cora", "test/accuracy_mean", 0.805),
+    ("gcn.py:citeseer", "test/accuracy_mean", 0.695),
+    ("gat.py:cora", "test/accuracy_mean", 0.820),
+    ("gat.py:citeseer", "test/accuracy_mean", 0.710),
+    ("gae.py:cora", "test/auc_mean", 0.900),
+    ("gae.py:cora", "test/ap_mean", 0.910),
+    ("gae.py:citeseer", "test/auc_mean", 0.880),
+    ("gin.py:mutag", "test/accuracy_best_epoch_mean", 0.85),
+    ("gcn.py:karate", "test/accuracy_mean", 0.80),
+]
+
+_DATA = os.environ.get("LEPTON_DATA_DIR")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _DATA, reason="needs the datasets: set LEPTON_DATA_DIR")
+@pytest.mark.parametrize("config,key,threshold", TARGETS)
+def test_graph_result_reaches_target(tmp_path, config, key, threshold):
+    workdir = str(tmp_path / "run")
+    result = run_python(
+        ["-m", "scripts.train", f"--config=graphs/configs/{config}", f"--workdir={workdir}"], timeout=3600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    assert results[key] >= threshold, {k: v for k, v in results.items() if k.startswith("test/")}

@@ -1,0 +1,103 @@
+"""The graph trainers learn, compile once, and fill a workdir: overfitting, smoke runs and one launcher run."""
+
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from graphs import common, data, graph_classification, link_prediction, models, node_classification
+from graphs.configs import gae as gae_config
+from graphs.configs import gcn as gcn_config
+from graphs.configs import gin as gin_config
+from lepton_jax.errors import UserError
+
+from .conftest import run_python
+
+
+def test_gcn_overfits_the_karate_club_to_accuracy_one_and_compiles_once():
+    config = gcn_config.get_config("karate")
+    config.lr = 0.05
+    dataset = data.karate_club()
+    everyone = np.ones(34, bool)
+    dataset = dataset._replace(train_mask=everyone, val_mask=everyone, test_mask=everyone)
+    graph, labels = common.full_graph(dataset, False, sparse=True), node_classification.labels_of(dataset)
+    model = models.make_node_model(config, 2)
+    init, epoch_step, evaluate, _ = node_classification.make_steps(config, model)
+    state = jax.jit(jax.vmap(init, (0, None)))(jax.random.split(jax.random.PRNGKey(0), 2), graph)
+    step = jax.jit(common.over_seeds(chex.assert_max_traces(epoch_step, n=1), (0, None, None, None)))
+    for epoch in range(100):
+        state, metrics = step(state, graph, labels, jnp.int32(epoch))
+    np.testing.assert_array_equal(metrics["train/accuracy"], [1.0, 1.0])
+    final = jax.jit(jax.vmap(evaluate, (0, None, None)))(state.early.best_params, graph, labels)
+    np.testing.assert_array_equal(final["test/accuracy"], [1.0, 1.0])
+    # Seeds one after another (lax.map) compute what the vmapped step does.
+    mapped = jax.jit(common.over_seeds(epoch_step, (0, None, None, None), "map"))(state, graph, labels, jnp.int32(0))
+    chex.assert_trees_all_close(mapped, step(state, graph, labels, jnp.int32(0)), rtol=1e-5, atol=1e-6)
+
+
+def test_gae_smoke_run_reports_auc_and_ap(tmp_path):
+    config = gae_config.get_config("karate,smoke")
+    results = link_prediction.train_and_evaluate(config, str(tmp_path))
+    for key in ("test/auc_mean", "test/auc_std", "test/ap_mean", "test/accuracy_mean", "test/accuracy_std"):
+        assert np.isfinite(results[key]), key
+        assert 0.0 <= results[key] <= 1.0
+    assert results["perf/epochs"] == 4 and len(results["per_seed/test/auc"]) == 2
+    assert {"config.json", "results.json", "metrics.jsonl", "checkpoints"} <= set(os.listdir(tmp_path))
+
+
+def synthetic_graphs(count=24, seed=0) -> data.GraphDataset:
+    """Cycles (label 1) and paths (label 0) of 4 to 9 nodes, with constant features: only the structure tells them."""
+    rng = np.random.default_rng(seed)
+    nodes, senders, receivers, labels = [], [], [], []
+    for i in range(count):
+        n = int(rng.integers(4, 10))
+        pairs = [(j, j + 1) for j in range(n - 1)] + ([(n - 1, 0)] if i % 2 else [])
+        s, r = data.undirected_edges(np.array(pairs), n)
+        nodes.append(np.ones((n, 1), np.float32))
+        senders.append(s)
+        receivers.append(r)
+        labels.append(i % 2)
+    index = np.arange(count)
+    folds = [(index[index % 4 != k], index[index % 4 == k]) for k in range(4)]
+    return data.GraphDataset(nodes, senders, receivers, np.array(labels, np.int32), 2, folds)
+
+
+def test_gin_smoke_run_on_folds(tmp_path, monkeypatch):
+    monkeypatch.setattr(graph_classification, "load_tu", lambda directory, name: synthetic_graphs())
+    config = gin_config.get_config("mutag,smoke")
+    config.data_dir = str(tmp_path)
+    config.num_layers, config.hidden, config.batch_size = 2, 8, 4
+    results = graph_classification.train_and_evaluate(config, str(tmp_path / "run"))
+    assert results["num_folds"] == 2 and results["perf/epochs"] == 3
+    for key in ("test/accuracy_mean", "test/accuracy_std", "test/accuracy_best_epoch_mean"):
+        assert 0.0 <= results[key] <= 1.0, key
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["train/loss"]) for r in records)
+
+
+def test_karate_demo_through_the_launcher(tmp_path):
+    workdir = str(tmp_path / "karate")
+    args = ["--config=graphs/configs/gcn.py:karate", f"--workdir={workdir}", "--config.num_seeds=4"]
+    result = run_python(["-m", "scripts.train", *args, "--config.num_epochs=200"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    assert results["num_seeds"] == 4 and len(results["per_seed/test/accuracy"]) == 4
+    # Two labelled members are enough for most of the other 32 (Kipf & Welling's demo).
+    assert results["test/accuracy_mean"] >= 0.8, results["per_seed/test/accuracy"]
+    for key in ("test/accuracy_std", "test/macro_f1_mean", "perf/epoch_seconds", "perf/wall_seconds"):
+        assert np.isfinite(results[key]), key
+    assert os.path.getsize(os.path.join(workdir, "plots", "embedding.png")) > 5000
+    assert os.path.getsize(os.path.join(workdir, "plots", "learning_curve.png")) > 5000
+
+
+def test_missing_data_file_is_a_user_error(tmp_path):
+    config = gcn_config.get_config("citeseer,smoke")
+    config.data_dir = str(tmp_path)
+    with pytest.raises(UserError, match=f"missing file {tmp_path}/ind.citeseer.x "):
+        node_classification.train_and_evaluate(config, str(tmp_path / "run"))
