@@ -1,0 +1,39 @@
+"""The CNN classifier of `lepton_jax/classifier.py` (the generative models' FID/KID feature network).
+
+    python -m scripts.train --config=generative/configs/classifier.py:mnist --workdir=runs/classifier-mnist
+
+Arg: the dataset (`mnist` default, `fashion_mnist`, `kmnist`, or `digits` = scikit-learn's embedded 8x8 digits, no
+files needed), optionally with `,smoke` for a seconds-long run. Expected: MNIST test accuracy about 99.1 % after 4
+epochs (~4 min on 2 idle CPU cores); digits about 97 % in seconds.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    parts = [p for p in (arg or "mnist").split(",") if p]
+    smoke = "smoke" in parts
+    names = [p for p in parts if p != "smoke"]
+    dataset = names[0] if names else "mnist"
+
+    c = ml_collections.ConfigDict()
+    c.trainer = "classifier"
+    c.dataset = dataset
+    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
+    c.seed = 0
+    c.num_seeds = 1
+    c.conv_features = (32, 64)
+    c.hidden = 256
+    c.lr = 1e-3  # Adam, cosine-decayed to 0 over the run
+    c.batch_size = 128
+    c.num_epochs = 4
+    c.eval_every_epochs = 1
+    c.checkpoint_every_epochs = 5
+    c.keep_checkpoints = 2
+
+    if dataset == "digits":  # 1500 training images: smaller batches, more epochs
+        c.batch_size = 50
+        c.num_epochs = 30
+    if smoke:
+        c.num_epochs = 2
+    return c

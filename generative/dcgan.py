@@ -1,0 +1,247 @@
+"""DCGAN (Radford, Metz & Chintala 2016) for small grayscale images (MNIST 28x28, the 8x8 digits).
+
+    python -m scripts.train --config=generative/configs/dcgan.py:mnist --workdir=runs/dcgan_mnist
+
+The recipe: a generator of transposed convolutions (z -> projection to (H/4, W/4, 2F) -> ConvT(F) -> ConvT(C),
+BatchNorm and ReLU between, tanh out), a discriminator of strided convolutions (Conv(F) -> Conv(2F), LeakyReLU 0.2,
+BatchNorm on all but the first layer), no pooling, weights from N(0, 0.02) (BatchNorm scales from N(1, 0.02)),
+Adam with lr 2e-4 and beta_1 0.5 for both, and the non-saturating generator loss -log D(G(z)).
+
+One step is the PyTorch DCGAN example's: the fake batch is generated once; the discriminator is updated on the real
+and the (detached) fake batch, each a separate BatchNorm batch; then the generator is updated through the updated
+discriminator, with the same fake batch (its gradient pulled back through the stored generator VJP).
+
+Generator and discriminator (params, BatchNorm statistics, optimiser states) and the rng live in one `GANState`;
+all seeds train at once (`vmap`, seed axis first). A grid of samples from fixed noise is saved every
+`sample_every_epochs` epochs and at the end, so progress is visible.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+from flax import struct
+from flax.training.train_state import TrainState
+
+from generative import common
+from lepton_jax import data_images, parallel, registry, supervised
+
+_INIT = nn.initializers.normal(0.02)
+_BN_SCALE_INIT = lambda key, shape, dtype=jnp.float32: 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def _batch_norm(train: bool) -> nn.BatchNorm:
+    # momentum 0.9 = PyTorch's BatchNorm momentum 0.1 (flax counts the other way).
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, scale_init=_BN_SCALE_INIT)
+
+
+class Generator(nn.Module):
+    """z (B, latent) -> images (B, H, W, C) in [-1, 1]; H and W divisible by 4."""
+
+    image_shape: tuple[int, int, int]
+    features: int = 64
+
+    @nn.compact
+    def __call__(self, z, train: bool = True):
+        h, w, c = self.image_shape
+        x = nn.Dense((h // 4) * (w // 4) * 2 * self.features, kernel_init=_INIT)(z)
+        x = x.reshape(-1, h // 4, w // 4, 2 * self.features)
+        x = nn.relu(_batch_norm(train)(x))
+        x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), kernel_init=_INIT)(x)  # (B, H/2, W/2, F)
+        x = nn.relu(_batch_norm(train)(x))
+        x = nn.ConvTranspose(c, (4, 4), strides=(2, 2), kernel_init=_INIT)(x)  # (B, H, W, C)
+        return jnp.tanh(x)
+
+
+class Discriminator(nn.Module):
+    """images (B, H, W, C) in [-1, 1] -> logits (B,)."""
+
+    features: int = 64
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = nn.leaky_relu(nn.Conv(self.features, (4, 4), strides=(2, 2), kernel_init=_INIT)(x), 0.2)
+        x = nn.Conv(2 * self.features, (4, 4), strides=(2, 2), kernel_init=_INIT)(x)
+        x = nn.leaky_relu(_batch_norm(train)(x), 0.2)
+        return nn.Dense(1, kernel_init=_INIT)(x.reshape(x.shape[0], -1))[:, 0]
+
+
+class ModelState(TrainState):
+    batch_stats: Any
+
+
+@struct.dataclass
+class GANState:
+    generator: ModelState
+    discriminator: ModelState
+    rng: jax.Array
+
+
+def make_models(config, image_shape) -> tuple[Generator, Discriminator]:
+    return Generator(tuple(image_shape), config.gen_features), Discriminator(config.disc_features)
+
+
+def make_init(config, generator: Generator, discriminator: Discriminator, image_shape):
+    """`key -> GANState` for one seed."""
+
+    def tx():
+        return optax.adam(config.lr, b1=config.beta1, b2=config.beta2)
+
+    def init(key):
+        g_key, d_key, rng = jax.random.split(key, 3)
+        g_vars = generator.init(g_key, jnp.zeros((2, config.latent_dim)))
+        d_vars = discriminator.init(d_key, jnp.zeros((2, *image_shape)))
+        g = ModelState.create(
+            apply_fn=generator.apply, params=g_vars["params"], tx=tx(), batch_stats=g_vars["batch_stats"]
+        )
+        d = ModelState.create(
+            apply_fn=discriminator.apply, params=d_vars["params"], tx=tx(), batch_stats=d_vars["batch_stats"]
+        )
+        return GANState(g, d, rng)
+
+    return init
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """-log D(x) - log(1 - D(G(z))), batch means, from logits: softplus(-l_real) + softplus(l_fake)."""
+    return jax.nn.softplus(-real_logits).mean() + jax.nn.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits):
+    """The non-saturating loss -log D(G(z)) = softplus(-l_fake), batch mean."""
+    return jax.nn.softplus(-fake_logits).mean()
+
+
+def make_train_step(config):
+    """`train_step(state, images in [0, 1], key) -> (state, metrics)`: one discriminator and one generator step."""
+
+    def train_step(state: GANState, images, key):
+        g, d = state.generator, state.discriminator
+        real = images * 2.0 - 1.0
+        z = jax.random.normal(key, (images.shape[0], config.latent_dim))
+
+        def generate(params):
+            fake, updates = g.apply_fn(
+                {"params": params, "batch_stats": g.batch_stats}, z, train=True, mutable=["batch_stats"]
+            )
+            return fake, updates["batch_stats"]
+
+        fake, generator_vjp, g_stats = jax.vjp(generate, g.params, has_aux=True)
+
+        def d_loss_fn(params):
+            real_logits, updates = d.apply_fn(
+                {"params": params, "batch_stats": d.batch_stats}, real, train=True, mutable=["batch_stats"]
+            )
+            fake_logits, updates = d.apply_fn(
+                {"params": params, "batch_stats": updates["batch_stats"]},
+                jax.lax.stop_gradient(fake),
+                train=True,
+                mutable=["batch_stats"],
+            )
+            return discriminator_loss(real_logits, fake_logits), (updates["batch_stats"], real_logits, fake_logits)
+
+        (d_loss, (d_stats, real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
+        d = d.apply_gradients(grads=d_grads).replace(batch_stats=d_stats)
+
+        def g_loss_fn(fake):  # through the updated discriminator; its statistics from this pass are not kept
+            logits, _ = d.apply_fn(
+                {"params": d.params, "batch_stats": d.batch_stats}, fake, train=True, mutable=["batch_stats"]
+            )
+            return generator_loss(logits), logits
+
+        (g_loss, logits_after), fake_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+        (g_grads,) = generator_vjp(fake_grads)
+        g = g.apply_gradients(grads=g_grads).replace(batch_stats=g_stats)
+        metrics = {
+            "train/d_loss": d_loss,
+            "train/g_loss": g_loss,
+            "train/d_real": jax.nn.sigmoid(real_logits).mean(),  # D(x)
+            "train/d_fake": jax.nn.sigmoid(fake_logits).mean(),  # D(G(z)) before the discriminator step
+            "train/d_fake_after": jax.nn.sigmoid(logits_after).mean(),  # ... and after it
+        }
+        return GANState(g, d, state.rng), metrics
+
+    return train_step
+
+
+def make_sample(generator: Generator):
+    """Jitted `(generator state with a seed axis, z (N, latent)) -> (seeds, N, H, W, C)` images in [0, 1]."""
+
+    @jax.jit
+    def sample(g: ModelState, z):
+        def one_seed(g):
+            images = generator.apply({"params": g.params, "batch_stats": g.batch_stats}, z, train=False)
+            return (images + 1.0) / 2.0
+
+        return jax.vmap(one_seed)(g)
+
+    return sample
+
+
+def sample_many(sample, g: ModelState, key, num: int, latent_dim: int, chunk: int = 1000) -> np.ndarray:
+    """`num` samples per seed (seeds, num, H, W, C), drawn `chunk` at a time (one compiled shape)."""
+    out = []
+    for i in range(-(-num // chunk)):
+        z = jax.random.normal(jax.random.fold_in(key, i), (chunk, latent_dim))
+        out.append(np.asarray(sample(g, z)))
+    return np.concatenate(out, axis=1)[:, :num]
+
+
+def run(config, workdir: str):
+    """Trains per `config` into `workdir`; returns (final state with a seed axis, results)."""
+    data = data_images.load(config.dataset, config.data_dir)
+    generator, discriminator = make_models(config, data.image_shape)
+    mesh = parallel.make_mesh()
+    train_images = data_images.to_device(data.train_images, mesh)
+    epoch_fn = data_images.make_epoch(make_train_step(config), config.batch_size, mesh)
+    sample = make_sample(generator)
+    fixed_noise = jax.random.normal(jax.random.PRNGKey(config.seed + 99), (100, config.latent_dim))
+    eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
+    evaluator, extra = common.make_evaluator(config, data) if config.fid_samples else (None, {})
+    plots = common.plots_dir(workdir)
+
+    def train_epoch(state, epoch):
+        state, metrics = epoch_fn(state, train_images)
+        if plots and (epoch + 1) % config.sample_every_epochs == 0:
+            grid = sample(state.generator, fixed_noise)[0]
+            common.save_grid(grid, f"{plots}/samples_epoch{epoch + 1:03d}.png", 10)
+        return state, metrics
+
+    def evaluate(state):
+        if evaluator is None or not config.eval_samples:
+            return {}
+        samples = sample_many(sample, state.generator, eval_key, config.eval_samples, config.latent_dim)
+        per_seed = [evaluator(s) for s in samples]
+        return {f"{k}_{config.eval_samples}": np.array([m[k] for m in per_seed]) for k in ("eval/fid", "eval/kid")}
+
+    init_one = make_init(config, generator, discriminator, data.image_shape)
+    task = supervised.Task(
+        init=data_images.init_seeds(init_one, config.num_seeds, mesh),
+        train_epoch=train_epoch,
+        evaluate=evaluate,
+        num_epochs=config.num_epochs,
+    )
+    state, results = supervised.fit(config, workdir, task, desc=f"dcgan {data.name}")
+    results["num_seeds"] = int(config.num_seeds)
+    results["perf/images_per_second"] = (
+        config.num_seeds * (len(data.train_images) // config.batch_size) * config.batch_size
+    ) / results["perf/epoch_seconds"]
+    if evaluator is not None:
+        results.update(extra)
+        samples = sample_many(
+            sample, state.generator, jax.random.PRNGKey(config.seed + 7), config.fid_samples, config.latent_dim
+        )
+        results.update(common.evaluate_seeds(evaluator, samples))
+    if plots:
+        common.save_grid(sample(state.generator, fixed_noise)[0], f"{plots}/samples.png", 10)
+    common.finish(workdir, results, ("train/d_loss", "train/g_loss"), f"DCGAN on {data.name}")
+    return state, results
+
+
+@registry.register("dcgan")
+def train_and_evaluate(config, workdir: str) -> dict:
+    """The launcher's entry point."""
+    return run(config, workdir)[1]

@@ -1,0 +1,99 @@
+"""Generative models learning on the embedded 8x8 digits: the GAN in process, the VAE through the launcher."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from generative import dcgan
+from generative.configs import dcgan as dcgan_config
+from lepton_jax import data_images, parallel
+
+from .conftest import run_python
+
+
+def test_gan_losses_stay_finite_and_both_nets_learn():
+    config = dcgan_config.get_config("digits,smoke")
+    data = data_images.load("digits")
+    mesh = parallel.make_mesh()
+    generator, discriminator = dcgan.make_models(config, data.image_shape)
+    init = data_images.init_seeds(dcgan.make_init(config, generator, discriminator, data.image_shape), 2, mesh)
+    state = init(jax.random.PRNGKey(0))
+    before = jax.device_get(state)
+    step = chex.assert_max_traces(dcgan.make_train_step(config), n=1)  # one compile for every step
+    epoch = data_images.make_epoch(step, config.batch_size, mesh)
+    images = data_images.to_device(data.train_images, mesh)
+    history = []
+    for _ in range(2):
+        state, metrics = epoch(state, images)
+        history.append({k: np.asarray(v) for k, v in metrics.items()})
+    for metrics in history:
+        for name, value in metrics.items():
+            assert value.shape == (2,) and np.isfinite(value).all(), name
+        assert ((0 < metrics["train/d_real"]) & (metrics["train/d_real"] < 1)).all()
+    # The discriminator learns to tell real from fake at first: its loss falls below log 4 (chance).
+    assert history[0]["train/d_loss"].mean() < np.log(4)
+    after = jax.device_get(state)
+    for part in ("generator", "discriminator"):
+        moved = [
+            np.abs(a - b).max()
+            for a, b in zip(jax.tree.leaves(getattr(after, part).params), jax.tree.leaves(getattr(before, part).params))
+        ]
+        assert min(moved) > 0, part
+        assert int(getattr(after, part).step[0]) == 2 * (1500 // config.batch_size)
+    # Seeds are independent: different initialisations and shuffles give different losses.
+    assert not np.allclose(history[-1]["train/g_loss"][0], history[-1]["train/g_loss"][1])
+    samples = dcgan.make_sample(generator)(state.generator, jax.random.normal(jax.random.PRNGKey(1), (6, 100)))
+    assert samples.shape == (2, 6, 8, 8, 1) and 0 <= samples.min() and samples.max() <= 1
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """One launcher run: MLP VAE on the digits, 2 seeds, 2 fake devices (data-parallel), FID with a quick classifier."""
+    tmp = tmp_path_factory.mktemp("vae")
+    workdir = str(tmp / "run")
+    args = [
+        "-m", "scripts.train", "--config=generative/configs/vae.py:digits,smoke", f"--workdir={workdir}",
+        "--config.num_epochs=12", "--config.report_epochs=(1,)", f"--config.classifier_workdir={tmp}/classifier",
+    ]  # fmt: skip
+    result = run_python(args, env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "results.json")) as f:
+        return workdir, json.load(f)
+
+
+def test_vae_loss_falls_by_a_margin(vae_run):
+    _, results = vae_run
+    # Digits (64 pixels): coding them at p = 0.5 costs 64 log 2 = 44.4 nats; after one epoch the test negative
+    # ELBO is ~33, after 12 epochs ~25 (measured): it must fall by more than 5 nats, to below 28.
+    assert results["test/neg_elbo_epoch1"] - results["test/neg_elbo"] > 5
+    assert results["test/neg_elbo"] < 28
+    # Importance sampling tightens the bound: NLL_IS <= negative ELBO (on average over the test images).
+    assert results["test/nll_is"] < results["test/neg_elbo"]
+    assert results["num_devices"] == 2 and results["num_seeds"] == 2 and results["test/neg_elbo_std"] > 0
+
+
+def test_vae_run_reports_sample_metrics_and_pictures(vae_run):
+    workdir, results = vae_run
+    for key in (
+        "test/neg_elbo",
+        "test/nll_is",
+        "eval/fid",
+        "eval/kid",
+        "eval/fid_floor",
+        "eval/classes_covered",
+        "eval/mean_confidence",
+        "eval/classifier_test_accuracy",
+        "perf/wall_seconds",
+    ):
+        assert key in results and np.isfinite(results[key]), key
+    assert results["eval/fid"] > results["eval/fid_floor"] > 0
+    assert 0 < results["eval/mean_confidence"] <= 1
+    for picture in ("samples.png", "reconstructions.png", "learning_curve.png"):
+        assert os.path.getsize(os.path.join(workdir, "plots", picture)) > 2000, picture
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        epochs = [json.loads(line)["step"] for line in f]
+    assert epochs == list(range(1, 13))
