@@ -373,6 +373,30 @@ def _ratios(results: dict, per_second: str = "steps_per_s", what: str = "trainin
     }
 
 
+def run_all(config, problem: dict, module, algo: str) -> dict:
+    """Ours (one seed, and vmapped over --num_seeds), rejax and SB3 on the same problem; adds steps_per_s."""
+    peer_kind = {"ppo": ("rejax", "sb3"), "dqn": ("rejax_dqn", "sb3_dqn")}[algo]
+    results = {}
+    if "ours" in _PEERS.value:
+        print(f"ours: {algo}, single seed...", flush=True)
+        results["ours"] = bench_ours(config, _SEED.value, 1, _EVAL_EPISODES.value, module)
+        if _NUM_SEEDS.value > 1:
+            print(f"ours: {algo}, vmap over {_NUM_SEEDS.value} seeds...", flush=True)
+            results["ours (vmap)"] = bench_ours(config, _SEED.value, _NUM_SEEDS.value, _EVAL_EPISODES.value, module)
+    if "rejax" in _PEERS.value:
+        print(f"rejax: {algo}...", flush=True)
+        peer = run_peer(peer_kind[0], _rejax_python(), problem)
+        results["rejax"] = peer["single"]
+        if "vmap" in peer:
+            results["rejax (vmap)"] = peer["vmap"]
+    if "sb3" in _PEERS.value:
+        print(f"sb3: {algo}, {problem['sb3_timesteps']:,} steps...", flush=True)
+        results["sb3"] = run_peer(peer_kind[1], _sb3_python(), problem)["single"]
+    for r in results.values():
+        r["steps_per_s"] = r["steps"] / r["train_s"]
+    return results
+
+
 def bench_ppo(load_before: float) -> dict:
     config = make_config(total_timesteps=_TOTAL.value, num_seeds=_NUM_SEEDS.value)
     problem = problem_of(config)
@@ -384,24 +408,7 @@ def bench_ppo(load_before: float) -> dict:
         sb3_timesteps=_SB3_TIMESTEPS.value or problem["total_timesteps"],
     )
     print("PPO problem:", json.dumps(problem), flush=True)
-    results = {}
-    if "ours" in _PEERS.value:
-        print("ours: single seed...", flush=True)
-        results["ours"] = bench_ours(config, _SEED.value, 1, _EVAL_EPISODES.value)
-        if _NUM_SEEDS.value > 1:
-            print(f"ours: vmap over {_NUM_SEEDS.value} seeds...", flush=True)
-            results["ours (vmap)"] = bench_ours(config, _SEED.value, _NUM_SEEDS.value, _EVAL_EPISODES.value)
-    if "rejax" in _PEERS.value:
-        print("rejax...", flush=True)
-        peer = run_peer("rejax", _rejax_python(), problem)
-        results["rejax"] = peer["single"]
-        if "vmap" in peer:
-            results["rejax (vmap)"] = peer["vmap"]
-    if "sb3" in _PEERS.value:
-        print(f"sb3: {problem['sb3_timesteps']:,} steps...", flush=True)
-        results["sb3"] = run_peer("sb3", _sb3_python(), problem)["single"]
-    for r in results.values():
-        r["steps_per_s"] = r["steps"] / r["train_s"]
+    results = run_all(config, problem, ppo, "ppo")
 
     scaling = []
     for num_envs in [int(n) for n in _SCALING_ENVS.value]:
@@ -431,24 +438,8 @@ def bench_dqn(load_before: float) -> dict:
         sb3_timesteps=_SB3_DQN_TIMESTEPS.value,
     )  # fmt: skip
     print("DQN problem:", json.dumps(problem), flush=True)
-    results = {}
-    if "ours" in _PEERS.value:
-        print("ours: DQN...", flush=True)
-        results["ours"] = bench_ours(config, _SEED.value, 1, _EVAL_EPISODES.value, module=dqn)
-        if _NUM_SEEDS.value > 1:
-            print(f"ours: DQN, vmap over {_NUM_SEEDS.value} seeds...", flush=True)
-            results["ours (vmap)"] = bench_ours(config, _SEED.value, _NUM_SEEDS.value, _EVAL_EPISODES.value, dqn)
-    if "rejax" in _PEERS.value:
-        print("rejax: DQN...", flush=True)
-        peer = run_peer("rejax_dqn", _rejax_python(), problem)
-        results["rejax"] = peer["single"]
-        if "vmap" in peer:
-            results["rejax (vmap)"] = peer["vmap"]
-    if "sb3" in _PEERS.value:
-        print(f"sb3: DQN, {problem['sb3_timesteps']:,} steps...", flush=True)
-        results["sb3"] = run_peer("sb3_dqn", _sb3_python(), problem)["single"]
+    results = run_all(config, problem, dqn, "dqn")
     for r in results.values():
-        r["steps_per_s"] = r["steps"] / r["train_s"]
         r["gradient_steps_per_s"] = r["gradient_steps"] / r["train_s"]
     ratios = {**_ratios(results), **_ratios(results, "gradient_steps_per_s", "gradient steps/s")}
     print_tables(results, ratios, [], "DQN")
