@@ -23,6 +23,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 def run_python(args, env_extra=None, timeout=300, **kwargs):
     """Runs `python ARGS` from the repo root; returns the CompletedProcess (text mode)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", **(env_extra or {}))
+    if "XLA_FLAGS" in (env_extra or {}):
+        # A subprocess with faked devices compiles for another device count; keep it off the shared cache (a
+        # launcher run with 2 fake devices once crashed in a full session with it on).
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs

@@ -57,6 +57,7 @@ def test_two_processes_equal_one_device(tmp_path, single_device_params):
 
     port, out = _free_port(), tmp_path / "params.npz"
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # as in run_python: faked devices stay off the shared cache
     procs = [
         subprocess.Popen(
             [sys.executable, WORKER, str(tmp_path / "run"), str(out), f"127.0.0.1:{port}", "2", str(i)],
