@@ -79,6 +79,30 @@ def timed(fn):
     out = fn()
     return out, time.perf_counter() - start
 
+def bench_rejax(algo, p, summary):
+    # Compiles and times `algo.train` (one seed, and vmapped over p["num_seeds"]); `summary(ts, num_seeds)` gives
+    # steps, returns per seed and any extra counts.
+    import jax
+    import numpy as np
+
+    def bench(train, keys, num_seeds):
+        compiled, compile_s = timed(lambda: jax.jit(train).lower(keys).compile())
+        train_s = float("inf")
+        for _ in range(p["repeats"]):
+            (ts, _), seconds = timed(lambda: jax.block_until_ready(compiled(keys)))
+            train_s = min(train_s, seconds)
+        out = summary(ts, num_seeds)
+        returns = out.pop("returns")
+        return {"compile_s": compile_s, "train_s": train_s, **out, "eval_return": float(np.mean(returns)),
+                "eval_return_per_seed": returns, "num_seeds": num_seeds,
+                "version": "rejax " + version("rejax") + ", jax " + jax.__version__}
+
+    out = {"single": bench(algo.train, jax.random.PRNGKey(p["seed"]), 1)}
+    if p["num_seeds"] > 1:
+        keys = jax.random.split(jax.random.PRNGKey(p["seed"]), p["num_seeds"])
+        out["vmap"] = bench(jax.vmap(algo.train), keys, p["num_seeds"])
+    return out
+
 def run_rejax(p):
     import jax, jax.numpy as jnp, numpy as np
     from rejax import PPO
@@ -101,27 +125,14 @@ def run_rejax(p):
         _, returns = evaluate(act, key, algo.env, algo.env_params, p["eval_episodes"])
         return np.asarray(returns)
 
-    def bench(train, keys, num_seeds):
-        compiled, compile_s = timed(lambda: jax.jit(train).lower(keys).compile())
-        train_s = float("inf")
-        for _ in range(p["repeats"]):
-            (ts, _), seconds = timed(lambda: jax.block_until_ready(compiled(keys)))
-            train_s = min(train_s, seconds)
+    def summary(ts, num_seeds):
         params = ts.actor_ts.params
         eval_key = jax.random.PRNGKey(p["seed"] + 1000)
-        if num_seeds == 1:
-            returns = [greedy_returns(params, eval_key).mean()]
-        else:
-            returns = [greedy_returns(jax.tree.map(lambda x: x[i], params), eval_key).mean() for i in range(num_seeds)]
-        return {"compile_s": compile_s, "train_s": train_s, "steps": steps * num_seeds,
-                "eval_return": float(np.mean(returns)), "eval_return_per_seed": [float(r) for r in returns],
-                "num_seeds": num_seeds, "version": "rejax " + version("rejax") + ", jax " + jax.__version__}
+        per_seed = [params] if num_seeds == 1 else [jax.tree.map(lambda x: x[i], params) for i in range(num_seeds)]
+        returns = [float(greedy_returns(q, eval_key).mean()) for q in per_seed]
+        return {"steps": steps * num_seeds, "returns": returns}
 
-    out = {"single": bench(algo.train, jax.random.PRNGKey(p["seed"]), 1)}
-    if p["num_seeds"] > 1:
-        keys = jax.random.split(jax.random.PRNGKey(p["seed"]), p["num_seeds"])
-        out["vmap"] = bench(jax.vmap(algo.train), keys, p["num_seeds"])
-    return out
+    return bench_rejax(algo, p, summary)
 
 def run_sb3(p):
     import gymnasium as gym, numpy as np, torch
@@ -165,28 +176,16 @@ def run_rejax_dqn(p):
         eval_freq=p["total_timesteps"], skip_initial_evaluation=True)
     algo = algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
 
-    def bench(train, keys, num_seeds):
-        compiled, compile_s = timed(lambda: jax.jit(train).lower(keys).compile())
-        train_s = float("inf")
-        for _ in range(p["repeats"]):
-            (ts, _), seconds = timed(lambda: jax.block_until_ready(compiled(keys)))
-            train_s = min(train_s, seconds)
+    def summary(ts, num_seeds):
         returns = []
         for i in range(num_seeds):
             params = ts.q_ts.params if num_seeds == 1 else jax.tree.map(lambda x: x[i], ts.q_ts.params)
             act = lambda obs, rng: jnp.squeeze(jnp.argmax(algo.agent.apply(params, obs[None]), axis=-1))
             _, r = evaluate(act, jax.random.PRNGKey(p["seed"] + 1000), algo.env, algo.env_params, p["eval_episodes"])
             returns.append(float(np.mean(r)))
-        return {"compile_s": compile_s, "train_s": train_s, "steps": int(np.sum(ts.global_step)),
-                "gradient_steps": int(np.sum(ts.q_ts.step)), "eval_return": float(np.mean(returns)),
-                "eval_return_per_seed": returns, "num_seeds": num_seeds,
-                "version": "rejax " + version("rejax") + ", jax " + jax.__version__}
+        return {"steps": int(np.sum(ts.global_step)), "gradient_steps": int(np.sum(ts.q_ts.step)), "returns": returns}
 
-    out = {"single": bench(algo.train, jax.random.PRNGKey(p["seed"]), 1)}
-    if p["num_seeds"] > 1:
-        keys = jax.random.split(jax.random.PRNGKey(p["seed"]), p["num_seeds"])
-        out["vmap"] = bench(jax.vmap(algo.train), keys, p["num_seeds"])
-    return out
+    return bench_rejax(algo, p, summary)
 
 def run_sb3_dqn(p):
     import gymnasium as gym, numpy as np, torch
