@@ -6,7 +6,8 @@ n-step transitions once `learning_starts` env steps are in, and the target netwo
 (`tau = 1`: a hard copy every `target_update_interval` env steps; `tau < 1`: Polyak averaging at that interval).
 
 The Q-network is a parameter of `make_agent`: any Flax module mapping a batch of observations to (B, A) Q-values
-plugs in (an MLP here; a graph network for graph environments), and `config.action_mask` agents can pass a mask.
+plugs in (an MLP here; a graph network for graph environments). Observations that carry an `action_mask` (graph
+environments) restrict exploration, the greedy action and the bootstrapped max to the valid actions.
 """
 
 from typing import Any
@@ -64,10 +65,12 @@ def dqn_loss(params, target_params, apply, batch: Row, config):
     """Huber (or squared) loss of Q(s_0, a_0) against the n-step target; batch leaves are (B, n, ...)."""
     returns, last, discount = replay.n_step_targets(batch.reward, batch.terminated, batch.done, config.gamma)
     next_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), last], batch.next_obs)
-    q_next_online = apply(params, next_obs) if config.double_dqn else None
-    q_next = bootstrap_value(apply(target_params, next_obs), q_next_online, config.double_dqn)
-    target = jax.lax.stop_gradient(returns + discount * q_next)
-    q = jnp.take_along_axis(apply(params, batch.obs[:, 0]), batch.action[:, 0, None], axis=-1)[:, 0]
+    q_next_online = envs.masked_logits(apply(params, next_obs), next_obs) if config.double_dqn else None
+    q_next = bootstrap_value(envs.masked_logits(apply(target_params, next_obs), next_obs), q_next_online,
+                             config.double_dqn)  # fmt: skip
+    target = jax.lax.stop_gradient(returns + jnp.where(discount > 0, discount * q_next, 0.0))
+    obs = jax.tree.map(lambda x: x[:, 0], batch.obs)
+    q = jnp.take_along_axis(apply(params, obs), batch.action[:, 0, None], axis=-1)[:, 0]
     if config.loss == "huber":
         loss = jnp.mean(optax.huber_loss(q, target, delta=config.huber_delta))
     else:
@@ -88,12 +91,15 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     def apply(params, obs):
         return net.apply(params, flatten_obs(obs, spec.obs_shape))
 
+    def act(params, obs):  # greedy among the valid actions
+        return jnp.argmax(envs.masked_logits(apply(params, obs), obs), axis=-1)
+
     tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
 
     def init(rng):
         rng, init_key, env_key = jax.random.split(rng, 3)
-        params = net.init(init_key, jnp.zeros((1, *spec.obs_shape)).reshape(1, -1))
         runner = envs.reset(spec, env_key, config.num_envs)
+        params = net.init(init_key, flatten_obs(envs.first_obs(runner), spec.obs_shape))
         zeros = jnp.zeros((config.num_envs,))
         example = Row(runner.obs, zeros.astype(jnp.int32), zeros, runner.obs, zeros.astype(bool), zeros.astype(bool))
         train_state = TrainState.create(apply_fn=apply, params=params, tx=tx)
@@ -102,8 +108,8 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     def env_step(carry, _):
         state, eps = carry
         rng, explore_key, random_key, env_key = jax.random.split(state.rng, 4)
-        greedy = jnp.argmax(apply(state.train_state.params, state.env.obs), axis=-1)
-        random_action = jax.random.randint(random_key, greedy.shape, 0, spec.action_dim)
+        greedy = act(state.train_state.params, state.env.obs)
+        random_action = envs.random_action(spec, random_key, state.env.obs)
         action = jnp.where(jax.random.uniform(explore_key, greedy.shape) < eps, random_action, greedy)
         runner, result = envs.step(spec, state.env, action, env_key)
         done = jnp.logical_or(result.terminated, result.truncated)
@@ -136,9 +142,6 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         metrics = dict(metrics, epsilon=eps, learning=ready.astype(jnp.float32))
         metrics["episode_return"] = envs.mean_episode_return(state.env)
         return state.replace(update=state.update + 1), metrics
-
-    def act(params, obs):
-        return jnp.argmax(apply(params, obs), axis=-1)
 
     return Agent(init, update, act, num_updates, steps_per_update)
 

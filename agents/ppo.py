@@ -49,9 +49,10 @@ def ppo_loss(
     }
 
 
-def make_agent(config, spec: envs.EnvSpec) -> Agent:
+def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
+    """PPO on `spec`; `network` is the actor-critic module (an MLP by default; see `onpolicy.ActorCriticFns`)."""
     d = on_policy_derived(config)
-    fns = onpolicy.actor_critic(config, spec)
+    fns = onpolicy.actor_critic(config, spec, network)
     apply = fns.apply
     tx = onpolicy.optimizer(config, d.num_updates * config.update_epochs * config.num_minibatches, config.max_grad_norm)
 

@@ -4,7 +4,8 @@
 
 The arg is the env name (any of gymnax's registered envs), optionally followed by `,smoke` for a seconds-long run
 used by the tests (`ppo.py:smoke` is CartPole's). Tuned presets exist for CartPole-v1 (eval return 500 after
-5e5 steps, about 50 s on 2 CPU cores for 4 seeds, compile included), Acrobot-v1 and Pendulum-v1; other envs get the CleanRL defaults.
+5e5 steps, about 50 s on 2 CPU cores for 4 seeds, compile included), Acrobot-v1 and Pendulum-v1; other envs get
+the CleanRL defaults.
 """
 
 import ml_collections

@@ -23,6 +23,20 @@ from lepton_jax.rl import probes
 _UNSUPPORTED = {"MNISTBandit-bsuite"}
 
 
+# Env families registered by other packages (graph environments): name prefix -> (factory(name) -> (env, params),
+# a one-line description of the valid names for error messages).
+_FAMILIES: dict[str, tuple[Callable[[str], tuple[Any, Any]], str]] = {}
+
+
+def register_family(prefix: str, factory: Callable[[str], tuple[Any, Any]], description: str) -> None:
+    """Makes `make_env(name)` build every name starting with `prefix` with `factory(name) -> (env, params)`.
+
+    `factory` raises `UserError` for a malformed name; `description` (e.g. "MVC-{ER,BA}-MIN-MAX") is shown when an
+    unknown name is asked for.
+    """
+    _FAMILIES[prefix] = (factory, description)
+
+
 def valid_env_names() -> list[str]:
     return [name for name in gymnax.registered_envs if name not in _UNSUPPORTED] + list(probes.ENVS)
 
@@ -33,7 +47,7 @@ class EnvSpec(NamedTuple):
     name: str
     env: Any
     params: Any
-    obs_shape: tuple[int, ...]
+    obs_shape: tuple[int, ...] | None  # None: a structured observation (a pytree, e.g. a graph) the network reads
     action_dim: int  # number of discrete actions, or size of the continuous action vector
     continuous: bool
     action_low: Any  # bounds of a continuous action (None for discrete)
@@ -46,14 +60,19 @@ class EnvSpec(NamedTuple):
 
 def make_env(name: str) -> EnvSpec:
     """Builds a gymnax env by name; an unknown name is a `UserError` listing the valid ones."""
-    if name not in valid_env_names():
-        raise UserError(f"unknown env '{name}'; valid envs: {', '.join(valid_env_names())}")
-    if name in probes.ENVS:
+    family = next((f for prefix, f in _FAMILIES.items() if name.startswith(prefix)), None)
+    if family is None and name not in valid_env_names():
+        families = "".join(f", {description}" for _, description in _FAMILIES.values())
+        raise UserError(f"unknown env '{name}'; valid envs: {', '.join(valid_env_names())}{families}")
+    if family is not None:
+        env, params = family[0](name)
+    elif name in probes.ENVS:
         env = probes.ENVS[name]()
         params = env.default_params
     else:
         env, params = gymnax.make(name)
-    obs_shape = tuple(env.observation_space(params).shape)
+    obs_space = env.observation_space(params)
+    obs_shape = tuple(obs_space.shape) if isinstance(obs_space, spaces.Box) else None
     space = env.action_space(params)
     if isinstance(space, spaces.Discrete):
         return EnvSpec(name, env, params, obs_shape, int(space.n), False, None, None)
@@ -75,6 +94,33 @@ class EnvRunner:
     last_return: jax.Array  # (N,) return of the last finished episode
     last_length: jax.Array  # (N,)
     episodes: jax.Array  # (N,) number of finished episodes
+
+
+def action_mask(obs) -> jax.Array | None:
+    """The valid-action mask `(..., A)` of an observation that carries one (`obs.action_mask`), else None."""
+    return getattr(obs, "action_mask", None)
+
+
+def masked_logits(logits: jax.Array, obs) -> jax.Array:
+    """`logits` with invalid actions set to -1e9: they get probability 0 and never win an argmax.
+
+    A finite value, not -inf, so that log-softmax, entropy and Q-targets stay finite.
+    """
+    mask = action_mask(obs)
+    return logits if mask is None else jnp.where(mask, logits, -1e9)
+
+
+def random_action(spec: EnvSpec, key: jax.Array, obs) -> jax.Array:
+    """A uniformly random valid discrete action per env of the batch `obs` (leaves (N, ...))."""
+    mask = action_mask(obs)
+    if mask is None:
+        return jax.random.randint(key, jax.tree.leaves(obs)[0].shape[:1], 0, spec.action_dim)
+    return jax.random.categorical(key, jnp.where(mask, 0.0, -1e9))
+
+
+def first_obs(runner: EnvRunner):
+    """The first env's observation with a batch axis of 1: an example input to initialise a network with."""
+    return jax.tree.map(lambda x: x[:1], runner.obs)
 
 
 class StepResult(NamedTuple):

@@ -68,8 +68,13 @@ class ActorCritic(nn.Module):
         return jnp.squeeze(self.critic_head(self.critic_torso(obs)), -1)
 
 
-def flatten_obs(obs: jax.Array, obs_shape: tuple[int, ...]) -> jax.Array:
-    """(..., *obs_shape) -> (..., prod(obs_shape)) float32, so MinAtar's (10, 10, C) grids feed an MLP."""
+def flatten_obs(obs: jax.Array, obs_shape: tuple[int, ...] | None) -> jax.Array:
+    """(..., *obs_shape) -> (..., prod(obs_shape)) float32, so MinAtar's (10, 10, C) grids feed an MLP.
+
+    A structured observation (`obs_shape` None, e.g. a graph) goes to its network as it is.
+    """
+    if obs_shape is None:
+        return obs
     lead = obs.shape[: obs.ndim - len(obs_shape)]
     return obs.reshape(lead + (-1,)).astype(jnp.float32)
 

@@ -6,11 +6,13 @@ Each agent file keeps only what makes it that algorithm: its loss and how it tur
 import jax
 import jax.numpy as jnp
 import optax
+from flax import linen as nn
 from flax import struct
 from flax.training.train_state import TrainState
 
 from lepton_jax.rl import envs
 from lepton_jax.rl.agent import Agent
+from lepton_jax.rl.distributions import Categorical
 from lepton_jax.rl.gae import Transition, bootstrap_truncated
 from lepton_jax.rl.networks import ActorCritic, flatten_obs
 
@@ -23,20 +25,29 @@ class OnPolicyState:
 
 
 class ActorCriticFns(struct.PyTreeNode):
-    """`apply(params, obs) -> (dist, value)` and `critic(params, obs) -> value` over obs of any leading shape."""
+    """`apply(params, obs) -> (dist, value)` and `critic(params, obs) -> value` over obs of any leading shape.
 
-    net: ActorCritic = struct.field(pytree_node=False)
-    obs_shape: tuple = struct.field(pytree_node=False)
+    `net` is any module whose `__call__` returns `(dist, value)` and whose `value` method returns the value alone
+    (`ActorCritic` here; a graph network for graph environments). Observations that carry an `action_mask` get
+    their invalid actions' logits set to -1e9, so they are never sampled.
+    """
+
+    net: nn.Module = struct.field(pytree_node=False)
+    obs_shape: tuple | None = struct.field(pytree_node=False)
 
     def apply(self, params, obs):
-        return self.net.apply(params, flatten_obs(obs, self.obs_shape))
+        dist, value = self.net.apply(params, flatten_obs(obs, self.obs_shape))
+        if envs.action_mask(obs) is not None:
+            dist = Categorical(envs.masked_logits(dist.logits, obs))
+        return dist, value
 
     def critic(self, params, obs):
-        return self.net.apply(params, flatten_obs(obs, self.obs_shape), method=ActorCritic.value)
+        return self.net.apply(params, flatten_obs(obs, self.obs_shape), method="value")
 
 
-def actor_critic(config, spec: envs.EnvSpec) -> ActorCriticFns:
-    net = ActorCritic(spec.action_dim, spec.continuous, tuple(config.hidden_sizes), config.activation)
+def actor_critic(config, spec: envs.EnvSpec, network: nn.Module | None = None) -> ActorCriticFns:
+    """The agent's network functions: `network`, or by default an MLP `ActorCritic` sized by the config."""
+    net = network or ActorCritic(spec.action_dim, spec.continuous, tuple(config.hidden_sizes), config.activation)
     return ActorCriticFns(net, spec.obs_shape)
 
 
@@ -54,9 +65,10 @@ def optimizer(config, num_gradient_steps: int, max_grad_norm: float | None = Non
 def make_init(config, spec: envs.EnvSpec, fns: ActorCriticFns, tx):
     def init(rng) -> OnPolicyState:
         rng, init_key, env_key = jax.random.split(rng, 3)
-        params = fns.net.init(init_key, jnp.zeros((1, *spec.obs_shape)).reshape(1, -1))
+        runner = envs.reset(spec, env_key, config.num_envs)
+        params = fns.net.init(init_key, flatten_obs(envs.first_obs(runner), spec.obs_shape))
         train_state = TrainState.create(apply_fn=fns.apply, params=params, tx=tx)
-        return OnPolicyState(train_state, envs.reset(spec, env_key, config.num_envs), rng)
+        return OnPolicyState(train_state, runner, rng)
 
     return init
 
@@ -103,7 +115,7 @@ def policy_gradient_loss(params, apply, batch: Transition, advantages, targets, 
     return total, {"loss": total, "policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
 
 
-def make_policy_gradient_agent(config, spec: envs.EnvSpec, targets_fn):
+def make_policy_gradient_agent(config, spec: envs.EnvSpec, targets_fn, network: nn.Module | None = None):
     """An agent that takes one gradient step of `policy_gradient_loss` per rollout of `config.num_steps` steps.
 
     Args:
@@ -112,13 +124,14 @@ def make_policy_gradient_agent(config, spec: envs.EnvSpec, targets_fn):
       spec: the env.
       targets_fn: `(traj, last_value) -> (advantages, value targets, mask)`, all (T, N): what distinguishes
         REINFORCE (Monte-Carlo returns) from A2C (bootstrapped n-step / GAE returns).
+      network: the actor-critic module (see `ActorCriticFns`); an MLP by default.
 
     Returns:
       The `Agent`.
     """
     steps_per_update = config.num_envs * config.num_steps
     num_updates = int(config.total_timesteps) // steps_per_update
-    fns = actor_critic(config, spec)
+    fns = actor_critic(config, spec, network)
     tx = optimizer(config, max(num_updates, 1), config.max_grad_norm)
 
     def update(state: OnPolicyState):

@@ -41,7 +41,7 @@ def _draw_cartpole(ax, obs):
 
 def episode_strip(spec: envs.EnvSpec, act, params, key, path: str, num_frames: int = 12) -> None:
     """Writes `path`: `num_frames` evenly spaced frames of one episode (image observations, or CartPole)."""
-    if len(spec.obs_shape) != 3 and spec.name != "CartPole-v1":
+    if (spec.obs_shape is None or len(spec.obs_shape) != 3) and spec.name != "CartPole-v1":
         raise UserError(f"--render draws image-observation envs (MinAtar, ...) and CartPole-v1, not {spec.name}")
     import matplotlib
 
