@@ -149,7 +149,7 @@ def to_env_action(spec: EnvSpec, action: jax.Array) -> jax.Array:
 
 def step(spec: EnvSpec, runner: EnvRunner, action: jax.Array, key: jax.Array) -> tuple[EnvRunner, StepResult]:
     """Steps every env once (auto-resetting finished ones) and updates the episode statistics."""
-    num_envs = runner.obs.shape[0]
+    num_envs = runner.episodes.shape[0]
     obs, state, reward, terminated, truncated, info = jax.vmap(spec.env.step, in_axes=(0, 0, 0, None))(
         jax.random.split(key, num_envs), runner.env_state, to_env_action(spec, action), spec.params
     )
