@@ -24,6 +24,8 @@ _BUILTIN = {
     "node_classification": "graphs.node_classification",
     "link_prediction": "graphs.link_prediction",
     "graph_classification": "graphs.graph_classification",
+    "graph_dqn": "graphs.combinatorial",
+    "graph_ppo": "graphs.combinatorial",
 }
 
 

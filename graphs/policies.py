@@ -1,0 +1,109 @@
+"""GNN networks for RL on graphs: per-node Q-values (S2V-DQN) and a per-node policy with a value (PPO).
+
+They read the graph environments' observation (`graphs/envs`): a padded single graph `obs.graph` and
+`obs.action_mask`, with any leading batch shape (envs, time x envs, a replay batch...). The batch is merged into one
+disjoint graph (node indices offset per graph) so that each message-passing round is a single gather and scatter,
+then split back to `(..., N)` per-node outputs. Masking invalid actions is the agent's business
+(`lepton_jax.rl.envs.masked_logits`), not the network's.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from graphs.models import Structure2Vec
+from lepton_jax.errors import UserError
+from lepton_jax.rl.distributions import Categorical
+
+POOLINGS = ("sum", "mean")
+
+
+def merge_batch(obs):
+    """Leading batch shape, and the batch as one graph: `(lead, nodes (B*N, F), edges (B*E, Fe), senders, receivers,
+    node_mask (B, N))`."""
+    graph = obs.graph
+    lead = obs.action_mask.shape[:-1]
+    num_nodes = obs.action_mask.shape[-1]
+    nodes = graph.nodes.reshape((-1, num_nodes, graph.nodes.shape[-1]))
+    batch = nodes.shape[0]
+    offsets = (jnp.arange(batch, dtype=graph.senders.dtype) * num_nodes)[:, None]
+    senders = (graph.senders.reshape((batch, -1)) + offsets).reshape(-1)
+    receivers = (graph.receivers.reshape((batch, -1)) + offsets).reshape(-1)
+    edges = graph.edges.reshape((-1, graph.edges.shape[-1]))
+    node_mask = jnp.arange(num_nodes) < graph.n_node.reshape((batch, -1))[:, :1]
+    return lead, nodes.reshape((batch * num_nodes, -1)), edges, senders, receivers, node_mask
+
+
+def pool(mu, node_mask, how: str):
+    """(B, N, D) embeddings -> (B, D): the sum (S2V-DQN) or mean over each graph's real nodes."""
+    if how not in POOLINGS:
+        raise UserError(f"unknown pooling '{how}'; valid: {', '.join(POOLINGS)}")
+    total = jnp.sum(mu * node_mask[..., None], axis=1)
+    return total if how == "sum" else total / jnp.maximum(node_mask.sum(1, keepdims=True), 1)
+
+
+class NodeScores(nn.Module):
+    """S2V-DQN's head: `theta5^T relu([theta6 pool(mu), theta7 mu_v])`, one score per node."""
+
+    features: int = 64
+
+    @nn.compact
+    def __call__(self, mu, pooled):
+        graph_term = nn.Dense(self.features, name="theta6")(pooled)[:, None, :]
+        node_term = nn.Dense(self.features, name="theta7")(mu)
+        hidden = jnp.concatenate([jnp.broadcast_to(graph_term, node_term.shape), node_term], -1)
+        return nn.Dense(1, name="theta5")(nn.relu(hidden))[..., 0]
+
+
+class GraphEmbedding(nn.Module):
+    """Structure2Vec over a batch of padded graphs: `(lead, mu (B, N, D), pooled (B, D))`."""
+
+    features: int = 64
+    rounds: int = 4
+    aggregation: str = "sum"
+    pooling: str = "sum"
+
+    @nn.compact
+    def __call__(self, obs):
+        lead, nodes, edges, senders, receivers, node_mask = merge_batch(obs)
+        mu = Structure2Vec(self.features, self.rounds, self.aggregation, name="s2v")(nodes, edges, senders, receivers)
+        mu = mu.reshape(node_mask.shape + (self.features,))
+        return lead, mu, pool(mu, node_mask, self.pooling)
+
+
+class GraphQNetwork(nn.Module):
+    """Q(s, v) for every node v of each graph in the batch: `(..., N)` (S2V-DQN)."""
+
+    features: int = 64
+    rounds: int = 4
+    aggregation: str = "sum"
+    pooling: str = "sum"
+
+    @nn.compact
+    def __call__(self, obs):
+        lead, mu, pooled = GraphEmbedding(self.features, self.rounds, self.aggregation, self.pooling)(obs)
+        q = NodeScores(self.features)(mu, pooled)
+        return q.reshape(lead + q.shape[-1:])
+
+
+class GraphActorCritic(nn.Module):
+    """A per-node categorical policy and a graph value, on one shared S2V embedding: `(dist, value (...))`."""
+
+    features: int = 64
+    rounds: int = 4
+    aggregation: str = "sum"
+    pooling: str = "sum"
+
+    def setup(self):
+        self.embed = GraphEmbedding(self.features, self.rounds, self.aggregation, self.pooling)
+        self.scores = NodeScores(self.features)
+        self.value_head = nn.Sequential([nn.Dense(self.features), nn.relu, nn.Dense(1)])
+
+    def __call__(self, obs):
+        lead, mu, pooled = self.embed(obs)
+        logits = self.scores(mu, pooled)
+        value = self.value_head(pooled)[..., 0]
+        return Categorical(logits.reshape(lead + logits.shape[-1:])), value.reshape(lead)
+
+    def value(self, obs):
+        lead, _, pooled = self.embed(obs)
+        return self.value_head(pooled)[..., 0].reshape(lead)
