@@ -13,8 +13,8 @@ from lepton_jax.rl.gae import gae
 
 
 def make_agent(config, spec: envs.EnvSpec):
-    def targets(traj, last_value):
-        advantages, returns = gae(traj.reward, traj.value, traj.done, last_value, config.gamma, config.gae_lambda)
+    def targets(traj, last_value, hp):
+        advantages, returns = gae(traj.reward, traj.value, traj.done, last_value, hp.gamma, config.gae_lambda)
         return advantages, returns, jnp.ones_like(returns)
 
     return onpolicy.make_policy_gradient_agent(config, spec, targets)

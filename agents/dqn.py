@@ -8,6 +8,9 @@ n-step transitions once `learning_starts` env steps are in, and the target netwo
 The Q-network is a parameter of `make_agent`: any Flax module mapping a batch of observations to (B, A) Q-values
 plugs in (an MLP here; a graph network for graph environments). Observations that carry an `action_mask` (graph
 environments) restrict exploration, the greedy action and the bootstrapped max to the valid actions.
+
+The learning rate, gamma and the ε schedule's `eps_end` and `exploration_fraction` can be swept
+(`lepton_jax.rl.sweep`): `update` reads them from the run's state.
 """
 
 from typing import Any
@@ -20,7 +23,7 @@ from flax.training.train_state import TrainState
 
 from lepton_jax import registry
 from lepton_jax.config import require
-from lepton_jax.rl import envs, loop, replay
+from lepton_jax.rl import envs, loop, replay, sweep
 from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.agent import make_train as _make_train
 from lepton_jax.rl.networks import QNetwork, flatten_obs
@@ -34,6 +37,10 @@ class DQNState:
     replay: replay.Replay
     update: jax.Array  # int32 (): updates done, which fixes the env steps and so the ε schedule
     rng: jax.Array
+    hparams: dict = struct.field(default_factory=dict)  # this run's swept hyperparameters; {} when none
+
+
+SWEEPABLE = ("lr", "gamma", "eps_end", "exploration_fraction")
 
 
 class Row(struct.PyTreeNode):
@@ -48,7 +55,10 @@ class Row(struct.PyTreeNode):
 
 
 def epsilon(config, env_steps):
-    """Linear ε decay from `eps_start` to `eps_end` over the first `exploration_fraction` of training."""
+    """Linear ε decay from `eps_start` to `eps_end` over the first `exploration_fraction` of training.
+
+    `config` is the config or the run's `sweep.Hyperparams` (swept values traced).
+    """
     fraction = env_steps / (config.exploration_fraction * config.total_timesteps)
     return config.eps_start + (config.eps_end - config.eps_start) * jnp.clip(fraction, 0.0, 1.0)
 
@@ -62,7 +72,10 @@ def bootstrap_value(q_next_target, q_next_online, double: bool):
 
 
 def dqn_loss(params, target_params, apply, batch: Row, config):
-    """Huber (or squared) loss of Q(s_0, a_0) against the n-step target; batch leaves are (B, n, ...)."""
+    """Huber (or squared) loss of Q(s_0, a_0) against the n-step target; batch leaves are (B, n, ...).
+
+    `config` is the config or the run's `sweep.Hyperparams` (a swept gamma traced).
+    """
     returns, last, discount = replay.n_step_targets(batch.reward, batch.terminated, batch.done, config.gamma)
     next_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), last], batch.next_obs)
     q_next_online = envs.masked_logits(apply(params, next_obs), next_obs) if config.double_dqn else None
@@ -94,7 +107,10 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     def act(params, obs):  # greedy among the valid actions
         return jnp.argmax(envs.masked_logits(apply(params, obs), obs), axis=-1)
 
-    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr))
+    def optimizer(lr):
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
+
+    tx = optimizer(config.lr)
 
     def init(rng):
         rng, init_key, env_key = jax.random.split(rng, 3)
@@ -117,12 +133,14 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         return (state.replace(env=runner, replay=replay.add(state.replay, row), rng=rng), eps), None
 
     def gradient_step(state: DQNState, _):
+        hp = sweep.hyperparams(config, state)
         rng, key = jax.random.split(state.rng)
         batch = replay.sample(state.replay, key, config.batch_size, config.n_step)
         grads, metrics = jax.grad(dqn_loss, has_aux=True)(
-            state.train_state.params, state.target_params, apply, batch, config
+            state.train_state.params, state.target_params, apply, batch, hp
         )
-        return state.replace(train_state=state.train_state.apply_gradients(grads=grads), rng=rng), metrics
+        run_tx = optimizer(hp.lr) if hp.is_swept("lr") else None  # a swept learning rate is this run's, traced
+        return state.replace(train_state=sweep.apply_gradients(state.train_state, grads, run_tx), rng=rng), metrics
 
     def learn(state: DQNState):
         state, metrics = jax.lax.scan(gradient_step, state, None, length=config.gradient_steps)
@@ -132,7 +150,7 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         return state.replace(target_params=target), jax.tree.map(jnp.mean, metrics)
 
     def update(state: DQNState):
-        eps = epsilon(config, state.update * steps_per_update)
+        eps = epsilon(sweep.hyperparams(config, state), state.update * steps_per_update)
         (state, _), _ = jax.lax.scan(env_step, (state, eps), None, length=config.rollout_steps)
         ready = state.replay.size * config.num_envs >= max(config.learning_starts, config.n_step * config.num_envs)
         metrics_shape = jax.eval_shape(lambda s: learn(s)[1], state)
@@ -143,7 +161,7 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         metrics["episode_return"] = envs.mean_episode_return(state.env)
         return state.replace(update=state.update + 1), metrics
 
-    return Agent(init, update, act, num_updates, steps_per_update)
+    return Agent(init, update, act, num_updates, steps_per_update, SWEEPABLE)
 
 
 def make_train(config):

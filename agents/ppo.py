@@ -2,7 +2,9 @@
 
 Clipped surrogate, GAE, entropy bonus, (clipped) value loss, minibatch epochs, linear LR annealing and
 gradient-norm clipping; categorical or diagonal-Gaussian policies for any gymnax env. `make_train(config)` returns
-a pure `train(rng)`; the launcher runs the same `update` in jitted chunks to log, evaluate and checkpoint.
+a pure `train(rng)`; the launcher runs the same `update` in jitted chunks to log, evaluate and checkpoint. The
+learning rate, gamma and the entropy coefficient can be swept (`lepton_jax.rl.sweep`): `update` reads them from
+the run's state.
 
 Minibatches are drawn per environment: each minibatch holds `num_steps / num_minibatches` random time steps of
 *every* env. This keeps each device's minibatch slice on that device when the env axis is split across devices
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 
 from lepton_jax import registry
 from lepton_jax.config import on_policy_derived
-from lepton_jax.rl import envs, loop, onpolicy
+from lepton_jax.rl import envs, loop, onpolicy, sweep
 from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.agent import make_train as _make_train
 from lepton_jax.rl.gae import Transition, gae
@@ -54,10 +56,13 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     d = on_policy_derived(config)
     fns = onpolicy.actor_critic(config, spec, network)
     apply = fns.apply
-    tx = onpolicy.optimizer(config, d.num_updates * config.update_epochs * config.num_minibatches, config.max_grad_norm)
+    num_gradient_steps = d.num_updates * config.update_epochs * config.num_minibatches
+    tx = onpolicy.optimizer(config, num_gradient_steps, config.max_grad_norm)
 
-    def learn(train_state, traj, advantages, targets, rng):
+    def learn(train_state, traj, advantages, targets, rng, hp: sweep.Hyperparams):
         steps_per_minibatch = config.num_steps // config.num_minibatches
+        # A swept learning rate is traced: this run's optimiser (same state structure, same annealing) is built here.
+        run_tx = onpolicy.optimizer(hp, num_gradient_steps, config.max_grad_norm) if hp.is_swept("lr") else None
 
         def epoch(carry, _):
             train_state, rng = carry
@@ -87,10 +92,10 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
                     tgt,
                     config.clip_eps,
                     config.vf_coef,
-                    config.ent_coef,
+                    hp.ent_coef,
                     config.clip_value_loss,
                 )
-                return train_state.apply_gradients(grads=grads), terms
+                return sweep.apply_gradients(train_state, grads, run_tx), terms
 
             train_state, terms = jax.lax.scan(minibatch_step, train_state, minibatches)
             return (train_state, rng), terms
@@ -99,18 +104,20 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         return train_state, rng, jax.tree.map(jnp.mean, terms)
 
     def update(state: PPOState):
-        runner, rng, traj, _ = onpolicy.collect(config, spec, fns, state, config.num_steps)
+        hp = sweep.hyperparams(config, state)  # swept hyperparameters are this run's traced values
+        runner, rng, traj, _ = onpolicy.collect(hp, spec, fns, state, config.num_steps)
         last_value = fns.critic(state.train_state.params, runner.obs)
-        advantages, targets = gae(traj.reward, traj.value, traj.done, last_value, config.gamma, config.gae_lambda)
-        train_state, rng, metrics = learn(state.train_state, traj, advantages, targets, rng)
+        advantages, targets = gae(traj.reward, traj.value, traj.done, last_value, hp.gamma, config.gae_lambda)
+        train_state, rng, metrics = learn(state.train_state, traj, advantages, targets, rng, hp)
         metrics["episode_return"] = envs.mean_episode_return(runner)
-        return PPOState(train_state, runner, rng), metrics
+        return state.replace(train_state=train_state, env=runner, rng=rng), metrics
 
     def act(params, obs):
         dist, _ = apply(params, obs)
         return dist.mode()
 
-    return Agent(onpolicy.make_init(config, spec, fns, tx), update, act, d.num_updates, d.steps_per_update)
+    init = onpolicy.make_init(config, spec, fns, tx)
+    return Agent(init, update, act, d.num_updates, d.steps_per_update, onpolicy.SWEEPABLE)
 
 
 def make_train(config):

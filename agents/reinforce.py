@@ -44,10 +44,10 @@ def returns_to_go(rewards, dones, last_value, gamma: float):
 
 
 def make_agent(config, spec: envs.EnvSpec):
-    def targets(traj, last_value):
+    def targets(traj, last_value, hp):
         if config.complete_episodes_only:
             last_value = jnp.zeros_like(last_value)
-        returns, complete = returns_to_go(traj.reward, traj.done, last_value, config.gamma)
+        returns, complete = returns_to_go(traj.reward, traj.done, last_value, hp.gamma)
         mask = complete if config.complete_episodes_only else jnp.ones_like(complete)
         return returns - traj.value, returns, mask
 

@@ -28,9 +28,9 @@ def test_returns_to_go_worked_example():
 def test_a_throwaway_agent_registers_and_trains(tmp_path):
     # A new agent in a few lines: one-step TD actor-critic from the shared parts, registered under a new name.
     def make_agent(config, spec: envs.EnvSpec):
-        def targets(traj, last_value):
+        def targets(traj, last_value, hp):  # hp: the run's hyperparameters (a swept gamma is traced)
             next_values = jnp.concatenate([traj.value[1:], last_value[None]], axis=0)
-            td_targets = traj.reward + config.gamma * next_values * (1.0 - traj.done)
+            td_targets = traj.reward + hp.gamma * next_values * (1.0 - traj.done)
             return td_targets - traj.value, td_targets, jnp.ones_like(td_targets)
 
         return onpolicy.make_policy_gradient_agent(config, spec, targets)

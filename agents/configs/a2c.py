@@ -14,7 +14,7 @@ PRESETS = {"CartPole-v1": {}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, smoke, preset = common.base("a2c", arg, PRESETS)
+    c, smoke, preset = common.base("a2c", arg, PRESETS, common.ON_POLICY_SWEEP)
     c.total_timesteps = 1_000_000  # per seed
     c.num_envs = 16
     c.num_steps = 5

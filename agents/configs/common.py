@@ -1,12 +1,21 @@
-"""What every agent config shares: the arg format, the seeds, the loop's cadence, and the `smoke` shrink."""
+"""What every agent config shares: the arg format, the seeds, the loop's cadence, sweeps, and the `smoke` shrink."""
 
 import ml_collections
 
+# The hyperparameters each family of agents can sweep (their `Agent.sweepable`).
+ON_POLICY_SWEEP = ("lr", "gamma", "ent_coef")
+DQN_SWEEP = ("lr", "gamma", "eps_end", "exploration_fraction")
 
-def base(trainer: str, arg: str | None, presets: dict) -> tuple[ml_collections.ConfigDict, bool, dict]:
+
+def base(
+    trainer: str, arg: str | None, presets: dict, sweep: tuple[str, ...] = ()
+) -> tuple[ml_collections.ConfigDict, bool, dict]:
     """Parses `ENV[,smoke]` and returns the shared part of a config, whether `smoke` was asked, and ENV's preset.
 
-    The caller adds its algorithm's keys, then applies the preset, then `shrink` if smoke.
+    The caller adds its algorithm's keys, then applies the preset, then `shrink` if smoke. `sweep` names the
+    hyperparameters the agent can sweep: each gets a `config.sweep.<name>` field, "" (not swept) by default, or
+    comma-separated values (`--config.sweep.lr=1e-3,3e-3`): every value x every seed trains in one program, the
+    swept value replacing `config.<name>` (see `lepton_jax/rl/sweep.py`). Several swept names make a grid.
     """
     parts = [p for p in (arg or "CartPole-v1").split(",") if p]
     names = [p for p in parts if p != "smoke"]
@@ -21,6 +30,8 @@ def base(trainer: str, arg: str | None, presets: dict) -> tuple[ml_collections.C
     c.eval_episodes = 16
     c.checkpoint_every_chunks = 4
     c.keep_checkpoints = 3
+    if sweep:
+        c.sweep = ml_collections.ConfigDict({name: "" for name in sweep})
     return c, "smoke" in parts, presets.get(c.env_name, {})
 
 

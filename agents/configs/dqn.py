@@ -19,7 +19,7 @@ PRESETS = {"CartPole-v1": {"loss": "mse"}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, smoke, preset = common.base("dqn", arg, PRESETS)
+    c, smoke, preset = common.base("dqn", arg, PRESETS, common.DQN_SWEEP)
     c.total_timesteps = 500_000  # per seed
     c.num_envs = 10
     c.rollout_steps = 10  # env steps of every env per update

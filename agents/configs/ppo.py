@@ -31,7 +31,7 @@ PRESETS = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, smoke, preset = common.base("ppo", arg, PRESETS)
+    c, smoke, preset = common.base("ppo", arg, PRESETS, common.ON_POLICY_SWEEP)
     c.total_timesteps = 500_000  # per seed
     c.num_envs = 4
     c.num_steps = 128  # rollout length per env

@@ -9,6 +9,10 @@ least these fields, which the shared loop relies on:
 
 Everything else in the state (target networks, replay buffers, normalisers, ...) is the agent's own business and
 is checkpointed with the rest.
+
+An agent that can sweep hyperparameters (`lepton_jax.rl.sweep`) lists them in `Agent.sweepable`, has a state field
+`hparams` (a dict, `{}` by default) and reads those hyperparameters in `update` through
+`sweep.hyperparams(config, state)` rather than from the config: the loop puts each run's values there.
 """
 
 from collections.abc import Callable
@@ -16,6 +20,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from lepton_jax.errors import UserError
 
 
 class Agent(NamedTuple):
@@ -26,6 +32,18 @@ class Agent(NamedTuple):
     act: Callable[[Any, jax.Array], jax.Array]  # (params, obs batch) -> deterministic actions, for evaluation
     num_updates: int
     steps_per_update: int  # env steps per update, per seed
+    sweepable: tuple[str, ...] = ()  # hyperparameters `update` reads from `state.hparams` (see the module doc)
+
+
+def with_hparams(agent: Agent, rng: jax.Array, hparams: dict | None):
+    """`agent.init(rng)` with the run's swept hyperparameters `{name: scalar}` put in its state (none: as is)."""
+    state = agent.init(rng)
+    if not hparams:
+        return state
+    unknown = sorted(set(hparams) - set(agent.sweepable))
+    if unknown:
+        raise UserError(f"this agent cannot sweep {', '.join(unknown)}; it can sweep {', '.join(agent.sweepable)}")
+    return state.replace(hparams={name: jnp.asarray(value, jnp.float32) for name, value in hparams.items()})
 
 
 def run_updates(agent: Agent, state, num: int):
@@ -48,10 +66,14 @@ def run_updates_masked(agent: Agent, state, num, length: int):
     return jax.lax.scan(body, state, jnp.arange(length))
 
 
-def make_train(agent: Agent) -> Callable[[jax.Array], tuple[Any, dict]]:
-    """The whole training run as one pure function `train(rng) -> (state, metrics)`, vmappable over seeds."""
+def make_train(agent: Agent) -> Callable[..., tuple[Any, dict]]:
+    """The whole training run as one pure function `train(rng, hparams=None) -> (state, metrics)`.
 
-    def train(rng):
-        return run_updates(agent, agent.init(rng), agent.num_updates)
+    Vmappable over seeds, and over swept hyperparameters: `jax.vmap(train)(keys, {"lr": lrs})` trains one run per
+    (key, lr) pair in one program (names from `agent.sweepable`).
+    """
+
+    def train(rng, hparams=None):
+        return run_updates(agent, with_hparams(agent, rng, hparams), agent.num_updates)
 
     return train

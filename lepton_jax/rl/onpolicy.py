@@ -10,11 +10,14 @@ from flax import linen as nn
 from flax import struct
 from flax.training.train_state import TrainState
 
-from lepton_jax.rl import envs
+from lepton_jax.rl import envs, sweep
 from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.distributions import Categorical
 from lepton_jax.rl.gae import Transition, bootstrap_truncated
 from lepton_jax.rl.networks import ActorCritic, flatten_obs
+
+# The hyperparameters an on-policy agent can sweep (`lepton_jax.rl.sweep`); its `update` reads them from the state.
+SWEEPABLE = ("lr", "gamma", "ent_coef")
 
 
 @struct.dataclass
@@ -22,6 +25,7 @@ class OnPolicyState:
     train_state: TrainState
     env: envs.EnvRunner
     rng: jax.Array
+    hparams: dict = struct.field(default_factory=dict)  # this run's swept hyperparameters; {} when none
 
 
 class ActorCriticFns(struct.PyTreeNode):
@@ -55,7 +59,8 @@ def optimizer(config, num_gradient_steps: int, max_grad_norm: float | None = Non
     """Adam (eps 1e-5) with optional global-norm clipping and linear LR annealing to 0 over the run.
 
     Flattened (`optax.flatten`) so the optimiser's arithmetic runs on one vector instead of one small array per
-    layer, which is markedly faster on CPU.
+    layer, which is markedly faster on CPU. `config.lr` may be traced (`sweep.Hyperparams`): the schedule then
+    anneals each run's own learning rate.
     """
     schedule = optax.linear_schedule(config.lr, 0.0, num_gradient_steps) if config.anneal_lr else config.lr
     parts = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
@@ -75,6 +80,8 @@ def make_init(config, spec: envs.EnvSpec, fns: ActorCriticFns, tx):
 
 def collect(config, spec: envs.EnvSpec, fns: ActorCriticFns, state: OnPolicyState, num_steps: int):
     """`num_steps` steps of every env under the current policy.
+
+    `config` is the config or the run's `sweep.Hyperparams` (for a swept gamma).
 
     Returns:
       The advanced env runner and rng, the rollout (a `Transition`, leaves (T, N, ...), rewards scaled by
@@ -122,8 +129,9 @@ def make_policy_gradient_agent(config, spec: envs.EnvSpec, targets_fn, network: 
       config: needs num_envs, num_steps, total_timesteps, lr, anneal_lr, max_grad_norm, gamma, vf_coef, ent_coef,
         normalize_advantages, reward_scale, bootstrap_truncated, hidden_sizes, activation.
       spec: the env.
-      targets_fn: `(traj, last_value) -> (advantages, value targets, mask)`, all (T, N): what distinguishes
-        REINFORCE (Monte-Carlo returns) from A2C (bootstrapped n-step / GAE returns).
+      targets_fn: `(traj, last_value, hp) -> (advantages, value targets, mask)`, all (T, N): what distinguishes
+        REINFORCE (Monte-Carlo returns) from A2C (bootstrapped n-step / GAE returns). `hp` is the run's
+        `sweep.Hyperparams`: read gamma (and any other sweepable hyperparameter) from it, not from the config.
       network: the actor-critic module (see `ActorCriticFns`); an MLP by default.
 
     Returns:
@@ -135,20 +143,23 @@ def make_policy_gradient_agent(config, spec: envs.EnvSpec, targets_fn, network: 
     tx = optimizer(config, max(num_updates, 1), config.max_grad_norm)
 
     def update(state: OnPolicyState):
-        runner, rng, traj, _ = collect(config, spec, fns, state, config.num_steps)
-        advantages, targets, mask = targets_fn(traj, fns.critic(state.train_state.params, runner.obs))
+        hp = sweep.hyperparams(config, state)
+        runner, rng, traj, _ = collect(hp, spec, fns, state, config.num_steps)
+        advantages, targets, mask = targets_fn(traj, fns.critic(state.train_state.params, runner.obs), hp)
         if config.normalize_advantages:
             mean = jnp.sum(advantages * mask) / jnp.maximum(mask.sum(), 1.0)
             std = jnp.sqrt(jnp.sum(jnp.square(advantages - mean) * mask) / jnp.maximum(mask.sum(), 1.0))
             advantages = (advantages - mean) / (std + 1e-8)
         grads, metrics = jax.grad(policy_gradient_loss, has_aux=True)(
-            state.train_state.params, fns.apply, traj, advantages, targets, mask, config.vf_coef, config.ent_coef
+            state.train_state.params, fns.apply, traj, advantages, targets, mask, config.vf_coef, hp.ent_coef
         )
         metrics["episode_return"] = envs.mean_episode_return(runner)
         metrics["used_fraction"] = mask.mean()
-        return OnPolicyState(state.train_state.apply_gradients(grads=grads), runner, rng), metrics
+        run_tx = optimizer(hp, max(num_updates, 1), config.max_grad_norm) if hp.is_swept("lr") else None
+        train_state = sweep.apply_gradients(state.train_state, grads, run_tx)
+        return state.replace(train_state=train_state, env=runner, rng=rng), metrics
 
     def act(params, obs):
         return fns.apply(params, obs)[0].mode()
 
-    return Agent(make_init(config, spec, fns, tx), update, act, num_updates, steps_per_update)
+    return Agent(make_init(config, spec, fns, tx), update, act, num_updates, steps_per_update, SWEEPABLE)
