@@ -2,9 +2,10 @@
 
     python -m scripts.evaluate --workdir=runs/ppo-CartPole-v1-1a2b3c4d --episodes=100 [--render]
 
-Prints the return per seed and mean ± std across seeds, and writes `eval.json` into the workdir. `--render` also
-writes `plots/episode.png`, a strip of frames of one episode of seed 0 (image-observation envs such as MinAtar,
-and CartPole drawn from its state).
+Prints the return per seed and mean ± std across seeds, and writes `eval.json` into the workdir. For a
+hyperparameter sweep it does so per swept value (`eval.json`: `sweep/<value>/eval/return_mean`, ...). `--render`
+also writes `plots/episode.png`, a strip of frames of one episode of seed 0 (of the first swept value;
+image-observation envs such as MinAtar, and CartPole drawn from its state).
 """
 
 import json
@@ -30,7 +31,7 @@ def main(argv):
 
     from lepton_jax import registry
     from lepton_jax.errors import UserError
-    from lepton_jax.rl import envs, loop, render
+    from lepton_jax.rl import envs, loop, render, sweep
 
     try:
         path = os.path.join(_WORKDIR.value or "", "config.json")
@@ -40,20 +41,19 @@ def main(argv):
             config = ml_collections.ConfigDict(json.load(f))
         make_agent = registry.module_of(config.trainer).make_agent
         agent, spec, state, update = loop.restore_for_evaluation(config, _WORKDIR.value, make_agent)
-        keys = jax.random.split(jax.random.PRNGKey(_SEED.value), config.num_seeds)
+        runs = sweep.parse(config, agent.sweepable)  # the runs are the seeds, or every swept value x every seed
+        keys = runs.run_keys(jax.random.split(jax.random.PRNGKey(_SEED.value), config.num_seeds))
         evaluate = jax.jit(jax.vmap(lambda p, k: envs.evaluate(spec, agent.act, p, k, _EPISODES.value)))
-        returns = np.asarray(evaluate(state.train_state.params, keys))  # (seeds, episodes)
-        per_seed = returns.mean(axis=1)
-        result = {
-            "eval/return_mean": float(per_seed.mean()),
-            "eval/return_std": float(per_seed.std()),
-            "eval/return_per_seed": per_seed.tolist(),
-            "episodes_per_seed": _EPISODES.value,
-            "checkpoint_update": int(update),
-        }
-        for i, value in enumerate(per_seed):
-            print(f"seed {i}: {value:.2f}")
-        print(f"return {result['eval/return_mean']:.2f} ± {result['eval/return_std']:.2f} over {len(per_seed)} seeds")
+        returns = np.asarray(evaluate(state.train_state.params, keys))  # (runs, episodes)
+        result = {"episodes_per_seed": _EPISODES.value, "checkpoint_update": int(update)}
+        for label, per_seed in zip(runs.labels, runs.by_point(returns.mean(axis=1))):
+            prefix, name = (f"sweep/{label}/", f"{label}: ") if label else ("", "")
+            result[prefix + "eval/return_mean"] = float(per_seed.mean())
+            result[prefix + "eval/return_std"] = float(per_seed.std())
+            result[prefix + "eval/return_per_seed"] = per_seed.tolist()
+            for i, value in enumerate(per_seed):
+                print(f"{name}seed {i}: {value:.2f}")
+            print(f"{name}return {per_seed.mean():.2f} ± {per_seed.std():.2f} over {len(per_seed)} seeds")
         if _RENDER.value:
             params = jax.tree.map(lambda x: x[0], state.train_state.params)
             out = os.path.join(_WORKDIR.value, "plots", "episode.png")
