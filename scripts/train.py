@@ -3,6 +3,7 @@
     python -m scripts.train                                   # PPO on CartPole-v1 into runs/...
     python -m scripts.train --config=agents/configs/ppo.py:Pendulum-v1 --workdir=runs/pendulum \
         --config.num_seeds=8 --config.lr=3e-4
+    python -m scripts.train --config.sweep.lr=1e-3,3e-3,1e-2   # 3 learning rates x 4 seeds in one program
 
 Re-running the same command on the same workdir resumes from the newest intact checkpoint. Ctrl-C (or SIGTERM)
 saves a checkpoint first. Mistakes in flags or inputs end with one line on stderr and exit code 2.
@@ -33,6 +34,35 @@ def default_workdir(config) -> str:
     return os.path.join("runs", f"{config.trainer}-{name}-{digest}")
 
 
+def _unknown_key(argv) -> str | None:
+    """For a `--config.A.B=V` flag naming a key the config lacks: a line saying which, and the keys there are."""
+    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), _DEFAULT_CONFIG)
+    try:
+        config = config_flags.config_flags.ConfigFileFlagParser(name="config").parse(config_arg)
+    except Exception:  # the file itself is wrong: the caller shows the original error
+        return None
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        node, path = config, []
+        for part in arg[len("--config.") :].split("=", 1)[0].split("."):
+            if not hasattr(node, "keys") or part not in node.keys():
+                where = ".".join(["config", *path])
+                keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group)"
+                return f"{arg.split('=', 1)[0]}: {where} has no key '{part}'; its keys: {keys}"
+            node, path = node[part], [*path, part]
+    return None
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with a one-line error (exit 2) for a misspelled `--config.KEY` instead of a traceback."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError, TypeError) as error:
+        print(f"error: {_unknown_key(argv) or error}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
     del argv
     from lepton_jax import parallel, registry
@@ -61,10 +91,14 @@ def main(argv):
         print(str(error), file=sys.stderr)
         sys.exit(128 + error.signum)
     if parallel.is_main_process():
-        summary = {k: v for k, v in results.items() if k.startswith(("eval/", "test/", "perf/wall", "perf/steps"))}
+        summary = {
+            k: v
+            for k, v in results.items()
+            if k.startswith(("eval/", "test/", "perf/wall", "perf/steps")) or k.endswith("/eval/return_mean")
+        }
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
         print(f"results: {os.path.join(workdir, 'results.json')}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
