@@ -5,6 +5,7 @@
 The device count comes from XLA_FLAGS, set by the calling test before JAX starts.
 """
 
+import os
 import sys
 
 import numpy as np
@@ -22,6 +23,7 @@ def main(workdir, out, coordinator=None, num_processes=None, process_id=None):
     from lepton_jax.rl import loop
 
     config = ppo_config.get_config("smoke")
+    config.sweep.lr = os.environ.get("DP_WORKER_SWEEP_LR", "")  # e.g. "0.00025,0.001": a sweep, values x seeds
     state, results = loop.run(config, workdir, ppo.make_agent)
     leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.train_state.params))]
     if parallel.is_main_process():

@@ -35,13 +35,18 @@ def _assert_close(params, reference):
 
 
 def test_four_devices_equal_one_device(tmp_path, single_device_params):
+    # With a learning-rate sweep (the default value and another): the run axis (values x seeds) stays whole on every
+    # device while the env axis is split; the default value's runs match the single-device run's.
     out = tmp_path / "params.npz"
     result = run_python(
-        [WORKER, str(tmp_path / "run"), str(out)], env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+        [WORKER, str(tmp_path / "run"), str(out)],
+        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "DP_WORKER_SWEEP_LR": "0.00025,0.001"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "devices 4 processes 1" in result.stdout
-    _assert_close(_load(out), single_device_params)
+    params = _load(out)  # (2 values x 2 seeds, ...)
+    _assert_close([x[:2] for x in params], single_device_params)
+    assert all(np.isfinite(x).all() for x in params) and not np.allclose(params[0][2:], params[0][:2])
 
 
 def _free_port():
