@@ -54,6 +54,19 @@ class NodeScores(nn.Module):
         return nn.Dense(1, name="theta5")(nn.relu(hidden))[..., 0]
 
 
+def relative_features(nodes, node_mask):
+    """Each node-feature column divided by its largest magnitude over the graph's real nodes, (B*N, F) -> (B*N, F).
+
+    The environments scale degree-like features by 1 / (n - 1); on sparse graphs much larger than the training
+    ones (Barabási–Albert: the degree does not grow with n) that shrinks them out of the training range. Relative
+    to the graph's largest value they are scale-free; 0/1 flags are unchanged (an all-zero column stays zero).
+    """
+    batch, num_nodes = node_mask.shape
+    per_graph = nodes.reshape((batch, num_nodes, -1))
+    scale = jnp.max(jnp.abs(per_graph) * node_mask[..., None], axis=1, keepdims=True)
+    return (per_graph / jnp.where(scale > 1e-6, scale, 1.0)).reshape(nodes.shape)
+
+
 class GraphEmbedding(nn.Module):
     """Structure2Vec over a batch of padded graphs: `(lead, mu (B, N, D), pooled (B, D))`."""
 
@@ -61,10 +74,13 @@ class GraphEmbedding(nn.Module):
     rounds: int = 4
     aggregation: str = "sum"
     pooling: str = "sum"
+    relative: bool = False  # `relative_features` on the inputs
 
     @nn.compact
     def __call__(self, obs):
         lead, nodes, edges, senders, receivers, node_mask = merge_batch(obs)
+        if self.relative:
+            nodes = relative_features(nodes, node_mask)
         mu = Structure2Vec(self.features, self.rounds, self.aggregation, name="s2v")(nodes, edges, senders, receivers)
         mu = mu.reshape(node_mask.shape + (self.features,))
         return lead, mu, pool(mu, node_mask, self.pooling)
@@ -77,10 +93,13 @@ class GraphQNetwork(nn.Module):
     rounds: int = 4
     aggregation: str = "sum"
     pooling: str = "sum"
+    relative: bool = False
 
     @nn.compact
     def __call__(self, obs):
-        lead, mu, pooled = GraphEmbedding(self.features, self.rounds, self.aggregation, self.pooling)(obs)
+        lead, mu, pooled = GraphEmbedding(self.features, self.rounds, self.aggregation, self.pooling, self.relative)(
+            obs
+        )
         q = NodeScores(self.features)(mu, pooled)
         return q.reshape(lead + q.shape[-1:])
 
@@ -92,9 +111,10 @@ class GraphActorCritic(nn.Module):
     rounds: int = 4
     aggregation: str = "sum"
     pooling: str = "sum"
+    relative: bool = False
 
     def setup(self):
-        self.embed = GraphEmbedding(self.features, self.rounds, self.aggregation, self.pooling)
+        self.embed = GraphEmbedding(self.features, self.rounds, self.aggregation, self.pooling, self.relative)
         self.scores = NodeScores(self.features)
         self.value_head = nn.Sequential([nn.Dense(self.features), nn.relu, nn.Dense(1)])
 

@@ -101,3 +101,14 @@ def test_s2v_dqn_beats_random_and_reaches_greedy_on_small_graphs(tmp_path):
     greedy = [solvers.mvc_greedy(g.num_nodes, g.edges).sum() for g in combinatorial.numpy_graphs(evaluation_set.graphs)]
     assert covers.mean() < random_covers.mean() - 1.0, (covers.mean(), random_covers.mean())
     assert covers.mean() <= np.mean(greedy) + 0.25, (covers.mean(), np.mean(greedy))
+
+
+def test_relative_features_are_scale_free():
+    """With `relative`, scaling a graph's degree-like feature columns (as a larger graph's 1/(n-1) does) leaves the
+    Q-values unchanged."""
+    _, _, obs = _observations("MVC-BA-10-14", 3, seed=5)
+    net = GraphQNetwork(features=16, rounds=3, relative=True)
+    params = net.init(jax.random.PRNGKey(0), obs)
+    scaled_nodes = obs.graph.nodes * jnp.array([1.0, 1.0, 0.1, 0.1])
+    scaled = obs._replace(graph=obs.graph._replace(nodes=scaled_nodes))
+    np.testing.assert_allclose(net.apply(params, scaled), net.apply(params, obs), rtol=1e-5, atol=1e-5)
