@@ -72,7 +72,7 @@ def graph_config(c: ml_collections.ConfigDict) -> None:
     c.rounds = 4  # structure2vec rounds (T)
     c.aggregation = "mean"  # neighbour aggregation: "mean", or "sum" (S2V-DQN's)
     c.pooling = "mean"  # graph summary in the heads: "mean", or "sum" (S2V-DQN's)
-    c.relative_features = False  # node features relative to the graph's largest value (for larger test graphs)
+    c.relative_features = True  # node features relative to the graph's largest value (generalises to larger graphs)
     c.eval_graphs = 100  # graphs in the fixed evaluation set of the training distribution
     c.eval_set_seed = 2017
     c.generalization = ""  # comma-separated env names whose fixed sets are also solved (e.g. larger graphs)
