@@ -9,6 +9,10 @@ numbers the literature reports can both be computed at the end:
 - `test/accuracy`: each fold's accuracy after the last epoch, mean ± std over folds;
 - `test/accuracy_best_epoch`: the GIN paper's protocol: the epoch whose fold-averaged test accuracy is highest
   (an optimistic choice made on the test folds), mean ± std over folds at that epoch.
+
+With `config.val_fraction > 0` a stratified, seeded share of each fold's training graphs is held out as a validation
+set and a third, fair number is reported: `test/accuracy_val_selected`, each fold's test accuracy at the epoch of its
+highest validation accuracy (the first such epoch), i.e. early stopping chosen without looking at the test fold.
 """
 
 from typing import Any
@@ -36,6 +40,7 @@ class GINTrainState(TrainState):
 class FoldState:
     train_state: GINTrainState
     test_curve: jax.Array  # (num_epochs,) test accuracy after each epoch
+    val_curve: jax.Array  # (num_epochs,) validation accuracy after each epoch (zeros without a validation set)
     loss_curve: jax.Array  # (num_epochs,) mean training loss of each epoch
     rng: jax.Array
 
@@ -55,7 +60,7 @@ def make_steps(config, model: models.GIN, example: jraph.GraphsTuple):
             apply_fn=model.apply, params=variables["params"], tx=tx, batch_stats=variables["batch_stats"]
         )
         zeros = jnp.zeros(config.num_epochs, jnp.float32)
-        return FoldState(train_state, zeros, zeros, key)
+        return FoldState(train_state, zeros, zeros, zeros, key)
 
     def train_step(state: FoldState, graph, labels, valid, lr):
         rng, key = jax.random.split(state.rng)
@@ -103,12 +108,36 @@ def fold_batches(dataset: GraphDataset, per_fold: list[list[np.ndarray]], budget
     return out
 
 
+def split_validation(train: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator):
+    """`train` ids -> (train, validation): `fraction` of each class (at least one graph of it), seeded."""
+    keep, held = [], []
+    for label in np.unique(labels[train]):
+        ids = rng.permutation(train[labels[train] == label])
+        count = max(1, int(round(fraction * len(ids))))
+        held.append(ids[:count])
+        keep.append(ids[count:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def val_selected(test_curve: np.ndarray, val_curve: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(folds, epochs) curves -> each fold's first epoch of highest validation accuracy, and its test accuracy."""
+    chosen = np.argmax(val_curve, axis=1)
+    return chosen, test_curve[np.arange(len(chosen)), chosen]
+
+
 @registry.register("graph_classification")
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains GIN on every fold of `config.dataset` at once; writes `results.json`."""
     dataset = load_tu(datasets.data_dir(config.data_dir), config.dataset)
     require(1 <= config.num_folds <= len(dataset.folds), f"config.num_folds must be in [1, {len(dataset.folds)}]")
     folds = dataset.folds[: config.num_folds]
+    val_fraction = config.get("val_fraction", 0.0)
+    require(0.0 <= val_fraction < 0.5, "config.val_fraction must be in [0, 0.5)")
+    if val_fraction > 0:
+        split_rng = np.random.default_rng([config.seed, 12345])
+        splits = [split_validation(train, dataset.labels, val_fraction, split_rng) for train, _ in folds]
+        val_sets = [val for _, val in splits]
+        folds = [(train, test) for (train, _), (_, test) in zip(splits, folds)]
     budget = batching.budget_for(dataset, config.batch_size)
     node_counts = np.array([len(n) for n in dataset.nodes])
     edge_counts = np.array([len(s) for s in dataset.senders])
@@ -118,16 +147,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
     init = jax.jit(lambda key: jax.vmap(init_one)(jax.random.split(key, len(folds))))
     train_step = jax.jit(jax.vmap(train_one, (0, 0, 0, 0, None)), donate_argnums=0)
     eval_step = jax.jit(jax.vmap(eval_one))
-    test_batches = fold_batches(
-        dataset, [batching.pack(test, node_counts, edge_counts, budget) for _, test in folds], budget
-    )
 
-    def test_accuracy(state):
+    def eval_batches(sets):
+        return fold_batches(dataset, [batching.pack(ids, node_counts, edge_counts, budget) for ids in sets], budget)
+
+    test_batches = eval_batches([test for _, test in folds])
+    val_batches = eval_batches(val_sets) if val_fraction > 0 else []
+
+    def accuracy(state, batches):
         correct, total = 0.0, 0.0
-        for graphs, labels, _ in test_batches:
+        for graphs, labels, _ in batches:
             c, t = eval_step(state, graphs, labels)
             correct, total = correct + c, total + t
         return correct / jnp.maximum(total, 1.0)
+
+    def test_accuracy(state):
+        return accuracy(state, test_batches)
 
     def train_epoch(state, epoch):
         # A generator per (seed, epoch): a resumed run shuffles exactly as an uninterrupted one.
@@ -140,12 +175,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
             losses.append(loss)
             batches = batches + valid
         mean_loss = sum(losses) / batches
-        accuracy = test_accuracy(state)
+        test = test_accuracy(state)
         state = state.replace(
-            test_curve=state.test_curve.at[:, epoch].set(accuracy),
+            test_curve=state.test_curve.at[:, epoch].set(test),
             loss_curve=state.loss_curve.at[:, epoch].set(mean_loss),
         )
-        return state, {"train/loss": mean_loss, "train/lr": lr, "test/accuracy": accuracy}
+        metrics = {"train/loss": mean_loss, "train/lr": lr, "test/accuracy": test}
+        if val_batches:
+            metrics["val/accuracy"] = accuracy(state, val_batches)
+            state = state.replace(val_curve=state.val_curve.at[:, epoch].set(metrics["val/accuracy"]))
+        return state, metrics
 
     task = supervised.Task(
         init=init,
@@ -167,10 +206,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
             "test/accuracy_best_epoch_std": float(curve[:, best_epoch].std()),
             "best_epoch": best_epoch + 1,
             "num_folds": len(folds),
+            "val_fraction": val_fraction,
             "dataset": config.dataset,
             "model": "gin",
             "budget": list(budget),
         }
     )
-    supervised.write_results(workdir, results, ("test/accuracy", "train/loss"), f"GIN on {config.dataset}")
+    if val_fraction > 0:
+        chosen, selected = val_selected(curve[:, :epochs], np.asarray(jax.device_get(state.val_curve))[:, :epochs])
+        results.update(
+            {
+                "test/accuracy_val_selected_mean": float(selected.mean()),
+                "test/accuracy_val_selected_std": float(selected.std()),
+                "per_fold/test/accuracy_val_selected": [float(a) for a in selected],
+                "per_fold/val_selected_epoch": [int(e) + 1 for e in chosen],
+            }
+        )
+    curves = ("test/accuracy", "val/accuracy", "train/loss") if val_fraction > 0 else ("test/accuracy", "train/loss")
+    supervised.write_results(workdir, results, curves, f"GIN on {config.dataset}")
     return results

@@ -71,6 +71,7 @@ def test_gin_smoke_run_on_folds(tmp_path, monkeypatch):
     config = gin_config.get_config("mutag,smoke")
     config.data_dir = str(tmp_path)
     config.num_layers, config.hidden, config.batch_size = 2, 8, 4
+    config.val_fraction = 0.25
     results = graph_classification.train_and_evaluate(config, str(tmp_path / "run"))
     assert results["num_folds"] == 2 and results["perf/epochs"] == 3
     for key in ("test/accuracy_mean", "test/accuracy_std", "test/accuracy_best_epoch_mean"):
@@ -78,6 +79,30 @@ def test_gin_smoke_run_on_folds(tmp_path, monkeypatch):
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["train/loss"]) for r in records)
+    assert all(0.0 <= r["val/accuracy"] <= 1.0 for r in records)
+    assert len(results["per_fold/test/accuracy_val_selected"]) == 2
+    assert all(1 <= e <= 3 for e in results["per_fold/val_selected_epoch"])
+    np.testing.assert_allclose(
+        np.mean(results["per_fold/test/accuracy_val_selected"]), results["test/accuracy_val_selected_mean"]
+    )
+
+
+def test_validation_selects_each_folds_first_best_epoch():
+    test = np.array([[0.5, 0.6, 0.7, 0.8], [0.9, 0.1, 0.2, 0.3]])
+    val = np.array([[0.1, 0.4, 0.4, 0.2], [0.3, 0.2, 0.3, 0.1]])  # fold 0: epochs 2 and 3 tie; fold 1: 1 and 3
+    chosen, selected = graph_classification.val_selected(test, val)
+    np.testing.assert_array_equal(chosen, [1, 0])
+    np.testing.assert_array_equal(selected, [0.6, 0.9])
+
+
+def test_validation_split_is_stratified_disjoint_and_seeded():
+    labels = np.array([0] * 30 + [1] * 10 + [2] * 2)
+    train = np.arange(42)[::-1]
+    kept, held = graph_classification.split_validation(train, labels, 0.2, np.random.default_rng(0))
+    assert sorted(np.concatenate([kept, held]).tolist()) == list(range(42)) and not set(kept) & set(held)
+    assert np.bincount(labels[held], minlength=3).tolist() == [6, 2, 1]  # 20 % of each class, at least one
+    again = graph_classification.split_validation(train, labels, 0.2, np.random.default_rng(0))
+    np.testing.assert_array_equal(held, again[1])
 
 
 def test_karate_demo_through_the_launcher(tmp_path):

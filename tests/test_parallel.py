@@ -11,7 +11,7 @@ from agents import ppo
 from agents.configs import ppo as ppo_config
 from lepton_jax.rl import loop
 
-from .conftest import ROOT, run_python
+from .conftest import ROOT, run_python, xla_flags
 
 WORKER = os.path.join(ROOT, "tests", "dp_worker.py")
 
@@ -61,7 +61,8 @@ def test_two_processes_equal_one_device(tmp_path, single_device_params):
     import sys
 
     port, out = _free_port(), tmp_path / "params.npz"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env["XLA_FLAGS"] = xla_flags("--xla_force_host_platform_device_count=2")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # as in run_python: faked devices stay off the shared cache
     procs = [
         subprocess.Popen(
@@ -85,3 +86,14 @@ def test_two_processes_equal_one_device(tmp_path, single_device_params):
         assert p.returncode == 0, stderr[-3000:]
         assert "devices 4 processes 2" in stdout
     _assert_close(_load(out), single_device_params)
+
+
+def test_image_epoch_on_two_devices_equals_one_device():
+    """The generative/classifier epoch (device-resident data, batch split over the data axis) matches one device."""
+    result = run_python(
+        [os.path.join(ROOT, "tests", "image_dp_worker.py")],
+        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    devices, diff = result.stdout.split()[-3], float(result.stdout.split()[-1])
+    assert devices == "2" and diff < 1e-4, result.stdout

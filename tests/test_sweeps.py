@@ -124,9 +124,10 @@ def _check_equals_separate_runs(tmp_path, config, make_agent, name, values):
         label = runs.labels[p]
         # Each value's runs are the separate run's computations with the value traced instead of constant (which
         # alone is bit for bit: `test_one_value_sweep_is_a_separate_run_bit_for_bit`). XLA on CPU rounds some
-        # reductions differently for a different number of runs in the batch (2 vs 4), as for 2 vs 4 seeds.
+        # reductions differently for a different number of runs in the batch (2 vs 4), as for 2 vs 4 seeds; at the
+        # test suite's XLA optimisation level 0 one weight in 20k, near zero, moved by 5e-6 (test_parallel's atol).
         for a, b in zip(_params(swept, slice(2 * p, 2 * p + 2)), _params(alone)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
         assert results[f"sweep/{label}/eval/return_mean"] == alone_results["eval/return_mean"]
         assert results[f"sweep/{label}/eval/return_std"] == alone_results["eval/return_std"]
         assert results[f"sweep/{label}/train/episode_return"] == alone_results["train/episode_return"]
