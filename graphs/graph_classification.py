@@ -142,7 +142,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     node_counts = np.array([len(n) for n in dataset.nodes])
     edge_counts = np.array([len(s) for s in dataset.senders])
     model = models.GIN(dataset.num_classes, config.num_layers, config.hidden, config.dropout, config.learn_eps)
-    example, _ = batching.batch(dataset, folds[0][0][: config.batch_size], budget)
+    example, _ = batching.batch(dataset, batching.pack(folds[0][0], node_counts, edge_counts, budget)[0], budget)
     init_one, train_one, eval_one = make_steps(config, model, example)
     init = jax.jit(lambda key: jax.vmap(init_one)(jax.random.split(key, len(folds))))
     train_step = jax.jit(jax.vmap(train_one, (0, 0, 0, 0, None)), donate_argnums=0)

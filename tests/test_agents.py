@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents import reinforce
+from agents.configs import dqn as dqn_config
+from agents.configs import ppo as ppo_config
 from agents.configs import reinforce as reinforce_config
 from lepton_jax import registry
 from lepton_jax.rl import envs, loop, onpolicy
@@ -46,3 +48,21 @@ def test_a_throwaway_agent_registers_and_trains(tmp_path):
     assert results["perf/env_steps"] == 4 * 32 * 6 and np.isfinite(results["eval/return_mean"])
     with open(os.path.join(tmp_path, "config.json")) as f:
         assert json.load(f)["trainer"] == "td_actor_critic"
+
+
+def test_minatar_presets_follow_the_published_baselines():
+    for game in ("Breakout", "Asterix", "Freeway", "SpaceInvaders"):
+        c = ppo_config.get_config(f"{game}-MinAtar")
+        assert (c.env_name, c.total_timesteps, c.num_envs, c.num_steps, c.num_minibatches) == (
+            f"{game}-MinAtar",
+            10_000_000,
+            64,
+            128,
+            8,
+        )
+        assert (c.lr, c.anneal_lr, c.gamma, tuple(c.hidden_sizes)) == (5e-4, False, 0.999, (256, 256))
+        d = dqn_config.get_config(f"{game}-MinAtar")
+        assert (d.buffer_size, d.target_update_interval, tuple(d.hidden_sizes)) == (100_000, 1_000, (256, 256))
+    smoke = ppo_config.get_config("Breakout-MinAtar,smoke")  # the smoke sizes win over the preset
+    assert smoke.total_timesteps < 10_000 and smoke.env_name == "Breakout-MinAtar"
+    assert ppo_config.get_config("CartPole-v1").num_envs == 4  # other envs keep the defaults

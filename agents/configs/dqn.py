@@ -6,6 +6,7 @@
 The arg is the env name, optionally followed by `,smoke` (a seconds-long run for tests; `dqn.py:smoke` is
 CartPole's). The defaults are PureJaxRL's / CleanRL's CartPole DQN: 10 envs, 10^4-transition buffer, batch 128,
 ε 1 -> 0.05 over half the run, a hard target copy every 500 env steps, one gradient step per 10 env steps.
+The MinAtar games (Breakout, Asterix, Freeway, SpaceInvaders) have a preset (below).
 """
 
 import ml_collections
@@ -16,6 +17,23 @@ from agents.configs import common
 # the median TD target: the rare terminal targets (~1 in 10 samples) no longer anchor the values and Q diverges
 # (measured: Q ~ 10^5 after 10^5 steps). The squared loss, as in CleanRL and PureJaxRL, learns it in ~6 * 10^4.
 PRESETS = {"CartPole-v1": {"loss": "mse"}}
+# MinAtar (after Young & Tian 2019's DQN: 100k-transition buffer, lr 2.5e-4, target copy every 1000 steps, gamma 0.99,
+# Huber loss; exploration 1 -> 0.05 over the first 10 %), with more envs and fewer gradient steps per env step
+# (one per 32, batch 128) to suit a vmapped run, and the PPO baselines' MLP 256-256 on the flattened grid.
+MINATAR = {
+    "total_timesteps": 10_000_000,
+    "num_envs": 32,
+    "rollout_steps": 4,
+    "gradient_steps": 4,
+    "buffer_size": 100_000,
+    "batch_size": 128,
+    "learning_starts": 10_000,
+    "exploration_fraction": 0.1,
+    "target_update_interval": 1_000,
+    "hidden_sizes": (256, 256),
+}
+for _game in ("Breakout", "Asterix", "Freeway", "SpaceInvaders"):
+    PRESETS[f"{_game}-MinAtar"] = MINATAR
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -4,8 +4,9 @@
 
 The arg is the env name (any of gymnax's registered envs), optionally followed by `,smoke` for a seconds-long run
 used by the tests (`ppo.py:smoke` is CartPole's). Tuned presets exist for CartPole-v1 (eval return 500 after
-5e5 steps, about 50 s on 2 CPU cores for 4 seeds, compile included), Acrobot-v1 and Pendulum-v1; other envs get
-the CleanRL defaults.
+5e5 steps, about 50 s on 2 CPU cores for 4 seeds, compile included), Acrobot-v1, Pendulum-v1 and the MinAtar games
+(Breakout, Asterix, Freeway, SpaceInvaders: the gymnax baselines' settings, 10^7 steps); other envs get the CleanRL
+defaults.
 """
 
 import ml_collections
@@ -28,6 +29,24 @@ PRESETS = {
         "reward_scale": 0.1,
     },
 }
+# The published gymnax baselines' PPO for MinAtar (gymnax-blines, the same for every game): 64 envs x 128 steps,
+# 8 minibatches x 4 epochs, constant lr 5e-4 (theirs warms up over the first 5 %), gamma 0.999, ent 0.01, and an
+# MLP 256-256 on the flattened 10x10xC grid. 10^7 steps per seed.
+MINATAR = {
+    "total_timesteps": 10_000_000,
+    "num_envs": 64,
+    "num_steps": 128,
+    "num_minibatches": 8,
+    "update_epochs": 4,
+    "lr": 5e-4,
+    "anneal_lr": False,
+    "gamma": 0.999,
+    "hidden_sizes": (256, 256),
+    "activation": "relu",
+    "chunk_updates": 20,
+}
+for _game in ("Breakout", "Asterix", "Freeway", "SpaceInvaders"):
+    PRESETS[f"{_game}-MinAtar"] = MINATAR
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
