@@ -161,9 +161,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
             correct, total = correct + c, total + t
         return correct / jnp.maximum(total, 1.0)
 
-    def test_accuracy(state):
-        return accuracy(state, test_batches)
-
     def train_epoch(state, epoch):
         # A generator per (seed, epoch): a resumed run shuffles exactly as an uninterrupted one.
         rng = np.random.default_rng([config.seed, epoch])
@@ -175,7 +172,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             losses.append(loss)
             batches = batches + valid
         mean_loss = sum(losses) / batches
-        test = test_accuracy(state)
+        test = accuracy(state, test_batches)
         state = state.replace(
             test_curve=state.test_curve.at[:, epoch].set(test),
             loss_curve=state.loss_curve.at[:, epoch].set(mean_loss),
@@ -189,7 +186,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     task = supervised.Task(
         init=init,
         train_epoch=train_epoch,
-        evaluate=lambda state: {"test/accuracy": test_accuracy(state)},
+        evaluate=lambda state: {"test/accuracy": accuracy(state, test_batches)},
         num_epochs=config.num_epochs,
     )
     state, results = supervised.fit(config, workdir, task, desc=f"gin {config.dataset}")
@@ -212,7 +209,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             "budget": list(budget),
         }
     )
-    if val_fraction > 0:
+    if val_batches:
         chosen, selected = val_selected(curve[:, :epochs], np.asarray(jax.device_get(state.val_curve))[:, :epochs])
         results.update(
             {
@@ -222,6 +219,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 "per_fold/val_selected_epoch": [int(e) + 1 for e in chosen],
             }
         )
-    curves = ("test/accuracy", "val/accuracy", "train/loss") if val_fraction > 0 else ("test/accuracy", "train/loss")
+    curves = ("test/accuracy", "train/loss") + (("val/accuracy",) if val_batches else ())
     supervised.write_results(workdir, results, curves, f"GIN on {config.dataset}")
     return results

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents import reinforce
+from agents.configs import common
 from agents.configs import dqn as dqn_config
 from agents.configs import ppo as ppo_config
 from agents.configs import reinforce as reinforce_config
@@ -51,7 +52,8 @@ def test_a_throwaway_agent_registers_and_trains(tmp_path):
 
 
 def test_minatar_presets_follow_the_published_baselines():
-    for game in ("Breakout", "Asterix", "Freeway", "SpaceInvaders"):
+    assert common.MINATAR_GAMES == ("Breakout", "Asterix", "Freeway", "SpaceInvaders")
+    for game in common.MINATAR_GAMES:
         c = ppo_config.get_config(f"{game}-MinAtar")
         assert (c.env_name, c.total_timesteps, c.num_envs, c.num_steps, c.num_minibatches) == (
             f"{game}-MinAtar",

@@ -5,6 +5,8 @@ import ml_collections
 # The hyperparameters each family of agents can sweep (their `Agent.sweepable`).
 ON_POLICY_SWEEP = ("lr", "gamma", "ent_coef")
 DQN_SWEEP = ("lr", "gamma", "eps_end", "exploration_fraction")
+# The MinAtar games with published gymnax baselines; the agents' configs give each the same preset.
+MINATAR_GAMES = ("Breakout", "Asterix", "Freeway", "SpaceInvaders")
 
 
 def base(

@@ -32,8 +32,7 @@ MINATAR = {
     "target_update_interval": 1_000,
     "hidden_sizes": (256, 256),
 }
-for _game in ("Breakout", "Asterix", "Freeway", "SpaceInvaders"):
-    PRESETS[f"{_game}-MinAtar"] = MINATAR
+PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

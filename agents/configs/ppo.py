@@ -45,8 +45,7 @@ MINATAR = {
     "activation": "relu",
     "chunk_updates": 20,
 }
-for _game in ("Breakout", "Asterix", "Freeway", "SpaceInvaders"):
-    PRESETS[f"{_game}-MinAtar"] = MINATAR
+PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
