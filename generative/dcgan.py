@@ -3,9 +3,10 @@
     python -m scripts.train --config=generative/configs/dcgan.py:mnist --workdir=runs/dcgan_mnist
 
 The recipe: a generator of transposed convolutions (z -> projection to (H/4, W/4, 2F) -> ConvT(F) -> ConvT(C),
-BatchNorm and ReLU between, tanh out), a discriminator of strided convolutions (Conv(F) -> Conv(2F), LeakyReLU 0.2,
-BatchNorm on all but the first layer), no pooling, weights from N(0, 0.02) (BatchNorm scales from N(1, 0.02)),
-Adam with lr 2e-4 and beta_1 0.5 for both, and the non-saturating generator loss -log D(G(z)).
+BatchNorm and ReLU between, tanh out; ConvT is `UpConv`), a discriminator of strided convolutions (Conv(F) ->
+Conv(2F), LeakyReLU 0.2, BatchNorm on all but the first layer), no pooling, weights from N(0, 0.02) (BatchNorm
+scales from N(1, 0.02)), Adam with lr 2e-4 and beta_1 0.5 for both, and the non-saturating generator loss
+-log D(G(z)).
 
 One step is the PyTorch DCGAN example's: the fake batch is generated once; the discriminator is updated on the real
 and the (detached) fake batch, each a separate BatchNorm batch; then the generator is updated through the updated
@@ -38,6 +39,41 @@ def _batch_norm(train: bool) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, scale_init=_BN_SCALE_INIT)
 
 
+class UpConv(nn.Module):
+    """`nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")`, computed as four 2x2 convolutions.
+
+    The same parameters (`kernel` (4, 4, in, out), `bias`) and the same outputs as the flax layer (a test checks
+    it), but every output phase (even/odd row, even/odd column) is a stride-1 2x2 convolution of the input padded by
+    one, with the taps `kernel[py::2, px::2]`, and the four are interleaved. Same FLOPs; on XLA CPU the kernel
+    gradient of the dilated convolution behind `ConvTranspose` is ~4x slower than these plain convolutions'.
+    """
+
+    features: int
+    kernel_init: Any = _INIT
+
+    @nn.compact
+    def __call__(self, x):
+        batch, h, w, channels = x.shape
+        kernel = self.param("kernel", self.kernel_init, (4, 4, channels, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        phases = [
+            [
+                jax.lax.conv_general_dilated(
+                    padded[:, py : py + h + 1, px : px + w + 1],
+                    kernel[py::2, px::2],
+                    (1, 1),
+                    "VALID",
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                )
+                for px in (0, 1)
+            ]
+            for py in (0, 1)
+        ]
+        y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # (B, H, py, W, px, F)
+        return y.reshape(batch, 2 * h, 2 * w, self.features) + bias
+
+
 class Generator(nn.Module):
     """z (B, latent) -> images (B, H, W, C) in [-1, 1]; H and W divisible by 4."""
 
@@ -50,9 +86,9 @@ class Generator(nn.Module):
         x = nn.Dense((h // 4) * (w // 4) * 2 * self.features, kernel_init=_INIT)(z)
         x = x.reshape(-1, h // 4, w // 4, 2 * self.features)
         x = nn.relu(_batch_norm(train)(x))
-        x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), kernel_init=_INIT)(x)  # (B, H/2, W/2, F)
+        x = UpConv(self.features)(x)  # (B, H/2, W/2, F)
         x = nn.relu(_batch_norm(train)(x))
-        x = nn.ConvTranspose(c, (4, 4), strides=(2, 2), kernel_init=_INIT)(x)  # (B, H, W, C)
+        x = UpConv(c)(x)  # (B, H, W, C)
         return jnp.tanh(x)
 
 
@@ -215,7 +251,8 @@ def run(config, workdir: str):
             return {}
         samples = sample_many(sample, state.generator, eval_key, config.eval_samples, config.latent_dim)
         per_seed = [evaluator(s) for s in samples]
-        return {f"{k}_{config.eval_samples}": np.array([m[k] for m in per_seed]) for k in ("eval/fid", "eval/kid")}
+        keys = ("eval/fid", "eval/kid", "eval/classes_covered", "eval/max_class_deviation")
+        return {f"{k}_{config.eval_samples}": np.array([m[k] for m in per_seed]) for k in keys}
 
     init_one = make_init(config, generator, discriminator, data.image_shape)
     task = supervised.Task(

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from scipy import linalg, stats
 
 from generative import dcgan, evaluation, vae
@@ -144,3 +145,22 @@ def test_generator_and_discriminator_shapes(image_shape):
     assert logits.shape == (5,)
     # Radford et al.: BatchNorm in both nets (2 in G, 1 in D here), and N(0, 0.02) weights.
     assert len(state.generator.batch_stats) == 2 and len(state.discriminator.batch_stats) == 1
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 2, 5), (2, 7, 7, 4)])
+def test_upconv_equals_flax_conv_transpose(shape):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    reference = nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding="SAME")
+    params = reference.init(jax.random.PRNGKey(1), x)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
+    upconv = dcgan.UpConv(3)
+    assert jax.tree.map(jnp.shape, upconv.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
+    out, expected = upconv.apply(params, x), reference.apply(params, x)
+    assert out.shape == (shape[0], 2 * shape[1], 2 * shape[2], 3)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+
+    grads, expected_grads = jax.grad(loss(upconv), (0, 1))(params, x), jax.grad(loss(reference), (0, 1))(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), grads, expected_grads)
