@@ -13,8 +13,9 @@ training images/s (the fastest of `--repeats` timed runs):
   summed over seeds).
 - PyTorch: the same layers, initialisation, optimiser, loss and step order written here for the benchmark
   (`_WORKER`), in its own venv (`<--peer_venv_dir>/torch-venv`, torch 2.13.0 CPU wheel, created on first use) in a
-  subprocess; a plain in-memory loop (random permutation, index, step), no DataLoader. torch uses its default
-  intra-op threads (one per core).
+  subprocess; a plain in-memory loop (random permutation, index, step), no DataLoader. torch runs once per
+  `--torch_threads` setting (default: its own default of one thread per core, and one thread: on a busy machine
+  torch's threads can wait on each other); every ratio is against the fastest torch row.
 
 On a 2-core CPU the whole run takes a few minutes (plus about a minute to install the torch venv, once).
 """
@@ -41,6 +42,9 @@ _DCGAN_FEATURES = flags.DEFINE_integer("dcgan_features", 32, "DCGAN gen_features
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs; the fastest counts.")
 _VAE_SEEDS = flags.DEFINE_integer("vae_seeds", 3, "If > 1, also time our VAE vmapped over this many seeds.")
 _PEER_VENV_DIR = flags.DEFINE_string("peer_venv_dir", benchmarking.PEER_VENV_DIR, "Where torch-venv is created.")
+_TORCH_THREADS = flags.DEFINE_list(
+    "torch_threads", ["0", "1"], "torch intra-op thread counts to time (0: torch's default); the fastest is the peer."
+)
 _OUT = flags.DEFINE_string("out", None, "If set, writes everything as JSON to this file.")
 
 TORCH_PINS = "torch==2.13.0\nnumpy==2.4.6\n"
@@ -93,6 +97,8 @@ class Discriminator(nn.Module):
         return self.out(x.flatten(1)).squeeze(1)
 
 def run(p):
+    if p["threads"]:
+        torch.set_num_threads(p["threads"])
     torch.manual_seed(0)
     n = p["batch_size"] * p["steps"]
     images = torch.rand(n, 1, 28, 28)
@@ -196,6 +202,12 @@ def bench_ours(model: str, num_seeds: int = 1) -> dict:
     }
 
 
+def _fastest_torch(rows: dict) -> str | None:
+    """The fastest torch row (the peer every ratio divides by), or None."""
+    torch_rows = [name for name in rows if name.startswith("torch")]
+    return max(torch_rows, key=lambda name: rows[name]["images_per_second"], default=None)
+
+
 def main(argv):
     del argv
     load = benchmarking.warn_if_busy()
@@ -211,18 +223,25 @@ def main(argv):
             if model == "vae" and _VAE_SEEDS.value > 1:
                 rows[f"ours_{_VAE_SEEDS.value}_seeds"] = bench_ours(model, _VAE_SEEDS.value)
         if python:
-            rows["torch"] = benchmarking.run_worker(python, _WORKER, [json.dumps(problem_of(model))])
-            print(f"{model} torch: {rows['torch']['images_per_second']:,.0f} images/s", flush=True)
-        if "ours" in rows and "torch" in rows:
-            rows["speedup"] = rows["ours"]["images_per_second"] / rows["torch"]["images_per_second"]
+            for threads in map(int, _TORCH_THREADS.value):
+                name = f"torch_{threads}_threads" if threads else "torch"
+                rows[name] = benchmarking.run_worker(
+                    python, _WORKER, [json.dumps(problem_of(model) | {"threads": threads})]
+                )
+                print(f"{model} {name}: {rows[name]['images_per_second']:,.0f} images/s", flush=True)
+        peer = _fastest_torch(rows)
+        if "ours" in rows and peer:
+            rows["speedup"] = rows["ours"]["images_per_second"] / rows[peer]["images_per_second"]
+            rows["speedup_vs"] = peer
     report["machine"] = benchmarking.machine(load)
 
     print("\n| model | implementation | images/s | train s | first epoch s | vs torch |")
     print("|---|---|---:|---:|---:|---:|")
     for model, rows in report["results"].items():
-        torch_ips = rows.get("torch", {}).get("images_per_second")
+        peer = _fastest_torch(rows)
+        torch_ips = rows[peer]["images_per_second"] if peer else None
         for name, row in rows.items():
-            if name == "speedup":
+            if name.startswith("speedup"):
                 continue
             ratio = f"{row['images_per_second'] / torch_ips:.2f}x" if torch_ips else "-"
             first = row.get("first_epoch_s", row.get("warmup_s"))
