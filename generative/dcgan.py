@@ -232,7 +232,7 @@ def run(config, workdir: str):
     generator, discriminator = make_models(config, data.image_shape)
     mesh = parallel.make_mesh()
     train_images = data_images.to_device(data.train_images, mesh)
-    epoch_fn = data_images.make_epoch(make_train_step(config), config.batch_size, mesh)
+    epoch_fn = data_images.make_epoch(make_train_step(config), config.batch_size, mesh, seed_loop=config.seed_loop)
     sample = make_sample(generator)
     fixed_noise = jax.random.normal(jax.random.PRNGKey(config.seed + 99), (100, config.latent_dim))
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
