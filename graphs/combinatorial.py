@@ -36,7 +36,8 @@ _HEURISTICS = {"MVC": ("greedy", "matching"), "MaxCut": ("local_search", "random
 def network(config):
     """The structure2vec network of `config.trainer`: per-node Q-values (DQN) or a per-node policy + value (PPO)."""
     sizes = dict(features=config.features, rounds=config.rounds, aggregation=config.aggregation,
-                 pooling=config.pooling, relative=config.get("relative_features", False))  # fmt: skip
+                 pooling=config.pooling, relative=config.get("relative_features", False),
+                 gain_units=config.get("gain_units", "scaled"))  # fmt: skip
     return GraphQNetwork(**sizes) if config.trainer == "graph_dqn" else GraphActorCritic(**sizes)
 
 

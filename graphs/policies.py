@@ -10,11 +10,14 @@ then split back to `(..., N)` per-node outputs. Masking invalid actions is the a
 import flax.linen as nn
 import jax.numpy as jnp
 
+from graphs.envs.common import NODE_FEATURES
 from graphs.models import Structure2Vec
 from lepton_jax.errors import UserError
 from lepton_jax.rl.distributions import Categorical
 
 POOLINGS = ("sum", "mean")
+GAIN_UNITS = ("scaled", "reward")
+_GAIN = NODE_FEATURES.index("gain")
 
 
 def merge_batch(obs):
@@ -67,6 +70,20 @@ def relative_features(nodes, node_mask):
     return (per_graph / jnp.where(scale > 1e-6, scale, 1.0)).reshape(nodes.shape)
 
 
+def gain_in_reward_units(nodes, node_mask):
+    """The `gain` column times (n - 1), undoing the environments' 1 / (n - 1) scaling, (B*N, F) -> (B*N, F).
+
+    The gain is then what adding the node changes the objective by, in the objective's own units: for MaxCut the
+    action's reward. A Q-value is in those units too, and the scaled gain hides them where n cannot be read off
+    the other features (Erdős–Rényi graphs: degree / (n - 1) is about p whatever n is).
+    """
+    batch, num_nodes = node_mask.shape
+    scale = jnp.maximum(node_mask.sum(1) - 1, 1).astype(nodes.dtype)  # (B,)
+    column = (jnp.arange(nodes.shape[-1]) == _GAIN).astype(nodes.dtype)
+    factor = 1.0 + column * (scale[:, None, None] - 1.0)  # (B, 1, F)
+    return (nodes.reshape((batch, num_nodes, -1)) * factor).reshape(nodes.shape)
+
+
 class GraphEmbedding(nn.Module):
     """Structure2Vec over a batch of padded graphs: `(lead, mu (B, N, D), pooled (B, D))`."""
 
@@ -75,10 +92,15 @@ class GraphEmbedding(nn.Module):
     aggregation: str = "sum"
     pooling: str = "sum"
     relative: bool = False  # `relative_features` on the inputs
+    gain_units: str = "scaled"  # "reward": `gain_in_reward_units` on the inputs (before `relative`)
 
     @nn.compact
     def __call__(self, obs):
         lead, nodes, edges, senders, receivers, node_mask = merge_batch(obs)
+        if self.gain_units not in GAIN_UNITS:
+            raise UserError(f"unknown gain_units '{self.gain_units}'; valid: {', '.join(GAIN_UNITS)}")
+        if self.gain_units == "reward":
+            nodes = gain_in_reward_units(nodes, node_mask)
         if self.relative:
             nodes = relative_features(nodes, node_mask)
         mu = Structure2Vec(self.features, self.rounds, self.aggregation, name="s2v")(nodes, edges, senders, receivers)
@@ -94,12 +116,13 @@ class GraphQNetwork(nn.Module):
     aggregation: str = "sum"
     pooling: str = "sum"
     relative: bool = False
+    gain_units: str = "scaled"
 
     @nn.compact
     def __call__(self, obs):
-        lead, mu, pooled = GraphEmbedding(self.features, self.rounds, self.aggregation, self.pooling, self.relative)(
-            obs
-        )
+        lead, mu, pooled = GraphEmbedding(
+            self.features, self.rounds, self.aggregation, self.pooling, self.relative, self.gain_units
+        )(obs)
         q = NodeScores(self.features)(mu, pooled)
         return q.reshape(lead + q.shape[-1:])
 
@@ -112,9 +135,12 @@ class GraphActorCritic(nn.Module):
     aggregation: str = "sum"
     pooling: str = "sum"
     relative: bool = False
+    gain_units: str = "scaled"
 
     def setup(self):
-        self.embed = GraphEmbedding(self.features, self.rounds, self.aggregation, self.pooling, self.relative)
+        self.embed = GraphEmbedding(
+            self.features, self.rounds, self.aggregation, self.pooling, self.relative, self.gain_units
+        )
         self.scores = NodeScores(self.features)
         self.value_head = nn.Sequential([nn.Dense(self.features), nn.relu, nn.Dense(1)])
 

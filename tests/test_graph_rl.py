@@ -11,7 +11,7 @@ import pytest
 import graphs.envs as graph_envs
 from graphs import combinatorial, solvers
 from graphs.configs import graph_ppo, s2v_dqn
-from graphs.policies import GraphActorCritic, GraphQNetwork
+from graphs.policies import GraphActorCritic, GraphQNetwork, gain_in_reward_units, merge_batch
 from lepton_jax import registry
 from lepton_jax.rl import envs, loop
 
@@ -101,6 +101,22 @@ def test_s2v_dqn_beats_random_and_reaches_greedy_on_small_graphs(tmp_path):
     greedy = [solvers.mvc_greedy(g.num_nodes, g.edges).sum() for g in combinatorial.numpy_graphs(evaluation_set.graphs)]
     assert covers.mean() < random_covers.mean() - 1.0, (covers.mean(), random_covers.mean())
     assert covers.mean() <= np.mean(greedy) + 0.25, (covers.mean(), np.mean(greedy))
+
+
+def test_gain_in_reward_units_is_the_reward_of_each_action():
+    """The rescaled gain column equals each node's reward (the cut change) on graphs of different sizes, mid-episode;
+    the other columns are untouched."""
+    env, graphs, _ = _observations("MaxCut-ER-8-16", 4, seed=3)
+    _, state = jax.vmap(env.reset_to_graph)(graphs)
+    step = jax.vmap(env.step_env, in_axes=(None, 0, 0, None))
+    obs, state, _, _, _ = step(jax.random.PRNGKey(0), state, jnp.array([0, 1, 2, 3]), env.default_params)
+    _, nodes, _, _, _, node_mask = merge_batch(obs)
+    assert len(set(np.asarray(node_mask.sum(1)).tolist())) > 1  # sizes differ, so the factor does too
+    out = gain_in_reward_units(nodes, node_mask).reshape(obs.graph.nodes.shape)
+    rewards = jax.vmap(lambda s: jax.vmap(lambda a: env.reward(s, a, True))(jnp.arange(s.gain.shape[0])))(state)
+    valid = np.asarray(obs.action_mask)
+    np.testing.assert_allclose(np.asarray(out[..., 3])[valid], np.asarray(rewards)[valid], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out[..., :3]), np.asarray(obs.graph.nodes[..., :3]))
 
 
 def test_relative_features_are_scale_free():

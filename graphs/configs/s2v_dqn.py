@@ -73,6 +73,9 @@ def graph_config(c: ml_collections.ConfigDict) -> None:
     c.aggregation = "mean"  # neighbour aggregation: "mean", or "sum" (S2V-DQN's)
     c.pooling = "mean"  # graph summary in the heads: "mean", or "sum" (S2V-DQN's)
     c.relative_features = True  # node features relative to the graph's largest value (generalises to larger graphs)
+    # "reward": the gain feature in the objective's units (x (n - 1)), as the Q-values are; what MaxCut on
+    # Erdős–Rényi graphs needs (use with relative_features=False). "scaled": the environments' gain / (n - 1).
+    c.gain_units = "scaled"
     c.eval_graphs = 100  # graphs in the fixed evaluation set of the training distribution
     c.eval_set_seed = 2017
     c.generalization = ""  # comma-separated env names whose fixed sets are also solved (e.g. larger graphs)
