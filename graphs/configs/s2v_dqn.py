@@ -73,9 +73,12 @@ def graph_config(c: ml_collections.ConfigDict) -> None:
     c.aggregation = "mean"  # neighbour aggregation: "mean", or "sum" (S2V-DQN's)
     c.pooling = "mean"  # graph summary in the heads: "mean", or "sum" (S2V-DQN's)
     c.relative_features = True  # node features relative to the graph's largest value (generalises to larger graphs)
-    # "reward": the gain feature in the objective's units (x (n - 1)), as the Q-values are; what MaxCut on
-    # Erdős–Rényi graphs needs (use with relative_features=False). "scaled": the environments' gain / (n - 1).
+    # "scaled": the environments' gain / (n - 1). "reward": the gain in the objective's units (x (n - 1)), as the
+    # Q-values are; for MaxCut (where the gain is the action's reward) that is the default, with absolute features.
     c.gain_units = "scaled"
+    if c.env_name.startswith("MaxCut"):
+        c.relative_features = False  # relative features would divide the gain by its largest value again
+        c.gain_units = "reward"
     c.eval_graphs = 100  # graphs in the fixed evaluation set of the training distribution
     c.eval_set_seed = 2017
     c.generalization = ""  # comma-separated env names whose fixed sets are also solved (e.g. larger graphs)
