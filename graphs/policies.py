@@ -79,9 +79,8 @@ def gain_in_reward_units(nodes, node_mask):
     """
     batch, num_nodes = node_mask.shape
     scale = jnp.maximum(node_mask.sum(1) - 1, 1).astype(nodes.dtype)  # (B,)
-    column = (jnp.arange(nodes.shape[-1]) == _GAIN).astype(nodes.dtype)
-    factor = 1.0 + column * (scale[:, None, None] - 1.0)  # (B, 1, F)
-    return (nodes.reshape((batch, num_nodes, -1)) * factor).reshape(nodes.shape)
+    per_graph = nodes.reshape((batch, num_nodes, -1))
+    return per_graph.at[..., _GAIN].multiply(scale[:, None]).reshape(nodes.shape)
 
 
 class GraphEmbedding(nn.Module):
@@ -108,8 +107,8 @@ class GraphEmbedding(nn.Module):
         return lead, mu, pool(mu, node_mask, self.pooling)
 
 
-class GraphQNetwork(nn.Module):
-    """Q(s, v) for every node v of each graph in the batch: `(..., N)` (S2V-DQN)."""
+class _GraphNetwork(nn.Module):
+    """The sizes and input options that the networks below pass to their `GraphEmbedding`."""
 
     features: int = 64
     rounds: int = 4
@@ -118,29 +117,26 @@ class GraphQNetwork(nn.Module):
     relative: bool = False
     gain_units: str = "scaled"
 
+    def embedding(self) -> GraphEmbedding:
+        sizes = (self.features, self.rounds, self.aggregation, self.pooling, self.relative, self.gain_units)
+        return GraphEmbedding(*sizes)
+
+
+class GraphQNetwork(_GraphNetwork):
+    """Q(s, v) for every node v of each graph in the batch: `(..., N)` (S2V-DQN)."""
+
     @nn.compact
     def __call__(self, obs):
-        lead, mu, pooled = GraphEmbedding(
-            self.features, self.rounds, self.aggregation, self.pooling, self.relative, self.gain_units
-        )(obs)
+        lead, mu, pooled = self.embedding()(obs)
         q = NodeScores(self.features)(mu, pooled)
         return q.reshape(lead + q.shape[-1:])
 
 
-class GraphActorCritic(nn.Module):
+class GraphActorCritic(_GraphNetwork):
     """A per-node categorical policy and a graph value, on one shared S2V embedding: `(dist, value (...))`."""
 
-    features: int = 64
-    rounds: int = 4
-    aggregation: str = "sum"
-    pooling: str = "sum"
-    relative: bool = False
-    gain_units: str = "scaled"
-
     def setup(self):
-        self.embed = GraphEmbedding(
-            self.features, self.rounds, self.aggregation, self.pooling, self.relative, self.gain_units
-        )
+        self.embed = self.embedding()
         self.scores = NodeScores(self.features)
         self.value_head = nn.Sequential([nn.Dense(self.features), nn.relu, nn.Dense(1)])
 
