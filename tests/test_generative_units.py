@@ -147,16 +147,19 @@ def test_generator_and_discriminator_shapes(image_shape):
     assert len(state.generator.batch_stats) == 2 and len(state.discriminator.batch_stats) == 1
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 2, 5), (2, 7, 7, 4)])
-def test_upconv_equals_flax_conv_transpose(shape):
+# Wide layers (phase convolutions) and thin ones (16 x out <= in channels: one matmul of all taps).
+@pytest.mark.parametrize(
+    "shape,features", [((3, 2, 2, 5), 3), ((2, 7, 7, 4), 3), ((2, 5, 6, 32), 1), ((1, 3, 3, 16), 1)]
+)
+def test_upconv_equals_flax_conv_transpose(shape, features):
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    reference = nn.ConvTranspose(3, (4, 4), strides=(2, 2), padding="SAME")
+    reference = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")
     params = reference.init(jax.random.PRNGKey(1), x)
     params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
-    upconv = dcgan.UpConv(3)
+    upconv = dcgan.UpConv(features)
     assert jax.tree.map(jnp.shape, upconv.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
     out, expected = upconv.apply(params, x), reference.apply(params, x)
-    assert out.shape == (shape[0], 2 * shape[1], 2 * shape[2], 3)
+    assert out.shape == (shape[0], 2 * shape[1], 2 * shape[2], features)
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
     def loss(module):
@@ -164,3 +167,26 @@ def test_upconv_equals_flax_conv_transpose(shape):
 
     grads, expected_grads = jax.grad(loss(upconv), (0, 1))(params, x), jax.grad(loss(reference), (0, 1))(params, x)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), grads, expected_grads)
+
+
+# Wide layers (XLA's convolution) and thin ones (16 x in <= out channels: im2col matmul).
+@pytest.mark.parametrize(
+    "shape,features", [((3, 4, 6, 5), 3), ((2, 14, 14, 8), 3), ((2, 8, 6, 1), 16), ((1, 4, 4, 2), 40)]
+)
+def test_downconv_equals_flax_strided_conv(shape, features):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    reference = nn.Conv(features, (4, 4), strides=(2, 2))
+    params = jax.tree.map(lambda p: p + 0.1, reference.init(jax.random.PRNGKey(1), x))  # a non-zero bias too
+    downconv = dcgan.DownConv(features)
+    assert jax.tree.map(jnp.shape, downconv.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
+    out, expected = downconv.apply(params, x), reference.apply(params, x)
+    assert out.shape == (shape[0], shape[1] // 2, shape[2] // 2, features)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+
+    grads, expected_grads = jax.grad(loss(downconv), (0, 1))(params, x), jax.grad(loss(reference), (0, 1))(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), grads, expected_grads)
+    with pytest.raises(ValueError, match="even"):
+        downconv.init(jax.random.PRNGKey(1), jnp.zeros((1, 7, 8, 2)))
