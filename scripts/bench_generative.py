@@ -37,9 +37,9 @@ from lepton_jax import benchmarking, data_images, parallel
 _MODELS = flags.DEFINE_list("models", ["vae", "dcgan"], "Which models to benchmark: vae, dcgan.")
 _PEERS = flags.DEFINE_list("peers", ["ours", "torch"], "Implementations: ours, torch.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed VAE training steps per run.")
-_DCGAN_STEPS = flags.DEFINE_integer("dcgan_steps", 30, "Timed DCGAN training steps per run.")
+_DCGAN_STEPS = flags.DEFINE_integer("dcgan_steps", 60, "Timed DCGAN training steps per run.")
 _DCGAN_FEATURES = flags.DEFINE_integer("dcgan_features", 32, "DCGAN gen_features = disc_features (config: 64).")
-_REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs; the fastest counts.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs; the fastest counts.")
 _VAE_SEEDS = flags.DEFINE_integer("vae_seeds", 3, "If > 1, also time our VAE vmapped over this many seeds.")
 _PEER_VENV_DIR = flags.DEFINE_string("peer_venv_dir", benchmarking.PEER_VENV_DIR, "Where torch-venv is created.")
 _TORCH_THREADS = flags.DEFINE_list(
