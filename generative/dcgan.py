@@ -4,9 +4,9 @@
 
 The recipe: a generator of transposed convolutions (z -> projection to (H/4, W/4, 2F) -> ConvT(F) -> ConvT(C),
 BatchNorm and ReLU between, tanh out; ConvT is `UpConv`), a discriminator of strided convolutions (Conv(F) ->
-Conv(2F), LeakyReLU 0.2, BatchNorm on all but the first layer), no pooling, weights from N(0, 0.02) (BatchNorm
-scales from N(1, 0.02)), Adam with lr 2e-4 and beta_1 0.5 for both, and the non-saturating generator loss
--log D(G(z)).
+Conv(2F), each a `DownConv`; LeakyReLU 0.2, BatchNorm on all but the first layer), no pooling, weights from
+N(0, 0.02) (BatchNorm scales from N(1, 0.02)), Adam with lr 2e-4 and beta_1 0.5 for both, and the non-saturating
+generator loss -log D(G(z)).
 
 One step is the PyTorch DCGAN example's: the fake batch is generated once; the discriminator is updated on the real
 and the (detached) fake batch, each a separate BatchNorm batch; then the generator is updated through the updated
@@ -46,6 +46,11 @@ def _conv(x, kernel, strides=(1, 1), padding="VALID"):
     return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_NHWC)
 
 
+def _pad_hw(x):
+    """Zero-pads axes 1 and 2 (height, width) by one on each side."""
+    return jnp.pad(x, ((0, 0), (1, 1), (1, 1)) + ((0, 0),) * (x.ndim - 3))
+
+
 def _interleave(phases):
     """[[y00, y01], [y10, y11]], each (B, h, w, F) -> (B, 2h, 2w, F) with y_{py px}[a, b] at (2a + py, 2b + px)."""
     y = jnp.stack([jnp.stack(row, axis=3) for row in phases], axis=2)  # (B, h, py, w, px, F)
@@ -75,7 +80,7 @@ class UpConv(nn.Module):
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if 16 * self.features <= channels:
             taps = x.reshape(-1, channels) @ kernel.transpose(2, 0, 1, 3).reshape(channels, 16 * self.features)
-            taps = jnp.pad(taps.reshape(batch, h, w, 4, 4, self.features), ((0, 0), (1, 1), (1, 1)) + ((0, 0),) * 3)
+            taps = _pad_hw(taps.reshape(batch, h, w, 4, 4, self.features))
             phases = [
                 [
                     sum(
@@ -88,7 +93,7 @@ class UpConv(nn.Module):
                 for py in (0, 1)
             ]
         else:
-            padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+            padded = _pad_hw(x)
             phases = [
                 [_conv(padded[:, py : py + h + 1, px : px + w + 1], kernel[py::2, px::2]) for px in (0, 1)]
                 for py in (0, 1)
@@ -113,7 +118,7 @@ class DownConv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (4, 4, channels, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if 16 * channels <= self.features:
-            padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+            padded = _pad_hw(x)
             patches = jnp.stack([padded[:, i : i + h : 2, j : j + w : 2] for i in range(4) for j in range(4)], axis=3)
             y = patches.reshape(-1, 16 * channels) @ kernel.reshape(16 * channels, self.features)
             return y.reshape(batch, h // 2, w // 2, self.features) + bias

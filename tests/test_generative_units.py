@@ -147,6 +147,21 @@ def test_generator_and_discriminator_shapes(image_shape):
     assert len(state.generator.batch_stats) == 2 and len(state.discriminator.batch_stats) == 1
 
 
+def _assert_same_layer(layer, reference, x, out_shape):
+    """`layer` takes `reference`'s parameters and gives its outputs and gradients (a non-zero bias too)."""
+    params = jax.tree.map(lambda p: p + 0.1, reference.init(jax.random.PRNGKey(1), x))
+    assert jax.tree.map(jnp.shape, layer.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
+    out, expected = layer.apply(params, x), reference.apply(params, x)
+    assert out.shape == out_shape
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+
+    grads, expected_grads = jax.grad(loss(layer), (0, 1))(params, x), jax.grad(loss(reference), (0, 1))(params, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), grads, expected_grads)
+
+
 # Wide layers (phase convolutions) and thin ones (16 x out <= in channels: one matmul of all taps).
 @pytest.mark.parametrize(
     "shape,features", [((3, 2, 2, 5), 3), ((2, 7, 7, 4), 3), ((2, 5, 6, 32), 1), ((1, 3, 3, 16), 1)]
@@ -154,19 +169,7 @@ def test_generator_and_discriminator_shapes(image_shape):
 def test_upconv_equals_flax_conv_transpose(shape, features):
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     reference = nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")
-    params = reference.init(jax.random.PRNGKey(1), x)
-    params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias too
-    upconv = dcgan.UpConv(features)
-    assert jax.tree.map(jnp.shape, upconv.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
-    out, expected = upconv.apply(params, x), reference.apply(params, x)
-    assert out.shape == (shape[0], 2 * shape[1], 2 * shape[2], features)
-    np.testing.assert_allclose(out, expected, atol=1e-5)
-
-    def loss(module):
-        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
-
-    grads, expected_grads = jax.grad(loss(upconv), (0, 1))(params, x), jax.grad(loss(reference), (0, 1))(params, x)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), grads, expected_grads)
+    _assert_same_layer(dcgan.UpConv(features), reference, x, (shape[0], 2 * shape[1], 2 * shape[2], features))
 
 
 # Wide layers (XLA's convolution) and thin ones (16 x in <= out channels: im2col matmul).
@@ -176,17 +179,6 @@ def test_upconv_equals_flax_conv_transpose(shape, features):
 def test_downconv_equals_flax_strided_conv(shape, features):
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     reference = nn.Conv(features, (4, 4), strides=(2, 2))
-    params = jax.tree.map(lambda p: p + 0.1, reference.init(jax.random.PRNGKey(1), x))  # a non-zero bias too
-    downconv = dcgan.DownConv(features)
-    assert jax.tree.map(jnp.shape, downconv.init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
-    out, expected = downconv.apply(params, x), reference.apply(params, x)
-    assert out.shape == (shape[0], shape[1] // 2, shape[2] // 2, features)
-    np.testing.assert_allclose(out, expected, atol=1e-5)
-
-    def loss(module):
-        return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
-
-    grads, expected_grads = jax.grad(loss(downconv), (0, 1))(params, x), jax.grad(loss(reference), (0, 1))(params, x)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), grads, expected_grads)
+    _assert_same_layer(dcgan.DownConv(features), reference, x, (shape[0], shape[1] // 2, shape[2] // 2, features))
     with pytest.raises(ValueError, match="even"):
-        downconv.init(jax.random.PRNGKey(1), jnp.zeros((1, 7, 8, 2)))
+        dcgan.DownConv(features).init(jax.random.PRNGKey(1), jnp.zeros((1, 7, 8, 2)))

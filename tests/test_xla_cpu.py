@@ -24,6 +24,7 @@ print("ynn" if fused else "xla", os.environ["XLA_FLAGS"])
 
 
 def _probe(xla_flags: str | None) -> list[str]:
+    # Not conftest's run_python: that one adds this session's XLA_FLAGS (the default included) to the subprocess's.
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
     env.pop("XLA_FLAGS", None)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
