@@ -2,11 +2,14 @@
 
     python -m scripts.train --config=generative/configs/dcgan.py:mnist --workdir=runs/dcgan_mnist
 
-The recipe: a generator of transposed convolutions (z -> projection to (H/4, W/4, 2F) -> ConvT(F) -> ConvT(C),
-BatchNorm and ReLU between, tanh out; ConvT is `UpConv`), a discriminator of strided convolutions (Conv(F) ->
-Conv(2F), each a `DownConv`; LeakyReLU 0.2, BatchNorm on all but the first layer), no pooling, weights from
-N(0, 0.02) (BatchNorm scales from N(1, 0.02)), Adam with lr 2e-4 and beta_1 0.5 for both, and the non-saturating
-generator loss -log D(G(z)).
+The recipe: a generator of transposed convolutions (z -> [Dense(hidden) ->] projection to (H/4, W/4, 2F) ->
+ConvT(F) -> ConvT(C), BatchNorm and ReLU between, tanh out; ConvT is `UpConv`), a discriminator of strided
+convolutions (Conv(F) -> Conv(2F), each a `DownConv`; LeakyReLU 0.2, BatchNorm on all but the first layer
+[-> Dense(hidden)] -> logit), no pooling, weights from N(0, 0.02) (BatchNorm scales from N(1, 0.02)), Adam with
+lr 2e-4 and beta_1 0.5 for both, and the non-saturating generator loss -log D(G(z)). The fully connected hidden
+layers are InfoGAN's MNIST DCGAN (Chen et al. 2016; config `gen_hidden` / `disc_hidden`, 1024 by default, 0 = the
+all-convolutional nets): on MNIST they made the classes of the samples balanced, where the all-convolutional nets
+kept producing too many 0s and 9s and too few 4s (RESULTS.md).
 
 One step is the PyTorch DCGAN example's: the fake batch is generated once; the discriminator is updated on the real
 and the (detached) fake batch, each a separate BatchNorm batch; then the generator is updated through the updated
@@ -130,11 +133,15 @@ class Generator(nn.Module):
 
     image_shape: tuple[int, int, int]
     features: int = 64
+    hidden: int = 0  # > 0: a Dense(hidden) + BatchNorm + ReLU layer before the projection
 
     @nn.compact
     def __call__(self, z, train: bool = True):
         h, w, c = self.image_shape
-        x = nn.Dense((h // 4) * (w // 4) * 2 * self.features, kernel_init=_INIT)(z)
+        x = z
+        if self.hidden:
+            x = nn.relu(_batch_norm(train)(nn.Dense(self.hidden, kernel_init=_INIT)(x)))
+        x = nn.Dense((h // 4) * (w // 4) * 2 * self.features, kernel_init=_INIT)(x)
         x = x.reshape(-1, h // 4, w // 4, 2 * self.features)
         x = nn.relu(_batch_norm(train)(x))
         x = UpConv(self.features)(x)  # (B, H/2, W/2, F)
@@ -147,14 +154,17 @@ class Discriminator(nn.Module):
     """images (B, H, W, C) in [-1, 1] -> logits (B,)."""
 
     features: int = 64
+    hidden: int = 0  # > 0: a Dense(hidden) + BatchNorm + LeakyReLU layer before the logit
 
     @nn.compact
     def __call__(self, x, train: bool = True):
         # DownConv = nn.Conv(F, (4, 4), strides=(2, 2)), named as flax names those (checkpoints stay compatible).
         x = nn.leaky_relu(DownConv(self.features, name="Conv_0")(x), 0.2)
         x = DownConv(2 * self.features, name="Conv_1")(x)
-        x = nn.leaky_relu(_batch_norm(train)(x), 0.2)
-        return nn.Dense(1, kernel_init=_INIT)(x.reshape(x.shape[0], -1))[:, 0]
+        x = nn.leaky_relu(_batch_norm(train)(x), 0.2).reshape(x.shape[0], -1)
+        if self.hidden:
+            x = nn.leaky_relu(_batch_norm(train)(nn.Dense(self.hidden, kernel_init=_INIT)(x)), 0.2)
+        return nn.Dense(1, kernel_init=_INIT)(x)[:, 0]
 
 
 class ModelState(TrainState):
@@ -169,7 +179,10 @@ class GANState:
 
 
 def make_models(config, image_shape) -> tuple[Generator, Discriminator]:
-    return Generator(tuple(image_shape), config.gen_features), Discriminator(config.disc_features)
+    return (
+        Generator(tuple(image_shape), config.gen_features, config.get("gen_hidden", 0)),
+        Discriminator(config.disc_features, config.get("disc_hidden", 0)),
+    )
 
 
 def make_init(config, generator: Generator, discriminator: Discriminator, image_shape):

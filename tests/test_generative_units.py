@@ -131,9 +131,11 @@ def test_digits_are_embedded():
     assert data.train_images.max() == 1.0 and set(np.unique(data.train_labels)) == set(range(10))
 
 
+@pytest.mark.parametrize("hidden", [0, 1024])
 @pytest.mark.parametrize("image_shape", [(28, 28, 1), (8, 8, 1)])
-def test_generator_and_discriminator_shapes(image_shape):
+def test_generator_and_discriminator_shapes(image_shape, hidden):
     config = dcgan_config.get_config("mnist")
+    config.gen_hidden = config.disc_hidden = hidden
     generator, discriminator = dcgan.make_models(config, image_shape)
     state = jax.eval_shape(dcgan.make_init(config, generator, discriminator, image_shape), jax.random.PRNGKey(0))
     z = jax.ShapeDtypeStruct((5, config.latent_dim), jnp.float32)
@@ -143,8 +145,14 @@ def test_generator_and_discriminator_shapes(image_shape):
     d_vars = {"params": state.discriminator.params, "batch_stats": state.discriminator.batch_stats}
     logits = jax.eval_shape(lambda v, x: discriminator.apply(v, x, train=False), d_vars, images)
     assert logits.shape == (5,)
-    # Radford et al.: BatchNorm in both nets (2 in G, 1 in D here), and N(0, 0.02) weights.
-    assert len(state.generator.batch_stats) == 2 and len(state.discriminator.batch_stats) == 1
+    # Radford et al.: BatchNorm in both nets (2 in G, 1 in D here, one more in each with the hidden layers).
+    assert len(state.generator.batch_stats) == 2 + bool(hidden)
+    assert len(state.discriminator.batch_stats) == 1 + bool(hidden)
+    projection = (hidden or config.latent_dim, image_shape[0] * image_shape[1] // 16 * 2 * config.gen_features)
+    dense = [(config.latent_dim, hidden), projection] if hidden else [projection]
+    assert {k: v["kernel"].shape for k, v in state.generator.params.items() if k.startswith("Dense")} == {
+        f"Dense_{i}": shape for i, shape in enumerate(dense)
+    }
 
 
 def _assert_same_layer(layer, reference, x, out_shape):
