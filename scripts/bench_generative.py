@@ -7,10 +7,10 @@ content) with the configs' batch size and optimiser, one seed, for `--steps` / `
 warm-up epoch, and report
 training images/s (the fastest of `--repeats` timed runs):
 
-- ours: `data_images.make_epoch` over the trainer's own `train_step` (exactly what a training run executes: a
-  jitted on-device shuffle, then one jitted step per batch that gathers its batch on the device). The first epoch
-  (compiling included) is timed apart. `--vae_seeds=N` adds a row for the VAE vmapped over N seeds (images/s
-  summed over seeds).
+- ours: `data_images.make_epoch` over the trainer's own `train_step` with the config's `seed_loop` (exactly what a
+  training run executes: a jitted on-device shuffle, then one jitted step per batch that gathers its batch on the
+  device). The first epoch (compiling included) is timed apart. `--vae_seeds=N` adds a row for the VAE vmapped
+  over N seeds (images/s summed over seeds).
 - PyTorch: the same layers, initialisation, optimiser, loss and step order written here for the benchmark
   (`_WORKER`), in its own venv (`<--peer_venv_dir>/torch-venv`, torch 2.13.0 CPU wheel, created on first use) in a
   subprocess; a plain in-memory loop (random permutation, index, step), no DataLoader. torch runs once per
@@ -60,7 +60,7 @@ def init_dcgan(module):
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
@@ -76,25 +76,31 @@ class VAE(nn.Module):
         return self.dec2(F.relu(self.dec1(z))), mean, logvar
 
 class Generator(nn.Module):
-    def __init__(self, latent, f):
+    def __init__(self, latent, f, hidden):
         super().__init__()
         self.f = f
-        self.proj = nn.Linear(latent, 7 * 7 * 2 * f)
+        self.fc = nn.Sequential(
+            nn.Linear(latent, hidden), nn.BatchNorm1d(hidden), nn.ReLU()
+        ) if hidden else nn.Identity()
+        self.proj = nn.Linear(hidden or latent, 7 * 7 * 2 * f)
         self.bn0, self.up1 = nn.BatchNorm2d(2 * f), nn.ConvTranspose2d(2 * f, f, 4, 2, 1)
         self.bn1, self.up2 = nn.BatchNorm2d(f), nn.ConvTranspose2d(f, 1, 4, 2, 1)
     def forward(self, z):
-        x = F.relu(self.bn0(self.proj(z).view(-1, 2 * self.f, 7, 7)))
+        x = F.relu(self.bn0(self.proj(self.fc(z)).view(-1, 2 * self.f, 7, 7)))
         return torch.tanh(self.up2(F.relu(self.bn1(self.up1(x)))))
 
 class Discriminator(nn.Module):
-    def __init__(self, f):
+    def __init__(self, f, hidden):
         super().__init__()
         self.c1, self.c2, self.bn = nn.Conv2d(1, f, 4, 2, 1), nn.Conv2d(f, 2 * f, 4, 2, 1), nn.BatchNorm2d(2 * f)
-        self.out = nn.Linear(2 * f * 7 * 7, 1)
+        self.fc = nn.Sequential(
+            nn.Linear(2 * f * 7 * 7, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2)
+        ) if hidden else nn.Identity()
+        self.out = nn.Linear(hidden or 2 * f * 7 * 7, 1)
     def forward(self, x):
         x = F.leaky_relu(self.c1(x), 0.2)
         x = F.leaky_relu(self.bn(self.c2(x)), 0.2)
-        return self.out(x.flatten(1)).squeeze(1)
+        return self.out(self.fc(x.flatten(1))).squeeze(1)
 
 def run(p):
     if p["threads"]:
@@ -115,11 +121,12 @@ def run(p):
             opt.zero_grad(); loss.backward(); opt.step()
         data = flat
     else:
-        g, d = Generator(p["latent_dim"], p["gen_features"]), Discriminator(p["disc_features"])
+        g = Generator(p["latent_dim"], p["gen_features"], p["gen_hidden"])
+        d = Discriminator(p["disc_features"], p["disc_hidden"])
         g.apply(init_dcgan); d.apply(init_dcgan)
         for m in (g, d):
             for bn in m.modules():
-                if isinstance(bn, nn.BatchNorm2d): bn.momentum = 0.1
+                if isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)): bn.momentum = 0.1
         opt_g = torch.optim.Adam(g.parameters(), lr=p["lr"], betas=(p["beta1"], p["beta2"]))
         opt_d = torch.optim.Adam(d.parameters(), lr=p["lr"], betas=(p["beta1"], p["beta2"]))
         def step(batch):
@@ -161,7 +168,17 @@ def problem_of(model: str) -> dict:
         fields = ("batch_size", "lr", "hidden", "latent_dim")
     else:
         c = dcgan_config.get_config("mnist")
-        fields = ("batch_size", "lr", "beta1", "beta2", "latent_dim", "gen_features", "disc_features")
+        fields = (
+            "batch_size",
+            "lr",
+            "beta1",
+            "beta2",
+            "latent_dim",
+            "gen_features",
+            "disc_features",
+            "gen_hidden",
+            "disc_hidden",
+        )
     problem = {k: c[k] for k in fields}
     if model == "dcgan":
         problem.update(gen_features=_DCGAN_FEATURES.value, disc_features=_DCGAN_FEATURES.value)
@@ -185,7 +202,7 @@ def bench_ours(model: str, num_seeds: int = 1) -> dict:
     n = config.batch_size * steps_of(model)
     images = data_images.to_device(np.random.default_rng(0).random((n, *shape), np.float32), mesh)
     state = data_images.init_seeds(init_one, num_seeds, mesh)(jax.random.PRNGKey(0))
-    epoch = data_images.make_epoch(step, config.batch_size, mesh)
+    epoch = data_images.make_epoch(step, config.batch_size, mesh, seed_loop=config.get("seed_loop", "vmap"))
     (state, _), first_s = benchmarking.timed(lambda: jax.block_until_ready(epoch(state, images)))  # + compiling
     best = float("inf")
     for _ in range(_REPEATS.value):
