@@ -179,6 +179,7 @@ class GANState:
 
 
 def make_models(config, image_shape) -> tuple[Generator, Discriminator]:
+    # A config saved before `gen_hidden` / `disc_hidden` existed means the all-convolutional nets.
     return (
         Generator(tuple(image_shape), config.gen_features, config.get("gen_hidden", 0)),
         Discriminator(config.disc_features, config.get("disc_hidden", 0)),
