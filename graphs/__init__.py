@@ -1,1 +1,11 @@
-"""Graph learning with jraph (GNNs, graph RL)."""
+"""Graph learning with jraph: GNNs for node classification, link prediction and graph classification.
+
+Graph RL (environments, structure2vec agents, exact solvers) lives in the subpackage `graphs.rl`.
+"""
+
+# trainer name -> the module that registers it (read by the launcher, scripts/trainers.py)
+TRAINERS = {
+    "node_classification": "graphs.node_classification",
+    "link_prediction": "graphs.link_prediction",
+    "graph_classification": "graphs.graph_classification",
+}

@@ -129,6 +129,10 @@ def link_split(senders, receivers, num_nodes: int, val_fraction: float, test_fra
     negatives = np.array(negatives, np.int32).reshape(-1, 2)
     train_senders, train_receivers = undirected_edges(train, num_nodes)
     return LinkSplit(
-        train_senders, train_receivers, val.astype(np.int32), negatives[:num_val], test.astype(np.int32),
+        train_senders,
+        train_receivers,
+        val.astype(np.int32),
+        negatives[:num_val],
+        test.astype(np.int32),
         negatives[num_val:],
-    )  # fmt: skip
+    )

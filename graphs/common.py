@@ -1,8 +1,8 @@
-"""What the graph trainers share: the optimiser, early stopping, per-seed summaries, and graphs on the device.
+"""What the graph trainers share: the optimiser, early stopping, and graphs on the device.
 
 Every trainer runs all seeds (or folds) in one compiled program: the state carries the seed axis first and the
-step is `jit(vmap(step))`. Early stopping is per seed: a seed that has stopped keeps its state unchanged while the
-others train on, and the run ends when all have stopped.
+step is `jit(over_seeds(step))` (`lepton_jax.seeds`). Early stopping is per seed: a seed that has stopped keeps its
+state unchanged while the others train on, and the run ends when all have stopped.
 """
 
 from typing import Any
@@ -22,10 +22,12 @@ from lepton_jax.jraph_compat import jraph
 def make_optimizer(config) -> optax.GradientTransformation:
     """Adam with L2 weight decay added to the gradient (as `torch.optim.Adam(weight_decay=...)` and the papers' L2 loss
     terms, `wd/2 * |w|^2`) on the parameters `config.weight_decay_on` names: "all", "first_layer" (Kipf & Welling's
-    GCN) or "none"; a learning rate halved every `config.lr_decay_epochs` steps of `config.lr_decay_every` if set.
+    GCN) or "none".
     """
-    require(config.weight_decay_on in ("all", "first_layer", "none"),
-            f"config.weight_decay_on must be all, first_layer or none, got '{config.weight_decay_on}'")  # fmt: skip
+    require(
+        config.weight_decay_on in ("all", "first_layer", "none"),
+        f"config.weight_decay_on must be all, first_layer or none, got '{config.weight_decay_on}'",
+    )
 
     def decayed(params):
         flat = traverse_util.flatten_dict(params)
@@ -34,10 +36,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
             {path: config.weight_decay_on == "all" or path[1] == first for path in flat}
         )
 
-    learning_rate = config.lr
-    if config.get("lr_decay_every"):
-        learning_rate = optax.exponential_decay(config.lr, int(config.lr_decay_every), 0.5, staircase=True)
-    chain = [optax.adam(learning_rate)]
+    chain = [optax.adam(config.lr)]
     if config.weight_decay_on != "none" and config.weight_decay > 0:
         chain.insert(0, optax.masked(optax.add_decayed_weights(config.weight_decay), decayed))
     return optax.chain(*chain)
@@ -83,29 +82,6 @@ def where(condition, new, old):
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
-def over_seeds(fn, in_axes, mode: str = "vmap"):
-    """`fn` over a leading seed axis of the arguments whose `in_axes` entry is 0 (the others are shared).
-
-    "vmap" batches the seeds into one computation; "map" (`lax.map`) runs them one after another inside the same
-    compiled program. Both give the same numbers; "map" is faster on CPU for GAT, whose batched gathers and
-    scatters XLA's CPU backend runs several times slower than one seed at a time.
-    """
-    require(mode in ("vmap", "map"), f"config.seed_loop must be vmap or map, got '{mode}'")
-    if mode == "vmap":
-        return jax.vmap(fn, in_axes)
-
-    def mapped(*args):
-        batched = [a for a, axis in zip(args, in_axes) if axis == 0]
-
-        def one(slices):
-            it = iter(slices)
-            return fn(*(next(it) if axis == 0 else a for a, axis in zip(args, in_axes)))
-
-        return jax.lax.map(one, batched)
-
-    return mapped
-
-
 def seed_keys(key, num_seeds: int):
     require(int(num_seeds) >= 1, f"config.num_seeds must be >= 1, got {num_seeds}")
     return jax.random.split(key, int(num_seeds))
@@ -123,18 +99,11 @@ def full_graph(dataset: NodeDataset, normalize_features: bool, sparse: bool = Fa
     num_nodes, num_edges = features.shape[0], dataset.senders.shape[0]
     nodes = models.SparseFeatures.from_dense(features) if sparse else jnp.asarray(features, jnp.float32)
     return jraph.GraphsTuple(
-        nodes=nodes, edges=None, senders=jnp.asarray(dataset.senders),
-        receivers=jnp.asarray(dataset.receivers), n_node=jnp.array([num_nodes]), n_edge=jnp.array([num_edges]),
+        nodes=nodes,
+        edges=None,
+        senders=jnp.asarray(dataset.senders),
+        receivers=jnp.asarray(dataset.receivers),
+        n_node=jnp.array([num_nodes]),
+        n_edge=jnp.array([num_edges]),
         globals=None,
-    )  # fmt: skip
-
-
-def seed_summary(metrics: dict) -> dict:
-    """`{name: per-seed values}` -> `name_mean`, `name_std` and `per_seed/name` (a list) for each."""
-    out = {}
-    for name, values in metrics.items():
-        values = np.asarray(jax.device_get(values), np.float64).reshape(-1)
-        out[f"{name}_mean"] = float(values.mean())
-        out[f"{name}_std"] = float(values.std())
-        out[f"per_seed/{name}"] = [float(v) for v in values]
-    return out
+    )

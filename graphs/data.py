@@ -19,8 +19,15 @@ from lepton_jax.errors import UserError
 
 PLANETOID = ("cora", "citeseer", "pubmed")
 TU = ("MUTAG", "PROTEINS", "PTC", "NCI1", "IMDBBINARY")
-TU_ALIASES = {"mutag": "MUTAG", "proteins": "PROTEINS", "ptc": "PTC", "nci1": "NCI1", "imdb-binary": "IMDBBINARY",
-              "imdbbinary": "IMDBBINARY", "imdb_binary": "IMDBBINARY"}  # fmt: skip
+TU_ALIASES = {
+    "mutag": "MUTAG",
+    "proteins": "PROTEINS",
+    "ptc": "PTC",
+    "nci1": "NCI1",
+    "imdb-binary": "IMDBBINARY",
+    "imdbbinary": "IMDBBINARY",
+    "imdb_binary": "IMDBBINARY",
+}
 _PLANETOID_PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph", "test.index")
 _PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data/"
 _TU_URL = "https://raw.githubusercontent.com/muhanzhang/pytorch_DGCNN/master/data/"
@@ -287,9 +294,15 @@ def barabasi_albert(num_nodes: int, num_features: int = 16, m: int = 4, seed: in
     labels = rng.integers(0, 2, num_nodes).astype(np.int32)
     train = rng.random(num_nodes) < 0.5
     return NodeDataset(
-        rng.normal(size=(num_nodes, num_features)).astype(np.float32), labels, senders, receivers, train, ~train,
-        ~train, 2,
-    )  # fmt: skip
+        rng.normal(size=(num_nodes, num_features)).astype(np.float32),
+        labels,
+        senders,
+        receivers,
+        train,
+        ~train,
+        ~train,
+        2,
+    )
 
 
 def load_node_dataset(name: str, directory: str | None = None) -> NodeDataset:

@@ -27,7 +27,7 @@ from flax.training.train_state import TrainState
 from graphs import batching, models
 from graphs import metrics as graph_metrics
 from graphs.data import GraphDataset, load_tu
-from lepton_jax import datasets, registry, supervised
+from lepton_jax import datasets, registry, run, supervised
 from lepton_jax.config import require
 from lepton_jax.jraph_compat import jraph
 
@@ -69,9 +69,12 @@ def make_steps(config, model: models.GIN, example: jraph.GraphsTuple):
 
         def loss_fn(params):
             logits, updates = model.apply(
-                {"params": params, "batch_stats": ts.batch_stats}, graph, train=True, rngs={"dropout": key},
+                {"params": params, "batch_stats": ts.batch_stats},
+                graph,
+                train=True,
+                rngs={"dropout": key},
                 mutable=["batch_stats"],
-            )  # fmt: skip
+            )
             return graph_metrics.cross_entropy(logits, labels, graph_mask), updates
 
         (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
@@ -183,42 +186,36 @@ def train_and_evaluate(config, workdir: str) -> dict:
             state = state.replace(val_curve=state.val_curve.at[:, epoch].set(metrics["val/accuracy"]))
         return state, metrics
 
+    def final(state, last_eval):
+        curve = np.asarray(jax.device_get(state.test_curve))[:, : config.num_epochs]  # (folds, epochs)
+        best_epoch = int(np.argmax(curve.mean(0)))
+        per_fold = {"test/accuracy": curve[:, -1], "test/accuracy_best_epoch": curve[:, best_epoch]}
+        extra = {}
+        if val_batches:
+            val_curve = np.asarray(jax.device_get(state.val_curve))[:, : config.num_epochs]
+            chosen, per_fold["test/accuracy_val_selected"] = val_selected(curve, val_curve)
+            extra["per_seed/val_selected_epoch"] = [int(e) + 1 for e in chosen]
+        return (
+            run.seed_summary(per_fold)
+            | extra
+            | {
+                "best_epoch": best_epoch + 1,
+                "num_folds": len(folds),
+                "val_fraction": val_fraction,
+                "dataset": config.dataset,
+                "model": "gin",
+                "budget": list(budget),
+            }
+        )
+
     task = supervised.Task(
         init=init,
         train_epoch=train_epoch,
         evaluate=lambda state: {"test/accuracy": accuracy(state, test_batches)},
         num_epochs=config.num_epochs,
+        final=final,
+        params=lambda state: state.train_state.params,
+        plot_keys=("test/accuracy", "train/loss") + (("val/accuracy",) if val_batches else ()),
+        title=f"GIN on {config.dataset}",
     )
-    state, results = supervised.fit(config, workdir, task, desc=f"gin {config.dataset}")
-    curve = np.asarray(jax.device_get(state.test_curve))  # (folds, epochs)
-    epochs = int(results["perf/epochs"])
-    last = curve[:, epochs - 1]
-    best_epoch = int(np.argmax(curve[:, :epochs].mean(0)))
-    results.update(
-        {
-            "test/accuracy_mean": float(last.mean()),
-            "test/accuracy_std": float(last.std()),
-            "per_fold/test/accuracy": [float(a) for a in last],
-            "test/accuracy_best_epoch_mean": float(curve[:, best_epoch].mean()),
-            "test/accuracy_best_epoch_std": float(curve[:, best_epoch].std()),
-            "best_epoch": best_epoch + 1,
-            "num_folds": len(folds),
-            "val_fraction": val_fraction,
-            "dataset": config.dataset,
-            "model": "gin",
-            "budget": list(budget),
-        }
-    )
-    if val_batches:
-        chosen, selected = val_selected(curve[:, :epochs], np.asarray(jax.device_get(state.val_curve))[:, :epochs])
-        results.update(
-            {
-                "test/accuracy_val_selected_mean": float(selected.mean()),
-                "test/accuracy_val_selected_std": float(selected.std()),
-                "per_fold/test/accuracy_val_selected": [float(a) for a in selected],
-                "per_fold/val_selected_epoch": [int(e) + 1 for e in chosen],
-            }
-        )
-    curves = ("test/accuracy", "train/loss") + (("val/accuracy",) if val_batches else ())
-    supervised.write_results(workdir, results, curves, f"GIN on {config.dataset}")
-    return results
+    return supervised.fit(config, workdir, task, desc=f"gin {config.dataset}")[1]

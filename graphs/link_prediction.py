@@ -20,7 +20,7 @@ from flax.training.train_state import TrainState
 from graphs import batching, common, models
 from graphs import metrics as graph_metrics
 from graphs.data import load_node_dataset
-from lepton_jax import registry, supervised
+from lepton_jax import registry, run, supervised
 from lepton_jax.config import require
 from lepton_jax.jraph_compat import jraph
 
@@ -33,8 +33,10 @@ class LinkState:
 
 def stacked_splits(dataset, config) -> batching.LinkSplit:
     """One `link_split` per seed, stacked along a leading seed axis."""
-    require(0 < config.val_fraction and 0 < config.test_fraction and config.val_fraction + config.test_fraction < 1,
-            "config.val_fraction and config.test_fraction must be positive and sum to less than 1")  # fmt: skip
+    require(
+        0 < config.val_fraction and 0 < config.test_fraction and config.val_fraction + config.test_fraction < 1,
+        "config.val_fraction and config.test_fraction must be positive and sum to less than 1",
+    )
     num_nodes = dataset.features.shape[0]
     splits = [
         batching.link_split(
@@ -53,9 +55,14 @@ def make_steps(config, model, features):
     def graph_of(split):
         num_edges = split.train_senders.shape[0]
         return jraph.GraphsTuple(
-            nodes=features, edges=None, senders=split.train_senders, receivers=split.train_receivers,
-            n_node=jnp.array([num_nodes]), n_edge=jnp.array([num_edges]), globals=None,
-        )  # fmt: skip
+            nodes=features,
+            edges=None,
+            senders=split.train_senders,
+            receivers=split.train_receivers,
+            n_node=jnp.array([num_nodes]),
+            n_edge=jnp.array([num_edges]),
+            globals=None,
+        )
 
     def init(key, split):
         key, init_key = jax.random.split(key)
@@ -124,9 +131,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         train_epoch=lambda state, epoch: train_step(state, splits),
         evaluate=lambda state: evaluate(state, splits),
         num_epochs=config.num_epochs,
+        final=lambda state, last_eval: (
+            run.seed_summary(last_eval) | dict(num_seeds=int(config.num_seeds), dataset=config.dataset, model="gae")
+        ),
+        params=lambda state: state.train_state.params,
+        plot_keys=("val/auc", "val/ap"),
+        title=f"GAE on {config.dataset}",
     )
-    state, results = supervised.fit(config, workdir, task, desc=f"gae {config.dataset}")
-    results.update(common.seed_summary(evaluate(state, splits)))
-    results.update(num_seeds=int(config.num_seeds), dataset=config.dataset, model="gae")
-    supervised.write_results(workdir, results, ("val/auc", "val/ap"), f"GAE on {config.dataset}")
-    return results
+    return supervised.fit(config, workdir, task, desc=f"gae {config.dataset}")[1]

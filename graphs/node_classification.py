@@ -16,7 +16,7 @@ from flax.training.train_state import TrainState
 from graphs import common, models
 from graphs import metrics as graph_metrics
 from graphs.data import NodeDataset, load_node_dataset
-from lepton_jax import parallel, registry, supervised
+from lepton_jax import parallel, plotting, registry, run, seeds, supervised
 from lepton_jax.config import require
 
 
@@ -42,8 +42,9 @@ def labels_of(dataset: NodeDataset) -> Labels:
 
 
 def make_steps(config, model: nn.Module):
-    """`(init(key, graph) -> state, epoch_step(state, graph, labels, epoch) -> (state, metrics), evaluate(params,
-    graph, labels) -> metrics)`, all for a single seed (vmap them over seeds)."""
+    """The steps of one seed (vmap them over seeds): `init(key, graph) -> state`, `epoch_step(state, graph, labels,
+    epoch) -> (state, metrics)`, `evaluate(params, graph, labels) -> metrics` and the bare
+    `train_step(train_state, graph, labels, key) -> (train_state, metrics)` (for tests)."""
     tx = common.make_optimizer(config)
 
     def init(key, graph):
@@ -90,10 +91,7 @@ def make_steps(config, model: nn.Module):
 
 def karate_plot(model, params, graph, labels, path: str) -> None:
     """Scatter of the learned 2-D embedding (first seed) coloured by club, the two labelled leaders ringed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plotting.pyplot()
 
     _, inter = model.apply(jax.tree.map(lambda x: x[0], params), graph, mutable="intermediates")
     embedding = np.asarray(inter["intermediates"]["embedding"][0])
@@ -109,10 +107,7 @@ def karate_plot(model, params, graph, labels, path: str) -> None:
     ax.scatter(embedding[train, 0], embedding[train, 1], facecolors="none", edgecolors="k", s=160, label="labelled")
     ax.set_title("Karate club: GCN embedding (2 labelled nodes)")
     ax.legend(loc="best")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    plotting.save(fig, path)
 
 
 @registry.register("node_classification")
@@ -124,28 +119,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
     model = models.make_node_model(config, dataset.num_classes)
     init_one, epoch_one, evaluate_one, _ = make_steps(config, model)
     init = jax.jit(lambda key: jax.vmap(init_one, (0, None))(common.seed_keys(key, config.num_seeds), graph))
-    epoch_step = jax.jit(common.over_seeds(epoch_one, (0, None, None, None), config.seed_loop), donate_argnums=0)
-    evaluate = jax.jit(common.over_seeds(evaluate_one, (0, None, None), config.seed_loop))
+    epoch_step = jax.jit(seeds.over_seeds(epoch_one, (0, None, None, None), config.seed_loop), donate_argnums=0)
+    evaluate = jax.jit(seeds.over_seeds(evaluate_one, (0, None, None), config.seed_loop))
 
     def train_epoch(state, epoch):
         return epoch_step(state, graph, labels, jnp.int32(epoch))
 
+    def final(state, last_eval):
+        headline = {k: v for k, v in last_eval.items() if k.startswith(("test/", "val/"))}
+        headline["best_epoch"] = np.asarray(state.early.best_epoch) + 1
+        if config.dataset == "karate" and parallel.is_main_process():
+            path = os.path.join(workdir, "plots", "embedding.png")
+            karate_plot(model, state.early.best_params, graph, labels, path)
+        return run.seed_summary(headline) | dict(
+            num_seeds=int(config.num_seeds), dataset=config.dataset, model=config.model
+        )
+
     task = supervised.Task(
         init=init,
         train_epoch=train_epoch,
-        evaluate=lambda state: evaluate(state.early.best_params, graph, labels),
+        evaluate=lambda state: evaluate(state.early.best_params, graph, labels),  # the kept parameters
         num_epochs=config.num_epochs,
         done=lambda state: bool(np.all(jax.device_get(state.early.stopped))),
+        final=final,
+        params=lambda state: state.early.best_params,
+        plot_keys=("train/loss", "train/val_loss", "train/val_accuracy"),
+        title=f"{config.model} on {config.dataset}",
     )
-    state, results = supervised.fit(config, workdir, task, desc=f"{config.model} {config.dataset}")
-    final = evaluate(state.early.best_params, graph, labels)
-    headline = {k: v for k, v in final.items() if k.startswith(("test/", "val/"))}
-    headline["best_epoch"] = state.early.best_epoch + 1
-    results.update(common.seed_summary(headline))
-    results.update(num_seeds=int(config.num_seeds), dataset=config.dataset, model=config.model)
-    if config.dataset == "karate" and parallel.is_main_process():
-        karate_plot(model, state.early.best_params, graph, labels, os.path.join(workdir, "plots", "embedding.png"))
-    supervised.write_results(
-        workdir, results, ("train/loss", "train/val_loss", "train/val_accuracy"), f"{config.model} on {config.dataset}"
-    )
-    return results
+    return supervised.fit(config, workdir, task, desc=f"{config.model} {config.dataset}")[1]

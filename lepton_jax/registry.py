@@ -1,8 +1,9 @@
 """Trainer registry: the `trainer` name in a config -> the function that trains it.
 
-A trainer is `train_and_evaluate(config, workdir) -> results dict`. Built-in trainers register themselves when
-their module is imported; `_BUILTIN` says which module that is, so the launcher imports only the code a run needs.
-Forks add an entry to `_BUILTIN`, or call `register` from their own module.
+A trainer is `train_and_evaluate(config, workdir) -> results dict`, registered by its own module with
+`@register("name")`. The core names no trainer: the launcher tells the registry which module defines which
+trainer (`add_sources`, from each pillar package's `TRAINERS` table: `scripts/trainers.py`), so that it imports only
+the code a run needs.
 """
 
 import importlib
@@ -13,20 +14,7 @@ from lepton_jax.errors import UserError
 TrainFn = Callable[..., dict]
 
 _TRAINERS: dict[str, TrainFn] = {}
-_BUILTIN = {
-    "ppo": "agents.ppo",
-    "dqn": "agents.dqn",
-    "reinforce": "agents.reinforce",
-    "a2c": "agents.a2c",
-    "classifier": "lepton_jax.classifier",
-    "vae": "generative.vae",
-    "dcgan": "generative.dcgan",
-    "node_classification": "graphs.node_classification",
-    "link_prediction": "graphs.link_prediction",
-    "graph_classification": "graphs.graph_classification",
-    "graph_dqn": "graphs.combinatorial",
-    "graph_ppo": "graphs.combinatorial",
-}
+_SOURCES: dict[str, str] = {}  # trainer name -> the module whose import registers it
 
 
 def register(name: str):
@@ -39,20 +27,26 @@ def register(name: str):
     return decorate
 
 
+def add_sources(table: dict[str, str]) -> None:
+    """Declares, for each trainer name, the module that registers it (imported on first `get`)."""
+    _SOURCES.update(table)
+
+
 def names() -> list[str]:
-    return sorted(set(_TRAINERS) | set(_BUILTIN))
+    return sorted(set(_TRAINERS) | set(_SOURCES))
 
 
 def get(name: str) -> TrainFn:
-    if name not in _TRAINERS and name in _BUILTIN:
-        importlib.import_module(_BUILTIN[name])  # a fixed, known module: registers `name`
+    """The trainer `name`; a `UserError` listing the known names for an unknown one."""
+    if name not in _TRAINERS and name in _SOURCES:
+        importlib.import_module(_SOURCES[name])  # a module from a fixed table: registers `name`
     if name not in _TRAINERS:
         raise UserError(f"unknown trainer '{name}'; valid trainers: {', '.join(names())}")
     return _TRAINERS[name]
 
 
 def module_of(name: str):
-    """The built-in module that defines trainer `name` (e.g. for its `make_agent`)."""
-    if name not in _BUILTIN:
-        raise UserError(f"unknown trainer '{name}'; valid trainers: {', '.join(sorted(_BUILTIN))}")
-    return importlib.import_module(_BUILTIN[name])
+    """The module that defines trainer `name` (e.g. for its `make_agent` or `evaluate_workdir`)."""
+    if name not in _SOURCES:
+        raise UserError(f"unknown trainer '{name}'; valid trainers: {', '.join(names())}")
+    return importlib.import_module(_SOURCES[name])

@@ -1,10 +1,11 @@
 """The shared epoch loop of supervised, graph and generative trainers.
 
-A trainer describes its work as a `Task` (initial state, one epoch, an evaluation) and hands it to `fit`, which
-does what every run needs: `config.json`, resume from the newest intact Orbax checkpoint, a progress bar, JSONL +
-TensorBoard metrics, a NaN guard on every `*loss*` metric, evaluation and checkpoints every few epochs, a clean
-checkpoint-and-exit on SIGINT/SIGTERM, and timing. The epoch itself stays the trainer's: usually a Python loop over
-batches calling one jitted `train_step(state, batch, rng) -> (state, metrics)`, or one jitted full-batch step.
+A trainer describes its work as a `Task` (initial state, one epoch, an evaluation, the work after training) and
+hands it to `fit`, which runs the epochs on the run scaffold (`lepton_jax.run`: config.json, resume from the newest
+intact Orbax checkpoint, progress bar, JSONL + TensorBoard metrics, the NaN guard on every `*loss*` metric, the
+interrupt guard, timing, results.json written once) with evaluation and checkpoints every few epochs. The epoch
+itself stays the trainer's: usually a Python loop over batches calling one jitted
+`train_step(state, batch, rng) -> (state, metrics)`, or one jitted full-batch step.
 
 The state must carry everything the next epoch depends on (params, optimiser state, rng, best-so-far values for
 early stopping), so that a resumed run computes exactly what an uninterrupted one would.
@@ -12,19 +13,16 @@ early stopping), so that a resumed run computes exactly what an uninterrupted on
 
 import json
 import os
-import resource
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from absl import logging
 
-from lepton_jax import checkpoint, parallel, plotting
 from lepton_jax import metrics as metrics_lib
-from lepton_jax.config import save_config
-from lepton_jax.interrupt import Interrupted, InterruptGuard
+from lepton_jax import parallel, plotting
+from lepton_jax import run as run_lib
 
 
 class Task(NamedTuple):
@@ -37,6 +35,12 @@ class Task(NamedTuple):
       `config.eval_every_epochs` epochs and at the end.
     num_epochs: the length of the run.
     done: optional `state -> bool`: stop early (e.g. validation patience ran out); must depend only on the state.
+    final: optional `(state, last evaluation) -> results`, the work after training (test metrics of the kept
+      parameters, FID, pictures ...), returning results.json entries in the key convention
+      (`lepton_jax.run.seed_summary`). Default: the last evaluation, seed-summarised.
+    params: optional `state -> parameters` hashed into `params_sha256` (default: the whole state).
+    plot_keys: the metrics drawn against epochs in `plots/learning_curve.png` (none: no plot).
+    title: the plot's title.
     """
 
     init: Callable[[jax.Array], Any]
@@ -44,10 +48,15 @@ class Task(NamedTuple):
     evaluate: Callable[[Any], dict]
     num_epochs: int
     done: Callable[[Any], bool] | None = None
+    final: Callable[[Any, dict], dict] | None = None
+    params: Callable[[Any], Any] | None = None
+    plot_keys: tuple[str, ...] = ()
+    title: str = ""
 
 
 def summarize(metrics: dict) -> dict:
-    """`{name: scalar or per-seed array}` -> `{name: mean, name_std: std}` (std only for several values)."""
+    """`{name: scalar or per-seed array}` -> `{name: mean, name_std: std}` (std only for several values): what the
+    console and metrics.jsonl show each epoch."""
     out = {}
     for name, value in metrics.items():
         value = np.asarray(jax.device_get(value), np.float64)
@@ -58,88 +67,64 @@ def summarize(metrics: dict) -> dict:
 
 
 def fit(config, workdir: str, task: Task, desc: str = "") -> tuple[Any, dict]:
-    """Runs `task` into `workdir`, resuming from its newest intact checkpoint.
+    """Runs `task` into `workdir`, resuming from its newest intact checkpoint, and writes results.json.
 
     Reads `config.seed`, and optionally `config.eval_every_epochs` (default 1), `config.checkpoint_every_epochs`
     (default 10) and `config.keep_checkpoints` (default 3).
 
     Returns:
-      The final state and the last evaluation plus `perf/...` figures; the caller adds its test metrics and calls
-      `write_results`.
+      The final state and the results (`task.final`'s, plus the `perf/...` figures and `params_sha256`).
     """
-    wall_start = time.perf_counter()
-    if parallel.is_main_process():
-        os.makedirs(workdir, exist_ok=True)
-        save_config(config, workdir)
+    run = run_lib.Run(config, workdir, unit="epoch")
     key = jax.random.PRNGKey(config.seed)
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 3))
-    restored = ckpt.restore_latest(jax.eval_shape(task.init, key))
-    if restored is None:
-        start_epoch, state = 0, task.init(key)
-    else:
-        start_epoch, state, _ = restored
-        logging.info("resuming from %s at epoch %d", ckpt.directory, start_epoch)
+    restored = run.restore(jax.eval_shape(task.init, key))
+    state = task.init(key) if restored is None else restored[1]
     eval_every = max(1, int(config.get("eval_every_epochs", 1)))
     ckpt_every = max(1, int(config.get("checkpoint_every_epochs", 10)))
 
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=None if restored is None else start_epoch)
-    bar = metrics_lib.ProgressBar(task.num_epochs, start_epoch, unit="epoch", desc=desc)
-    epoch_seconds, epoch = [], start_epoch
-    eval_metrics = {}
-    try:
-        with InterruptGuard() as guard:
-            while epoch < task.num_epochs and not (task.done and task.done(state)):
-                tick = time.perf_counter()
-                state, train_metrics = task.train_epoch(state, epoch)
-                train_metrics = summarize(train_metrics)  # fetching them also waits for the epoch to finish
-                epoch_seconds.append(time.perf_counter() - tick)
-                epoch += 1
-                for name, value in train_metrics.items():
-                    if "loss" in name:
-                        metrics_lib.check_finite([value], name, epoch, unit="epoch")
-                last = epoch == task.num_epochs or (task.done is not None and task.done(state))
-                record = dict(train_metrics)
-                if epoch % eval_every == 0 or last:
-                    eval_metrics = summarize(task.evaluate(state))
-                    record.update(eval_metrics)
-                writer.write(epoch, record)
-                if epoch % ckpt_every == 0 or last or guard.requested:
-                    ckpt.save(epoch, state, {"epoch": epoch})
-                writer.flush()
-                bar.update(1, **{k: v for k, v in record.items() if "loss" in k or "accuracy" in k})
-                if guard.requested and not last:
-                    ckpt.wait()
-                    raise Interrupted(
-                        guard.signum,
-                        f"interrupted at epoch {epoch}/{task.num_epochs}; checkpoint saved in {ckpt.directory}; "
-                        "run the same command again to resume",
-                    )
-    finally:
-        bar.close()
-        writer.close()
-        ckpt.wait()
-    ckpt.close()
-    if not eval_metrics:  # nothing was left to train: evaluate the restored final state
-        eval_metrics = summarize(task.evaluate(state))
+    epoch = run.start_step
+    last_eval = None  # the newest evaluation, per seed
+    with run.steps(task.num_epochs, desc=desc):
+        while epoch < task.num_epochs and not (task.done and task.done(state)):
+            tick = time.perf_counter()
+            state, train_metrics = task.train_epoch(state, epoch)
+            train_metrics = summarize(train_metrics)  # fetching them also waits for the epoch to finish
+            seconds = time.perf_counter() - tick
+            epoch += 1
+            for name, value in train_metrics.items():
+                if "loss" in name:
+                    run.check_finite([value], name, epoch)
+            last = epoch == task.num_epochs or (task.done is not None and task.done(state))
+            record = dict(train_metrics)
+            if epoch % eval_every == 0 or last:
+                last_eval = jax.device_get(task.evaluate(state))
+                record.update(summarize(last_eval))
+            run.log(epoch, record)
+            postfix = {k: v for k, v in record.items() if "loss" in k or "accuracy" in k}
+            run.end_step(epoch, state, n=1, seconds=seconds, save=epoch % ckpt_every == 0, last=last, postfix=postfix)
+    if last_eval is None:  # nothing was left to train: evaluate the restored final state
+        last_eval = jax.device_get(task.evaluate(state))
+    results = task.final(state, last_eval) if task.final else run_lib.seed_summary(last_eval)
+    epoch_seconds = run.step_seconds
     later = epoch_seconds[1:] or epoch_seconds
-    results = dict(eval_metrics)
     results.update(
         {
             "perf/epochs": epoch,
-            "perf/wall_seconds": time.perf_counter() - wall_start,
             # The first epoch of a process includes compiling its step functions.
             "perf/first_epoch_seconds": epoch_seconds[0] if epoch_seconds else float("nan"),
             "perf/epoch_seconds": float(np.median(later)) if later else float("nan"),
-            "perf/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "resumed_from_epoch": start_epoch,
-            "num_devices": jax.device_count(),
         }
     )
+
+    def plot(records, plots):
+        plotting.curves(records, task.plot_keys, os.path.join(plots, "learning_curve.png"), "epoch", task.title)
+
+    results = run.finish(results, (task.params or (lambda s: s))(state), plot=plot if task.plot_keys else None)
     return state, results
 
 
 def write_results(workdir: str, results: dict, plot_keys: tuple[str, ...] = (), title: str = "") -> None:
-    """Writes `results.json` (flat) and, for `plot_keys`, `plots/learning_curve.png` against epochs."""
+    """Transitional: rewrites `results.json` and the learning curve for trainers not yet on `Task.final`."""
     if not parallel.is_main_process():
         return
     with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -2,10 +2,14 @@
 
     python -m scripts.evaluate --workdir=runs/ppo-CartPole-v1-1a2b3c4d --episodes=100 [--render]
 
-Prints the return per seed and mean ± std across seeds, and writes `eval.json` into the workdir. For a
+Prints the return per seed and mean ± std across seeds, and writes `eval.json` into the workdir (keys as in
+results.json: `eval/return_mean`, `eval/return_std`, `per_seed/eval/return`). For a
 hyperparameter sweep it does so per swept value (`eval.json`: `sweep/<value>/eval/return_mean`, ...). `--render`
 also writes `plots/episode.png`, a strip of frames of one episode of seed 0 (of the first swept value;
 image-observation envs such as MinAtar, and CartPole drawn from its state).
+
+It evaluates the workdirs of the RL trainers (every trainer whose module defines `make_agent`: the agents and
+graph RL); for any other trainer it says so in one line (their final evaluation is in results.json).
 """
 
 import json
@@ -29,9 +33,12 @@ def main(argv):
     import ml_collections
     import numpy as np
 
-    from lepton_jax import registry
+    from lepton_jax import registry, seeds
     from lepton_jax.errors import UserError
     from lepton_jax.rl import envs, loop, render, sweep
+    from scripts import trainers
+
+    trainers.load()
 
     try:
         path = os.path.join(_WORKDIR.value or "", "config.json")
@@ -39,7 +46,14 @@ def main(argv):
             raise UserError(f"no config.json in --workdir={_WORKDIR.value}; pass the directory of a training run")
         with open(path) as f:
             config = ml_collections.ConfigDict(json.load(f))
-        make_agent = registry.module_of(config.trainer).make_agent
+        module = registry.module_of(config.trainer)
+        if not hasattr(module, "make_agent"):
+            rl = [n for n in registry.names() if hasattr(registry.module_of(n), "make_agent")]
+            raise UserError(
+                f"scripts.evaluate evaluates the RL trainers ({', '.join(rl)}); trainer '{config.trainer}' "
+                f"reports its final evaluation in {os.path.join(_WORKDIR.value, 'results.json')}"
+            )
+        make_agent = module.make_agent
         agent, spec, state, update = loop.restore_for_evaluation(config, _WORKDIR.value, make_agent)
         runs = sweep.parse(config, agent.sweepable)  # the runs are the seeds, or every swept value x every seed
         keys = runs.run_keys(jax.random.split(jax.random.PRNGKey(_SEED.value), config.num_seeds))
@@ -50,12 +64,12 @@ def main(argv):
             prefix, name = (f"sweep/{label}/", f"{label}: ") if label else ("", "")
             result[prefix + "eval/return_mean"] = float(per_seed.mean())
             result[prefix + "eval/return_std"] = float(per_seed.std())
-            result[prefix + "eval/return_per_seed"] = per_seed.tolist()
+            result[f"{prefix}per_seed/eval/return"] = per_seed.tolist()
             for i, value in enumerate(per_seed):
                 print(f"{name}seed {i}: {value:.2f}")
             print(f"{name}return {per_seed.mean():.2f} ± {per_seed.std():.2f} over {len(per_seed)} seeds")
         if _RENDER.value:
-            params = jax.tree.map(lambda x: x[0], state.train_state.params)
+            params = seeds.tree_slice(state.train_state.params, 0)
             out = os.path.join(_WORKDIR.value, "plots", "episode.png")
             render.episode_strip(spec, agent.act, params, jax.random.PRNGKey(_SEED.value), out, _FRAMES.value)
             result["render"] = out

@@ -69,6 +69,7 @@ def main(argv):
     from lepton_jax.errors import UserError
     from lepton_jax.interrupt import Interrupted
     from lepton_jax.metrics import TrainingDiverged
+    from scripts import trainers
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
@@ -77,6 +78,7 @@ def main(argv):
     try:
         if _DISTRIBUTED.value:
             parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        trainers.load()
         train_and_evaluate = registry.get(config.trainer)
         if parallel.is_main_process():
             print(f"workdir: {workdir}", file=sys.stderr)
@@ -91,10 +93,11 @@ def main(argv):
         print(str(error), file=sys.stderr)
         sys.exit(128 + error.signum)
     if parallel.is_main_process():
+        headline = ("eval/", "test/", "perf/wall", "perf/steps")
         summary = {
             k: v
             for k, v in results.items()
-            if k.startswith(("eval/", "test/", "perf/wall", "perf/steps")) or k.endswith("/eval/return_mean")
+            if (k.startswith(headline) and not k.endswith("_std")) or k.endswith("/eval/return_mean")
         }
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
         print(f"results: {os.path.join(workdir, 'results.json')}")

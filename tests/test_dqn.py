@@ -96,5 +96,5 @@ def test_resume_with_replay_buffer_equals_uninterrupted(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "full" / "eval.json") as f:
         evaluation = json.load(f)
-    assert len(evaluation["eval/return_per_seed"]) == 2 and evaluation["checkpoint_update"] == 12
+    assert len(evaluation["per_seed/eval/return"]) == 2 and evaluation["checkpoint_update"] == 12
     assert os.path.getsize(tmp_path / "full" / "plots" / "episode.png") > 1000

@@ -13,6 +13,7 @@ from graphs import common, data, graph_classification, link_prediction, models, 
 from graphs.configs import gae as gae_config
 from graphs.configs import gcn as gcn_config
 from graphs.configs import gin as gin_config
+from lepton_jax import seeds
 from lepton_jax.errors import UserError
 
 from .conftest import run_python
@@ -28,14 +29,14 @@ def test_gcn_overfits_the_karate_club_to_accuracy_one_and_compiles_once():
     model = models.make_node_model(config, 2)
     init, epoch_step, evaluate, _ = node_classification.make_steps(config, model)
     state = jax.jit(jax.vmap(init, (0, None)))(jax.random.split(jax.random.PRNGKey(0), 2), graph)
-    step = jax.jit(common.over_seeds(chex.assert_max_traces(epoch_step, n=1), (0, None, None, None)))
+    step = jax.jit(seeds.over_seeds(chex.assert_max_traces(epoch_step, n=1), (0, None, None, None)))
     for epoch in range(100):
         state, metrics = step(state, graph, labels, jnp.int32(epoch))
     np.testing.assert_array_equal(metrics["train/accuracy"], [1.0, 1.0])
     final = jax.jit(jax.vmap(evaluate, (0, None, None)))(state.early.best_params, graph, labels)
     np.testing.assert_array_equal(final["test/accuracy"], [1.0, 1.0])
     # Seeds one after another (lax.map) compute what the vmapped step does.
-    mapped = jax.jit(common.over_seeds(epoch_step, (0, None, None, None), "map"))(state, graph, labels, jnp.int32(0))
+    mapped = jax.jit(seeds.over_seeds(epoch_step, (0, None, None, None), "map"))(state, graph, labels, jnp.int32(0))
     chex.assert_trees_all_close(mapped, step(state, graph, labels, jnp.int32(0)), rtol=1e-5, atol=1e-6)
 
 
@@ -80,10 +81,10 @@ def test_gin_smoke_run_on_folds(tmp_path, monkeypatch):
         records = [json.loads(line) for line in f]
     assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["train/loss"]) for r in records)
     assert all(0.0 <= r["val/accuracy"] <= 1.0 for r in records)
-    assert len(results["per_fold/test/accuracy_val_selected"]) == 2
-    assert all(1 <= e <= 3 for e in results["per_fold/val_selected_epoch"])
+    assert len(results["per_seed/test/accuracy_val_selected"]) == 2
+    assert all(1 <= e <= 3 for e in results["per_seed/val_selected_epoch"])
     np.testing.assert_allclose(
-        np.mean(results["per_fold/test/accuracy_val_selected"]), results["test/accuracy_val_selected_mean"]
+        np.mean(results["per_seed/test/accuracy_val_selected"]), results["test/accuracy_val_selected_mean"]
     )
 
 

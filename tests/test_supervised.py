@@ -55,7 +55,7 @@ def test_resume_equals_uninterrupted_and_workdir(tmp_path):
     resumed, resumed_results = supervised.fit(_config(), str(tmp_path / "split"), _task(6))  # ...and continued
     np.testing.assert_array_equal(full.params["w"], resumed.params["w"])
     assert resumed_results["resumed_from_epoch"] == 3 and results["resumed_from_epoch"] == 0
-    assert results["eval/error"] < 1.0 and results["perf/epochs"] == 6
+    assert results["eval/error_mean"] < 1.0 and results["perf/epochs"] == 6
     rows = [json.loads(line) for line in open(tmp_path / "split" / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # no record lost or repeated across the resume
     supervised.write_results(str(tmp_path / "full"), results, plot_keys=("train/loss",))
@@ -65,7 +65,7 @@ def test_resume_equals_uninterrupted_and_workdir(tmp_path):
 
 def test_done_stops_early(tmp_path):
     state, results = supervised.fit(_config(), str(tmp_path), _task(10, patience_epochs=4))
-    assert int(state.step) == 4 and results["perf/epochs"] == 4 and "eval/error" in results
+    assert int(state.step) == 4 and results["perf/epochs"] == 4 and "eval/error_mean" in results
 
 
 def test_nan_loss_names_the_epoch(tmp_path):

@@ -130,7 +130,7 @@ def _check_equals_separate_runs(tmp_path, config, make_agent, name, values):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
         assert results[f"sweep/{label}/eval/return_mean"] == alone_results["eval/return_mean"]
         assert results[f"sweep/{label}/eval/return_std"] == alone_results["eval/return_std"]
-        assert results[f"sweep/{label}/train/episode_return"] == alone_results["train/episode_return"]
+        assert results[f"sweep/{label}/train/episode_return_mean"] == alone_results["train/episode_return_mean"]
     return swept, results
 
 
@@ -215,7 +215,7 @@ def test_evaluate_script_reports_per_value(ppo_lr_sweep):
     assert "lr=0.00025: return" in result.stdout and "lr=0.001: seed 1:" in result.stdout
     with open(workdir / "eval.json") as f:
         evaluation = json.load(f)
-    assert len(evaluation["sweep/lr=0.001/eval/return_per_seed"]) == 2
+    assert len(evaluation["sweep/lr=0.001/per_seed/eval/return"]) == 2
 
 
 # --- launcher -------------------------------------------------------------------------------------------------------

@@ -17,22 +17,19 @@ With a sweep, metrics, evaluation and results are reported per value (`train/epi
 """
 
 import functools
-import hashlib
-import json
 import os
-import resource
 import time
 
 import jax
 import numpy as np
 from absl import logging
 
-from lepton_jax import checkpoint, parallel, plotting
+from lepton_jax import checkpoint, parallel
 from lepton_jax import metrics as metrics_lib
-from lepton_jax.config import save_config
+from lepton_jax import run as run_lib
 from lepton_jax.errors import UserError
-from lepton_jax.interrupt import Interrupted, InterruptGuard
 from lepton_jax.rl import envs, sweep
+from lepton_jax.rl import plots as rl_plots
 from lepton_jax.rl.agent import run_updates_masked, with_hparams
 
 
@@ -81,24 +78,10 @@ def restore_for_evaluation(config, workdir: str, make_agent):
     return agent, spec, state, update
 
 
-def params_sha256(params) -> str:
-    """A hash of the parameters' exact bytes, for reproducibility checks (resume == uninterrupted)."""
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(jax.device_get(params)):
-        digest.update(np.ascontiguousarray(leaf).tobytes())
-    return digest.hexdigest()
-
-
 def _nan_stat(fn, values) -> float:
     """nanmean/nanstd that returns NaN quietly when nothing is finite yet (no episode has finished)."""
     values = np.asarray(values, np.float64)
     return float(fn(values)) if np.isfinite(values).any() else float("nan")
-
-
-def _compile(fn, *args):
-    start = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    return compiled, time.perf_counter() - start
 
 
 def _eval_keys(config, runs: sweep.Sweep, update: int) -> jax.Array:
@@ -146,25 +129,35 @@ def _check_finite(runs: sweep.Sweep, loss, first_update: int, diverged: dict) ->
         )
 
 
-def _sweep_results(runs: sweep.Sweep, eval_metrics: dict, last_returns, params, diverged: dict) -> dict:
-    """results.json's per-value entries: `sweep/<label>/...` (eval mean and std over seeds, train return, hash)."""
+def _seed_results(eval_per_seed, last_returns) -> dict:
+    """results.json's entries of an ordinary run: final eval return and last training return, per seed."""
+    results = run_lib.seed_summary({"eval/return": eval_per_seed})
+    returns = np.asarray(last_returns, np.float64)
+    results["train/episode_return_mean"] = _nan_stat(np.nanmean, returns)
+    results["train/episode_return_std"] = _nan_stat(np.nanstd, returns)
+    results["per_seed/train/episode_return"] = [float(r) for r in returns]
+    return results
+
+
+def _sweep_results(runs: sweep.Sweep, eval_record, last_returns, params, diverged: dict) -> dict:
+    """results.json's per-value entries: `sweep/<label>/...` (the per-seed entries of `_seed_results`, the number
+    of diverged runs, the parameters' hash), and `sweep/best`."""
     results = {"sweep/names": list(runs.names), "sweep/labels": runs.labels, "num_runs": runs.num_runs}
     params = jax.device_get(params)
     finite = runs.by_point(
         np.stack([np.isfinite(x).reshape(runs.num_runs, -1).all(axis=1) for x in jax.tree.leaves(params)]).all(axis=0)
     )
-    for p, label in enumerate(runs.labels):
+    _, eval_per_point = eval_record
+    for p, (label, last) in enumerate(zip(runs.labels, runs.by_point(np.asarray(last_returns)))):
         prefix = f"sweep/{label}/"
-        results[prefix + "eval/return_mean"] = float(eval_metrics[f"eval/return_mean/{label}"])
-        results[prefix + "eval/return_std"] = float(eval_metrics[f"eval/return_std/{label}"])
-        results[prefix + "train/episode_return"] = last_returns[p]
+        results |= {prefix + k: v for k, v in _seed_results(eval_per_point[p], last).items()}
         results[prefix + "diverged_runs"] = int((~finite[p]).sum())
         if label in diverged:
             results[prefix + "diverged_at_update"] = diverged[label]
         point_params = [runs.by_point(x)[p] for x in jax.tree.leaves(params)]
         # A separate run with the value has these parameters: bit for bit when it has as many runs in its batch
         # (a one-value sweep), else to float rounding (XLA on CPU rounds some reductions by batch size).
-        results[prefix + "params_sha256"] = params_sha256(point_params)
+        results[prefix + "params_sha256"] = run_lib.params_sha256(point_params)
     best = max(
         range(runs.num_points),
         key=lambda p: np.nan_to_num(results[f"sweep/{runs.labels[p]}/eval/return_mean"], nan=-np.inf),
@@ -173,38 +166,37 @@ def _sweep_results(runs: sweep.Sweep, eval_metrics: dict, last_returns, params, 
     return results
 
 
-def train_and_evaluate(config, workdir: str, make_agent) -> dict:
+def train_and_evaluate(config, workdir: str, make_agent, after_training=None) -> dict:
     """Trains `make_agent(config, env_spec)` per `config` into `workdir`; returns the final results dict."""
-    return run(config, workdir, make_agent)[1]
+    return run(config, workdir, make_agent, after_training)[1]
 
 
-def run(config, workdir: str, make_agent):
-    """`train_and_evaluate`, also returning the final state (run axis first), for tests and notebooks."""
-    wall_start = time.perf_counter()
+def run(config, workdir: str, make_agent, after_training=None):
+    """`train_and_evaluate`, also returning the final state (run axis first), for tests and notebooks.
+
+    Args:
+      config, workdir, make_agent: as for `train_and_evaluate`.
+      after_training: optional `(agent, params with the run axis first, workdir) -> dict`, work done after the
+        training loop (e.g. graph RL scoring its seeds against exact solvers); its entries join results.json,
+        which is written once, after it.
+    """
     spec = envs.make_env(config.env_name)
     agent = make_agent(config, spec)
     runs = sweep.parse(config, agent.sweepable)
     mesh = parallel.make_mesh()
     parallel.check_divisible(config.num_envs, mesh, "config.num_envs")
-    if parallel.is_main_process():
-        os.makedirs(workdir, exist_ok=True)
-        save_config(config, workdir)
+    scaffold = run_lib.Run(config, workdir, unit="update")
 
     keys, hparams = run_inputs(config, runs)
     abstract, shardings = abstract_state(agent, keys, mesh, hparams)
     replicated = parallel.replicated(mesh)
 
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
-    restored = ckpt.restore_latest(abstract)
-    compile_seconds = 0.0
+    restored = scaffold.restore(abstract)
     if restored is None:
-        start_update = 0
-        init_fn, seconds = _compile(jax.jit(init_runs(agent), out_shardings=shardings), keys, hparams)
-        compile_seconds += seconds
-        state = init_fn(keys, hparams)
+        state = scaffold.compile(jax.jit(init_runs(agent), out_shardings=shardings), keys, hparams)(keys, hparams)
     else:
-        start_update, state, _ = restored
-        logging.info("resuming from %s at update %d", ckpt.directory, start_update)
+        state = restored[1]
+    start_update = scaffold.start_step
 
     num_updates, chunk = agent.num_updates, max(1, int(config.chunk_updates))
     steps_per_update = agent.steps_per_update
@@ -215,14 +207,11 @@ def run(config, workdir: str, make_agent):
         out_shardings=(shardings, replicated),
         donate_argnums=0,
     )
-    chunk_fn, seconds = _compile(chunk_fn, abstract, jax.ShapeDtypeStruct((), np.int32, sharding=replicated))
-    compile_seconds += seconds
-
+    chunk_fn = scaffold.compile(chunk_fn, abstract, jax.ShapeDtypeStruct((), np.int32, sharding=replicated))
     evaluate = jax.jit(
         jax.vmap(lambda p, k: envs.evaluate(spec, agent.act, p, k, config.eval_episodes)), out_shardings=replicated
     )
-    eval_fn, seconds = _compile(evaluate, abstract.train_state.params, keys)
-    compile_seconds += seconds
+    eval_fn = scaffold.compile(evaluate, abstract.train_state.params, keys)
 
     def run_eval(update):
         returns = np.asarray(eval_fn(state.train_state.params, _eval_keys(config, runs, update)))  # (runs, episodes)
@@ -231,92 +220,69 @@ def run(config, workdir: str, make_agent):
         for label, values in zip(runs.labels, per_seed):
             record[f"eval/return_mean{_suffix(label)}"] = values.mean()
             record[f"eval/return_std{_suffix(label)}"] = values.std()
-        return record
+        return record, per_seed
 
-    resume_step = None if restored is None else start_update * steps_per_update
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=resume_step)
-    bar = metrics_lib.ProgressBar(num_updates * steps_per_update, start_update * steps_per_update, desc=config.env_name)
-    train_seconds, update = 0.0, start_update
-    last_return = float("nan")
-    last_returns = [float("nan")] * runs.num_points  # per swept value
+    update = start_update
+    last_returns = np.full(runs.num_runs, np.nan)  # each run's mean return of its last update's finished episodes
     diverged = {}  # swept value -> the update its loss stopped being finite
-    try:
-        with InterruptGuard() as guard:
-            while update < num_updates:
-                n = min(chunk, num_updates - update)
-                tick = time.perf_counter()
-                state, chunk_metrics = chunk_fn(state, np.int32(n))
-                chunk_metrics = {k: v[:, :n] for k, v in jax.device_get(chunk_metrics).items()}  # {name: (S, n)}
-                seconds = time.perf_counter() - tick
-                train_seconds += seconds
-                loss = chunk_metrics["loss"]
-                if "learning" in chunk_metrics:  # off-policy agents report a NaN loss before learning starts
-                    loss = np.where(chunk_metrics["learning"] > 0, loss, 0.0)
-                _check_finite(runs, loss, update + 1, diverged)
-                for i in range(n):
-                    writer.write((update + i + 1) * steps_per_update, _train_records(runs, chunk_metrics, i))
-                update += n
-                last_return = _nan_stat(np.nanmean, chunk_metrics["episode_return"][:, -1])
-                last_returns = [_nan_stat(np.nanmean, r[:, -1]) for r in runs.by_point(chunk_metrics["episode_return"])]
-                chunks_done = -(-update // chunk)
-                last = update == num_updates
-                if chunks_done % config.eval_every_chunks == 0 or last:
-                    eval_metrics = run_eval(update)
-                    writer.write(update * steps_per_update, eval_metrics)
-                if chunks_done % config.checkpoint_every_chunks == 0 or last or guard.requested:
-                    ckpt.save(update, state, {"update": update})
-                writer.flush()
-                bar.update(
-                    n * steps_per_update,
-                    ret=last_return,
-                    sps=f"{runs.num_runs * n * steps_per_update / seconds:,.0f}",
-                )
-                if guard.requested and not last:
-                    ckpt.wait()
-                    raise Interrupted(
-                        guard.signum,
-                        f"interrupted at update {update}/{num_updates}; checkpoint saved "
-                        f"in {ckpt.directory}; run the same command again to resume",
-                    )
-    finally:
-        bar.close()
-        writer.close()
-        ckpt.wait()
+    eval_record = None
+    with scaffold.steps(num_updates, desc=config.env_name, x_per_step=steps_per_update, bar_unit="step"):
+        while update < num_updates:
+            n = min(chunk, num_updates - update)
+            tick = time.perf_counter()
+            state, chunk_metrics = chunk_fn(state, np.int32(n))
+            chunk_metrics = {k: v[:, :n] for k, v in jax.device_get(chunk_metrics).items()}  # {name: (S, n)}
+            seconds = time.perf_counter() - tick
+            loss = chunk_metrics["loss"]
+            if "learning" in chunk_metrics:  # off-policy agents report a NaN loss before learning starts
+                loss = np.where(chunk_metrics["learning"] > 0, loss, 0.0)
+            _check_finite(runs, loss, update + 1, diverged)
+            for i in range(n):
+                scaffold.log((update + i + 1) * steps_per_update, _train_records(runs, chunk_metrics, i))
+            update += n
+            last_returns = chunk_metrics["episode_return"][:, -1]
+            chunks_done = -(-update // chunk)
+            last = update == num_updates
+            if chunks_done % config.eval_every_chunks == 0 or last:
+                eval_record = run_eval(update)
+                scaffold.log(update * steps_per_update, eval_record[0])
+            scaffold.end_step(
+                update,
+                state,
+                n=n,
+                seconds=seconds,
+                save=chunks_done % config.checkpoint_every_chunks == 0,
+                last=last,
+                postfix={
+                    "ret": _nan_stat(np.nanmean, last_returns),
+                    "sps": f"{runs.num_runs * n * steps_per_update / seconds:,.0f}",
+                },
+            )
 
-    if update == start_update:  # nothing left to train: the last checkpoint is the final state
-        eval_metrics = run_eval(update)
-    env_steps = num_updates * steps_per_update
+    if eval_record is None:  # nothing left to train: the last checkpoint is the final state
+        eval_record = run_eval(update)
+    train_seconds = sum(scaffold.step_seconds)
     trained_steps = (num_updates - start_update) * steps_per_update * runs.num_runs
     if runs.active:
-        results = _sweep_results(runs, eval_metrics, last_returns, state.train_state.params, diverged)
+        results = _sweep_results(runs, eval_record, last_returns, state.train_state.params, diverged)
     else:
-        results = {
-            "eval/return_mean": float(eval_metrics["eval/return_mean"]),
-            "eval/return_std": float(eval_metrics["eval/return_std"]),
-            "train/episode_return": last_return,
-        }
+        results = _seed_results(eval_record[1][0], last_returns)
     results |= {
-        "perf/env_steps": env_steps,
-        "perf/wall_seconds": time.perf_counter() - wall_start,
-        "perf/compile_seconds": compile_seconds,
+        "perf/env_steps": num_updates * steps_per_update,
         "perf/train_seconds": train_seconds,
         "perf/steps_per_second": trained_steps / train_seconds if train_seconds else float("nan"),
-        "perf/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "resumed_from_update": start_update,
         "num_seeds": int(config.num_seeds),
-        "num_devices": jax.device_count(),
-        "params_sha256": params_sha256(state.train_state.params),
     }
-    if parallel.is_main_process():
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        records = metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-        title = f"{config.trainer} on {config.env_name} ({config.num_seeds} seeds)"
+    if after_training is not None:
+        results |= after_training(agent, jax.device_get(state.train_state.params), workdir)
+    title = f"{config.trainer} on {config.env_name} ({config.num_seeds} seeds)"
+
+    def plot(records, plots):
         if runs.active:
-            plots = os.path.join(workdir, "plots")
-            plotting.sweep_learning_curves(records, runs.labels, os.path.join(plots, "learning_curve.png"), title)
-            plotting.sweep_summary(results, runs.labels, os.path.join(plots, "sweep.png"), title)
+            rl_plots.sweep_learning_curves(records, runs.labels, os.path.join(plots, "learning_curve.png"), title)
+            rl_plots.sweep_summary(results, runs.labels, os.path.join(plots, "sweep.png"), title)
         else:
-            plotting.learning_curve(records, os.path.join(workdir, "plots", "learning_curve.png"), title=title)
-    ckpt.close()
+            rl_plots.learning_curve(records, os.path.join(plots, "learning_curve.png"), title=title)
+
+    results = scaffold.finish(results, state.train_state.params, plot=plot)
     return state, results

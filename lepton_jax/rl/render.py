@@ -1,11 +1,10 @@
 """A PNG strip of frames from one deterministic episode (matplotlib only; no gym/pygame renderer needed)."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lepton_jax import plotting
 from lepton_jax.errors import UserError
 from lepton_jax.rl import envs
 
@@ -43,10 +42,7 @@ def episode_strip(spec: envs.EnvSpec, act, params, key, path: str, num_frames: i
     """Writes `path`: `num_frames` evenly spaced frames of one episode (image observations, or CartPole)."""
     if (spec.obs_shape is None or len(spec.obs_shape) != 3) and spec.name != "CartPole-v1":
         raise UserError(f"--render draws image-observation envs (MinAtar, ...) and CartPole-v1, not {spec.name}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plotting.pyplot()
 
     obs = rollout_observations(spec, act, params, key, spec.max_episode_steps)
     picks = np.unique(np.linspace(0, len(obs) - 1, num_frames).astype(int))
@@ -61,7 +57,4 @@ def episode_strip(spec: envs.EnvSpec, act, params, key, path: str, num_frames: i
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{spec.name}: one episode, {len(obs)} steps", fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    plotting.save(fig, path)

@@ -1,0 +1,71 @@
+"""RL plots: learning curves against env steps, per swept value, and a sweep's final returns."""
+
+import numpy as np
+
+from lepton_jax import plotting
+from lepton_jax.plotting import pyplot, save
+
+
+def learning_curve(records: list[dict], path: str, key: str = "train/episode_return", title: str = "") -> None:
+    """RL: mean ± std across seeds of `key` and of the deterministic evaluation return against env steps."""
+    plotting.curves(
+        records,
+        (key, "eval/return_mean"),
+        path,
+        xlabel="env steps (per seed)",
+        ylabel="episode return (mean ± std over seeds)",
+        title=title,
+        labels=("train (last episodes)", "eval (deterministic)"),
+    )
+
+
+def sweep_learning_curves(records: list[dict], labels, path: str, title: str = "") -> None:
+    """RL sweeps: one learning curve per swept value (mean ± std over its seeds), training and evaluation side by side.
+
+    Args:
+      records: `metrics.jsonl` rows with `train/episode_return/<label>` and `eval/return_mean/<label>` (and stds).
+      labels: the swept values' labels, e.g. `lr=0.001`.
+      path: the PNG to write.
+    """
+    plt = pyplot()
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=120, sharey=True)
+    panels = (("train/episode_return", "train (last episodes)"), ("eval/return_mean", "eval (deterministic)"))
+    for ax, (name, panel_title) in zip(axes, panels):
+        for label in labels:
+            key = f"{name}/{label}"
+            rows = [r for r in records if r.get(key) is not None]
+            if not rows:
+                continue
+            x = np.array([r["step"] for r in rows], float)
+            y = np.array([r[key] for r in rows], float)
+            s = np.array([r.get(f"{plotting.std_name(name)}/{label}") or 0.0 for r in rows], float)
+            (line,) = ax.plot(x, y, "-" if len(rows) > 30 else "o-", label=label, markersize=3)
+            ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.15)
+        ax.set_title(panel_title)
+        ax.set_xlabel("env steps (per seed)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("episode return (mean ± std over seeds)")
+    axes[1].legend(loc="best")
+    fig.suptitle(title)
+    save(fig, path)
+
+
+def sweep_summary(results: dict, labels, path: str, title: str = "") -> None:
+    """RL sweeps: the final evaluation return (mean ± std over seeds) of every swept value."""
+    plt = pyplot()
+
+    means = np.array([results[f"sweep/{label}/eval/return_mean"] for label in labels], float)
+    stds = np.array([results[f"sweep/{label}/eval/return_std"] for label in labels], float)
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(labels) + 2), 4), dpi=120)
+    ax.errorbar(np.arange(len(labels)), means, yerr=stds, fmt="o", capsize=4)
+    ax.set_xticks(
+        np.arange(len(labels)),
+        labels,
+        rotation=30 if len(labels) > 4 else 0,
+        ha="right" if len(labels) > 4 else "center",
+    )
+    ax.set_ylabel("final eval return (mean ± std over seeds)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    save(fig, path)
