@@ -2,7 +2,8 @@
 
 XLA compiles one program per input shape, so every batch a step function sees is padded to one fixed budget of
 nodes, edges and graphs (`jraph.pad_with_graphs`: padding nodes form one extra graph, padding edges join padding
-nodes only, so they never reach a real node). Losses and metrics are then masked with jraph's padding masks.
+nodes only, so they never reach a real node). Losses and metrics are then masked with `models.padding_masks`
+(jraph's rule in array operations: jraph's own mask functions read `n_node` on the host and cannot run under vmap).
 """
 
 from typing import NamedTuple

@@ -60,3 +60,27 @@ def root():
 def pytest_sessionfinish(session, exitstatus):
     if _CACHE_DIR is not None:
         shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def interrupt_first_step(monkeypatch):
+    """Within `with interrupt_first_step():`, runs behave as if SIGTERM arrived during their first loop step
+    (chunk or epoch): the scaffold saves a checkpoint after it and raises `Interrupted`."""
+    import contextlib
+    import signal
+
+    from lepton_jax import run as run_lib
+    from lepton_jax.interrupt import InterruptGuard
+
+    class InterruptAtOnce(InterruptGuard):
+        def __enter__(self):
+            self.signum = signal.SIGTERM
+            return self
+
+    @contextlib.contextmanager
+    def patched():
+        with monkeypatch.context() as patch:
+            patch.setattr(run_lib, "InterruptGuard", InterruptAtOnce)
+            yield
+
+    return patched

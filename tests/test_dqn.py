@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,7 @@ import pytest
 
 from agents import dqn
 from agents.configs import dqn as dqn_config
-from lepton_jax.interrupt import Interrupted, InterruptGuard
+from lepton_jax.interrupt import Interrupted
 from lepton_jax.rl import loop, replay
 
 from .conftest import run_python
@@ -65,20 +64,11 @@ def test_epsilon_schedule():
     np.testing.assert_allclose(eps, [1.0, 0.525, 0.05, 0.05], atol=1e-6)
 
 
-class _InterruptAfterFirstChunk(InterruptGuard):
-    """As if SIGTERM arrived during the first chunk."""
-
-    def __enter__(self):
-        self.signum = signal.SIGTERM
-        return self
-
-
-def test_resume_with_replay_buffer_equals_uninterrupted(tmp_path, monkeypatch):
+def test_resume_with_replay_buffer_equals_uninterrupted(tmp_path, interrupt_first_step):
     config = dqn_config.get_config("smoke")  # 3 chunks of 4 updates; learning starts in the first
     config.n_step, config.double_dqn, config.dueling = 3, True, True
     full, _ = loop.run(config, str(tmp_path / "full"), dqn.make_agent)
-    with monkeypatch.context() as patch:
-        patch.setattr(loop, "InterruptGuard", _InterruptAfterFirstChunk)
+    with interrupt_first_step():
         with pytest.raises(Interrupted, match="update 4/12"):
             loop.run(config, str(tmp_path / "split"), dqn.make_agent)
     resumed, results = loop.run(config, str(tmp_path / "split"), dqn.make_agent)

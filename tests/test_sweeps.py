@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ from agents import dqn, ppo
 from agents.configs import dqn as dqn_config
 from agents.configs import ppo as ppo_config
 from lepton_jax.errors import UserError
-from lepton_jax.interrupt import Interrupted, InterruptGuard
+from lepton_jax.interrupt import Interrupted
 from lepton_jax.metrics import TrainingDiverged
 from lepton_jax.rl import envs, loop, sweep
 
@@ -140,7 +139,7 @@ def _dqn_config():
     return config
 
 
-def test_dqn_sweep_equals_separate_runs_and_resumes_exactly(tmp_path, monkeypatch):
+def test_dqn_sweep_equals_separate_runs_and_resumes_exactly(tmp_path, interrupt_first_step):
     config = _dqn_config()
     swept, results = _check_equals_separate_runs(tmp_path, config, dqn.make_agent, "lr", [2.5e-4, 3e-3])
     assert results["sweep/best"] in results["sweep/labels"]
@@ -160,14 +159,7 @@ def test_dqn_sweep_equals_separate_runs_and_resumes_exactly(tmp_path, monkeypatc
     # checkpointed state).
     config = _dqn_config()
     config.sweep.lr = "0.00025,0.003"
-
-    class InterruptAfterFirstChunk(InterruptGuard):
-        def __enter__(self):
-            self.signum = signal.SIGTERM
-            return self
-
-    with monkeypatch.context() as patch:
-        patch.setattr(loop, "InterruptGuard", InterruptAfterFirstChunk)
+    with interrupt_first_step():
         with pytest.raises(Interrupted, match="update 4/12"):
             loop.run(config, str(tmp_path / "split"), dqn.make_agent)
     resumed, resumed_results = loop.run(config, str(tmp_path / "split"), dqn.make_agent)
