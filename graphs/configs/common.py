@@ -1,4 +1,5 @@
-"""Config pieces shared by the graph configs: parsing `dataset[,smoke]` and the fields every graph run has."""
+"""Config pieces shared by the graph configs: parsing `dataset[,smoke]`, the fields every graph run has, the smoke
+shrink."""
 
 import ml_collections
 
@@ -20,4 +21,12 @@ def base(trainer: str, dataset: str) -> ml_collections.ConfigDict:
     c.eval_every_epochs = 10
     c.checkpoint_every_epochs = 50
     c.keep_checkpoints = 2
+    return c
+
+
+def shrink(c: ml_collections.ConfigDict, **sizes) -> ml_collections.ConfigDict:
+    """The `smoke` variant: a seconds-long run of 2 seeds, evaluated every 2 epochs, with `sizes` set."""
+    for key, value in ({"num_seeds": 2, "eval_every_epochs": 2} | sizes).items():
+        if key in c:
+            c[key] = value
     return c

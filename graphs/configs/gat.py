@@ -9,7 +9,7 @@ stopping with patience 100 on validation loss and accuracy, at most 1000 epochs 
 82.6 ± 0.3 % test accuracy in ~7 min, Citeseer 71.6 ± 0.8 % in ~13 min, on a busy 2-core CPU.
 """
 
-from graphs.configs.common import base, parse_arg
+from graphs.configs.common import base, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
@@ -30,9 +30,4 @@ def get_config(arg: str | None = None):
     c.num_epochs = 1000
     c.patience = 100
     c.message_hidden = 64  # unused by GAT
-    if smoke:
-        c.num_seeds = 2
-        c.num_epochs = 6
-        c.eval_every_epochs = 2
-        c.checkpoint_every_epochs = 3
-    return c
+    return shrink(c, num_epochs=6, checkpoint_every_epochs=3) if smoke else c

@@ -13,7 +13,7 @@ kept). Expected (10 seeds): Cora 81.6 ± 0.8 % test accuracy in ~30 s, Citeseer 
 leaders labelled, and a plot of the learned 2-D embedding coloured by club (`plots/embedding.png`).
 """
 
-from graphs.configs.common import base, parse_arg
+from graphs.configs.common import base, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
@@ -43,9 +43,4 @@ def get_config(arg: str | None = None):
         c.normalize_features = False
         c.num_epochs = 300
         c.patience = 300
-    if smoke:
-        c.num_seeds = 2
-        c.num_epochs = 6
-        c.eval_every_epochs = 2
-        c.checkpoint_every_epochs = 3
-    return c
+    return shrink(c, num_epochs=6, checkpoint_every_epochs=3) if smoke else c

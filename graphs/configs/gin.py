@@ -13,7 +13,7 @@ stratified 10 % of each training fold for validation and adds `test/accuracy_val
 on validation, the fair protocol of Errica et al. 2020).
 """
 
-from graphs.configs.common import base, parse_arg
+from graphs.configs.common import base, parse_arg, shrink
 
 
 def get_config(arg: str | None = None):
@@ -31,8 +31,4 @@ def get_config(arg: str | None = None):
     c.num_epochs = 350
     c.eval_every_epochs = 1
     c.val_fraction = 0.0
-    if smoke:
-        c.num_folds = 2
-        c.num_epochs = 3
-        c.checkpoint_every_epochs = 2
-    return c
+    return shrink(c, num_folds=2, num_epochs=3, eval_every_epochs=1, checkpoint_every_epochs=2) if smoke else c
