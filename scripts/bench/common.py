@@ -1,8 +1,9 @@
-"""Helpers of the `scripts/bench_*.py` benchmarks: peers in venvs of their own, timing, and the machine.
+"""What the benchmarks share: peers in venvs of their own, running a peer's worker, timing, and the machine.
 
 Peers (rejax, stable-baselines3, PyTorch, PyTorch Geometric) are never imported by the project: each runs in its
 own venv (created on first use from a pinned requirements text, reused while the pins are unchanged) in a
-subprocess that executes a worker script embedded in the benchmark and writes its results as JSON.
+subprocess that executes one of the worker scripts in `scripts/bench/peers/` and writes its results as JSON.
+Importing this module imports neither jax nor any peer.
 """
 
 import json
@@ -13,6 +14,8 @@ import sys
 import tempfile
 import time
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers")
 PEER_VENV_DIR = os.path.expanduser("~/.cache/lepton_bench")
 
 
@@ -48,14 +51,25 @@ def ensure_venv(path: str, requirements: str, pip_args: tuple[str, ...] = ()) ->
     return python
 
 
-def run_worker(python: str, worker_source: str, args: list[str], timeout: float | None = None) -> dict:
-    """Runs `worker_source` with `python` as `worker.py *args OUT_PATH` and returns the JSON it wrote to OUT_PATH."""
+def peer_worker(name: str) -> str:
+    """The path of the worker script `scripts/bench/peers/<name>.py`."""
+    path = os.path.join(PEERS_DIR, name + ".py")
+    if not os.path.exists(path):
+        valid = sorted(f[:-3] for f in os.listdir(PEERS_DIR) if f.endswith(".py") and not f.startswith("_"))
+        raise ValueError(f"unknown peer worker {name!r}; valid: {', '.join(valid)}")
+    return path
+
+
+def run_worker(python: str, worker: str, args: list[str], timeout: float | None = None) -> dict:
+    """Runs the peer worker `worker` (a name in `peers/`) as `python -I WORKER *args OUT_PATH`; returns OUT_PATH's JSON.
+
+    `-I` (isolated mode) keeps the project off the peer's `sys.path`: no script directory, no `PYTHONPATH`, no user
+    site-packages, so only the peer's venv is importable. The worker runs in a temporary directory.
+    """
+    path = peer_worker(worker)
     with tempfile.TemporaryDirectory(prefix="lepton_bench_") as tmp:
-        worker, out = os.path.join(tmp, "worker.py"), os.path.join(tmp, "result.json")
-        with open(worker, "w") as f:
-            f.write(worker_source)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the project must not shadow the peer
-        subprocess.run([python, worker, *args, out], cwd=tmp, env=env, check=True, timeout=timeout)
+        out = os.path.join(tmp, "result.json")
+        subprocess.run([python, "-I", path, *args, out], cwd=tmp, check=True, timeout=timeout)
         with open(out) as f:
             return json.load(f)
 
@@ -69,7 +83,7 @@ def timed(fn):
 
 def machine(load_before: float) -> dict:
     """What a benchmark's JSON records about where it ran."""
-    import jax
+    import jax  # here, so that importing this module stays cheap
 
     return {
         "platform": platform.platform(),

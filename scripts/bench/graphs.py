@@ -1,6 +1,6 @@
 """Benchmarks this project's GCN and GAT on Cora against PyTorch Geometric (CPU), and GCN's scaling in graph size.
 
-    LEPTON_DATA_DIR=/path/to/data PYTHONPATH=. python scripts/bench_graphs.py --out=/tmp/bench_graphs.json
+    python -m scripts.bench.graphs --data_dir=/path/to/data --out=/tmp/bench_graphs.json   # from the repo root
 
 One run measures, for GCN and GAT on Cora with the papers' architectures (GCN 1433-16-7, dropout 0.5, Adam 0.01,
 weight decay 5e-4 on the first layer; GAT 8 heads x 8 hidden + 1 output head, dropout 0.6 on inputs and attention,
@@ -15,7 +15,7 @@ Implementations: ours with the features stored sparse (the default in the traine
 non-zero inputs, the same random function), ours with dense features (as PyG holds them), and PyTorch Geometric
 with torch's default threads (`pyg`) and with one thread (`pyg_1thread`, which suffers less on a busy machine),
 in its own venv (`<--peer_venv_dir>/pyg-venv`, pip-installed on first use from `PYG_PINS`; torch is never
-imported by this process) with `GCNConv(cached=True)` (as in PyG's example) and `GATConv`.
+imported by this process) running `peers/pyg_gnn.py`: `GCNConv(cached=True)` (as in PyG's example) and `GATConv`.
 
 Then a scaling table for ours: GCN (16 features, 16 hidden, 2 classes) on generated Barabási–Albert graphs of
 `--scaling_nodes` nodes (4 edges per new node), seconds per epoch against the number of edges.
@@ -32,11 +32,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-from lepton_jax import benchmarking  # noqa: E402
+from scripts.bench import common
 
 _IMPLS = ("ours", "ours_dense", "pyg", "pyg_1thread")
 _PEERS = flags.DEFINE_list("peers", list(_IMPLS), "Implementations: " + ", ".join(_IMPLS) + ".")
@@ -44,90 +40,15 @@ _MODELS = flags.DEFINE_list("models", ["gcn", "gat"], "Models to time on Cora.")
 _EPOCHS = flags.DEFINE_integer("epochs", 100, "Timed training epochs per implementation and model.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed epochs first (after compiling, for ours).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data directory (default: $LEPTON_DATA_DIR).")
-_SCALING_NODES = flags.DEFINE_list("scaling_nodes", ["1000", "10000", "100000", "1000000"],
-                                   "Node counts of the scaling table (empty: skip it).")  # fmt: skip
+_SCALING_NODES = flags.DEFINE_list(
+    "scaling_nodes", ["1000", "10000", "100000", "1000000"], "Node counts of the scaling table (empty: skip it)."
+)
 _SCALING_EPOCHS = flags.DEFINE_integer("scaling_epochs", 10, "Timed epochs per scaling size.")
-_PEER_VENV_DIR = flags.DEFINE_string("peer_venv_dir", benchmarking.PEER_VENV_DIR, "Where pyg-venv is created.")
+_PEER_VENV_DIR = flags.DEFINE_string("peer_venv_dir", common.PEER_VENV_DIR, "Where pyg-venv is created.")
 _OUT = flags.DEFINE_string("out", None, "If set, writes everything as JSON to this file.")
 _MEASURE = flags.DEFINE_string("measure", None, "Internal: MODEL,VARIANT,OUT_PATH: time ours in this process.")
 
 PYG_PINS = "torch==2.13.0\ntorch_geometric==2.8.1\nnumpy==2.4.6\n"
-
-# Runs inside the PyG venv: `python worker.py PROBLEM_JSON OUT_PATH`.
-_PYG_WORKER = r"""
-import json, resource, sys, time
-from importlib.metadata import version
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch_geometric.nn import GATConv, GCNConv
-
-def rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-p, out_path = json.loads(sys.argv[1]), sys.argv[2]
-if p["threads"]:
-    torch.set_num_threads(p["threads"])
-torch.manual_seed(0)
-d = np.load(p["data"])
-x = torch.tensor(d["features"])
-edge_index = torch.tensor(np.stack([d["senders"], d["receivers"]]).astype(np.int64))
-labels = torch.tensor(d["labels"].astype(np.int64))
-train = torch.tensor(d["train_mask"])
-classes = int(labels.max()) + 1
-
-class GCN(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = GCNConv(x.shape[1], 16, cached=True)
-        self.conv2 = GCNConv(16, classes, cached=True)
-    def forward(self, x, edge_index):
-        x = F.dropout(x, 0.5, self.training)
-        x = F.relu(self.conv1(x, edge_index))
-        x = F.dropout(x, 0.5, self.training)
-        return self.conv2(x, edge_index)
-
-class GAT(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = GATConv(x.shape[1], 8, heads=8, dropout=0.6)
-        self.conv2 = GATConv(64, classes, heads=1, concat=False, dropout=0.6)
-    def forward(self, x, edge_index):
-        x = F.dropout(x, 0.6, self.training)
-        x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, 0.6, self.training)
-        return self.conv2(x, edge_index)
-
-if p["model"] == "gcn":
-    model = GCN()
-    optimizer = torch.optim.Adam([dict(params=model.conv1.parameters(), weight_decay=5e-4),
-                                  dict(params=model.conv2.parameters(), weight_decay=0.0)], lr=0.01)
-else:
-    model = GAT()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.005, weight_decay=5e-4)
-rss_before = rss_mib()
-
-def epoch():
-    model.train()
-    optimizer.zero_grad()
-    loss = F.cross_entropy(model(x, edge_index)[train], labels[train])
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
-
-for _ in range(p["warmup"]):
-    epoch()
-seconds = []
-for _ in range(p["epochs"]):
-    start = time.perf_counter()
-    loss = epoch()
-    seconds.append(time.perf_counter() - start)
-with open(out_path, "w") as f:
-    json.dump({"epoch_s": float(np.median(seconds)), "epoch_s_mean": float(np.mean(seconds)),
-               "rss_before_mib": rss_before, "peak_rss_mib": rss_mib(), "final_loss": loss,
-               "threads": torch.get_num_threads(),
-               "version": "torch_geometric " + version("torch_geometric") + ", torch " + torch.__version__}, f)
-"""
 
 
 def rss_mib() -> float:
@@ -138,11 +59,12 @@ def time_ours_epochs(model_name: str, dataset, sparse: bool, epochs: int, warmup
     """Compiles our single-seed training step for `model_name` on `dataset` and times `epochs` epochs of it."""
     import jax
 
-    from graphs import common, models, node_classification
+    from graphs import common as graph_common
+    from graphs import models, node_classification
     from graphs.configs import gat, gcn
 
     config = (gcn if model_name == "gcn" else gat).get_config("cora")
-    graph = common.full_graph(dataset, True, sparse=sparse)
+    graph = graph_common.full_graph(dataset, True, sparse=sparse)
     labels = node_classification.labels_of(dataset)
     model = models.make_node_model(config, dataset.num_classes)
     init, _, _, train_step = node_classification.make_steps(config, model)
@@ -189,18 +111,17 @@ def run_ours(model_name: str, variant: str) -> dict:
         args = [f"--measure={model_name},{variant},{out}", f"--epochs={_EPOCHS.value}", f"--warmup={_WARMUP.value}"]
         if _DATA_DIR.value:
             args.append(f"--data_dir={_DATA_DIR.value}")
-        env = dict(os.environ, PYTHONPATH=_REPO)
-        subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=_REPO, env=env, check=True)
+        subprocess.run([sys.executable, "-m", "scripts.bench.graphs", *args], cwd=common.REPO, check=True)
         with open(out) as f:
             return json.load(f)
 
 
 def run_pyg(model_name: str, data_path: str, threads: int = 0) -> dict:
     """PyG in its venv; `threads` > 0 sets torch's intra-op threads (0: torch's default, one per core)."""
-    python = benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "pyg-venv"), PYG_PINS)
+    python = common.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "pyg-venv"), PYG_PINS)
     problem = {"model": model_name, "data": data_path, "epochs": _EPOCHS.value, "warmup": _WARMUP.value}
     problem["threads"] = threads
-    return benchmarking.run_worker(python, _PYG_WORKER, [json.dumps(problem)], timeout=3600)
+    return common.run_worker(python, "pyg_gnn", [json.dumps(problem)], timeout=3600)
 
 
 def scaling_table(sizes: list[int]) -> list[dict]:
@@ -210,7 +131,7 @@ def scaling_table(sizes: list[int]) -> list[dict]:
     rows = []
     for num_nodes in sizes:
         print(f"scaling: {num_nodes:,} nodes...", flush=True)
-        dataset, generate_s = benchmarking.timed(lambda n=num_nodes: barabasi_albert(n, num_features=16, m=4))
+        dataset, generate_s = common.timed(lambda n=num_nodes: barabasi_albert(n, num_features=16, m=4))
         r = time_ours_gcn_generic(dataset)
         r.update(nodes=num_nodes, edges=int(len(dataset.senders)), generate_s=generate_s)
         r["us_per_edge"] = 1e6 * r["epoch_s"] / r["edges"]
@@ -221,17 +142,18 @@ def scaling_table(sizes: list[int]) -> list[dict]:
 def time_ours_gcn_generic(dataset) -> dict:
     import jax
 
-    from graphs import common, models, node_classification
+    from graphs import common as graph_common
+    from graphs import models, node_classification
     from graphs.configs import gcn
 
     config = gcn.get_config("cora")
-    graph = common.full_graph(dataset, False)
+    graph = graph_common.full_graph(dataset, False)
     labels = node_classification.labels_of(dataset)
     init, _, _, train_step = node_classification.make_steps(config, models.make_node_model(config, 2))
     state = init(jax.random.PRNGKey(0), graph)
     step = jax.jit(lambda ts, key, g, y: train_step(ts, g, y, key), donate_argnums=0)
     keys = jax.random.split(jax.random.PRNGKey(1), _SCALING_EPOCHS.value + 2)
-    (train_state, _), compile_s = benchmarking.timed(
+    (train_state, _), compile_s = common.timed(
         lambda: jax.block_until_ready(step(state.train_state, keys[0], graph, labels))
     )
     train_state, _ = jax.block_until_ready(step(train_state, keys[1], graph, labels))
@@ -276,14 +198,20 @@ def main(argv):
         raise app.UsageError(f"unknown --peers {sorted(unknown)}; valid: {', '.join(_IMPLS)}")
     from graphs.data import load_node_dataset
 
-    load_before = benchmarking.warn_if_busy()
+    load_before = common.warn_if_busy()
     dataset = load_node_dataset("cora", _DATA_DIR.value)
     results = {}
     with tempfile.TemporaryDirectory(prefix="lepton_bench_") as tmp:
         data_path = os.path.join(tmp, "cora.npz")
         features = dataset.features / np.maximum(dataset.features.sum(1, keepdims=True), 1e-12)
-        np.savez(data_path, features=features.astype(np.float32), senders=dataset.senders,
-                 receivers=dataset.receivers, labels=dataset.labels, train_mask=dataset.train_mask)  # fmt: skip
+        np.savez(
+            data_path,
+            features=features.astype(np.float32),
+            senders=dataset.senders,
+            receivers=dataset.receivers,
+            labels=dataset.labels,
+            train_mask=dataset.train_mask,
+        )
         for model_name in _MODELS.value:
             results[model_name] = {}
             for impl in _PEERS.value:
@@ -299,7 +227,7 @@ def main(argv):
             "command": sys.argv,
             "results": results,
             "scaling": scaling,
-            "machine": benchmarking.machine(load_before),
+            "machine": common.machine(load_before),
         }
         with open(_OUT.value, "w") as f:
             json.dump(report, f, indent=2)

@@ -1,6 +1,6 @@
 """Benchmarks this project's PPO and DQN against rejax and stable-baselines3 on CartPole-v1, and PPO's scaling.
 
-    PYTHONPATH=. python scripts/bench_rl.py --out=/tmp/bench_rl.json [--algos=ppo,dqn] [--num_seeds=4]
+    python -m scripts.bench.rl --out=/tmp/bench_rl.json [--algos=ppo,dqn] [--num_seeds=4]   # from the repo root
 
 One run trains the same problem with three implementations and prints, per implementation, compile seconds,
 training seconds, training env-steps/s (and gradient steps/s for DQN) and the final deterministic evaluation
@@ -15,11 +15,12 @@ return, then the ratios:
 - ours: `agents.<algo>.make_train(config)`, compiled ahead of time (`jit(...).lower(key).compile()`) so that
   compiling and training are timed apart; with `--num_seeds=N > 1` also PPO's `jit(vmap(train))` over N seeds.
 - rejax 0.1.3: it needs gymnax==0.0.9 (five-value `step`) while the project needs gymnax 1.x, so it runs in its own
-  venv (`<--peer_venv_dir>/rejax-venv`, created and pip-installed on first use) in a subprocess that runs the
-  embedded `_WORKER` script and writes JSON back. Timed the same way as ours.
+  venv (`<--peer_venv_dir>/rejax-venv`, created and pip-installed on first use) in a subprocess that runs
+  `peers/rejax_cartpole.py` and writes JSON back. Timed the same way as ours.
 - stable-baselines3 (PyTorch, CPU) on gymnasium's CartPole-v1, in `<--peer_venv_dir>/sb3-venv`, installed from
-  `requirements-bench.txt`; torch is never imported by this process. `--sb3_timesteps` / `--sb3_dqn_timesteps`
-  run fewer steps (the rate is then measured on what was actually run, which is what the table and JSON report).
+  `requirements-bench.txt`, running `peers/sb3_cartpole.py`; torch is never imported by this process.
+  `--sb3_timesteps` / `--sb3_dqn_timesteps` run fewer steps (the rate is then measured on what was actually run,
+  which is what the table and JSON report).
 
 Then a scaling table for PPO: training steps/s for each `--scaling_envs` value at num_steps=128 and
 `--scaling_updates` updates. On 2 idle CPU cores the whole run takes about 10 minutes, most of it SB3 and the
@@ -38,8 +39,8 @@ from absl import app, flags
 from agents import dqn, ppo
 from agents.configs import dqn as dqn_config
 from agents.configs import ppo as ppo_config
-from lepton_jax import benchmarking
 from lepton_jax.rl import envs
+from scripts.bench import common
 
 _PEERS = flags.DEFINE_list("peers", ["ours", "rejax", "sb3"], "Implementations to run: ours, rejax, sb3.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the single-seed runs (the headline comparison).")
@@ -57,177 +58,23 @@ _SCALING_ENVS = flags.DEFINE_list(
 )
 _SCALING_UPDATES = flags.DEFINE_integer("scaling_updates", 10, "Updates per scaling run (num_steps stays 128).")
 _PEER_VENV_DIR = flags.DEFINE_string(
-    "peer_venv_dir", benchmarking.PEER_VENV_DIR, "Where the peers' venvs (rejax-venv, sb3-venv) are created and reused."
+    "peer_venv_dir", common.PEER_VENV_DIR, "Where the peers' venvs (rejax-venv, sb3-venv) are created and reused."
 )
 _PEER_TIMEOUT = flags.DEFINE_integer("peer_timeout", 1800, "Seconds before a peer subprocess is killed.")
 _OUT = flags.DEFINE_string("out", None, "If set, writes everything as JSON to this file.")
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # rejax's set (see requirements-bench.txt): JAX pinned to the project's versions so both compile with the same XLA.
 REJAX_PINS = (
     "rejax==0.1.3\ngymnax==0.0.9\ndistrax==0.1.9\njax==0.10.2\njaxlib==0.10.2\nflax==0.12.8\n"
     "optax==0.2.8\nchex==0.1.92\nnumpy==2.4.6\n"
 )
 
-# Runs inside a peer's venv: `python worker.py KIND PROBLEM_JSON OUT_PATH`. Imports only what that peer needs.
-_WORKER = r"""
-import json, sys, time
-from importlib.metadata import version
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-def bench_rejax(algo, p, summary):
-    # Compiles and times `algo.train` (one seed, and vmapped over p["num_seeds"]); `summary(ts, num_seeds)` gives
-    # steps, returns per seed and any extra counts.
-    import jax
-    import numpy as np
-
-    def bench(train, keys, num_seeds):
-        compiled, compile_s = timed(lambda: jax.jit(train).lower(keys).compile())
-        train_s = float("inf")
-        for _ in range(p["repeats"]):
-            (ts, _), seconds = timed(lambda: jax.block_until_ready(compiled(keys)))
-            train_s = min(train_s, seconds)
-        out = summary(ts, num_seeds)
-        returns = out.pop("returns")
-        return {"compile_s": compile_s, "train_s": train_s, **out, "eval_return": float(np.mean(returns)),
-                "eval_return_per_seed": returns, "num_seeds": num_seeds,
-                "version": "rejax " + version("rejax") + ", jax " + jax.__version__}
-
-    out = {"single": bench(algo.train, jax.random.PRNGKey(p["seed"]), 1)}
-    if p["num_seeds"] > 1:
-        keys = jax.random.split(jax.random.PRNGKey(p["seed"]), p["num_seeds"])
-        out["vmap"] = bench(jax.vmap(algo.train), keys, p["num_seeds"])
-    return out
-
-def run_rejax(p):
-    import jax, jax.numpy as jnp, numpy as np
-    from rejax import PPO
-    from rejax.evaluate import evaluate
-    algo = PPO.create(
-        env="CartPole-v1", num_envs=p["num_envs"], num_steps=p["num_steps"], num_epochs=p["update_epochs"],
-        num_minibatches=p["num_minibatches"], total_timesteps=p["total_timesteps"], learning_rate=p["lr"],
-        gamma=p["gamma"], gae_lambda=p["gae_lambda"], clip_eps=p["clip_eps"], ent_coef=p["ent_coef"],
-        vf_coef=p["vf_coef"], max_grad_norm=p["max_grad_norm"],
-        agent_kwargs={"hidden_layer_sizes": tuple(p["hidden_sizes"]), "activation": p["activation"]},
-        # One no-op "evaluation" at the very end: rejax's own in-training evaluation would be timed as training.
-        eval_freq=p["total_timesteps"], skip_initial_evaluation=True)
-    algo = algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
-    per_update = p["num_envs"] * p["num_steps"]
-    steps = int(np.ceil(p["total_timesteps"] / algo.eval_freq)) * int(np.ceil(algo.eval_freq / per_update)) * per_update
-
-    def greedy_returns(params, key):
-        act = lambda obs, rng: jnp.squeeze(algo.actor.apply(
-            params, obs[None], method=lambda m, o: m._action_dist(o).mode()))
-        _, returns = evaluate(act, key, algo.env, algo.env_params, p["eval_episodes"])
-        return np.asarray(returns)
-
-    def summary(ts, num_seeds):
-        params = ts.actor_ts.params
-        eval_key = jax.random.PRNGKey(p["seed"] + 1000)
-        per_seed = [params] if num_seeds == 1 else [jax.tree.map(lambda x: x[i], params) for i in range(num_seeds)]
-        returns = [float(greedy_returns(q, eval_key).mean()) for q in per_seed]
-        return {"steps": steps * num_seeds, "returns": returns}
-
-    return bench_rejax(algo, p, summary)
-
-def run_sb3(p):
-    import gymnasium as gym, numpy as np, torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
-    size = p["hidden_sizes"]
-    lr = (lambda progress_remaining: progress_remaining * p["lr"]) if p["anneal_lr"] else p["lr"]
-
-    def build():
-        env = make_vec_env("CartPole-v1", n_envs=p["num_envs"], seed=p["seed"], vec_env_cls=DummyVecEnv)
-        return PPO(
-            "MlpPolicy", env, learning_rate=lr, n_steps=p["num_steps"],
-            batch_size=p["num_envs"] * p["num_steps"] // p["num_minibatches"], n_epochs=p["update_epochs"],
-            gamma=p["gamma"], gae_lambda=p["gae_lambda"], clip_range=p["clip_eps"],
-            clip_range_vf=p["clip_eps"] if p["clip_value_loss"] else None, ent_coef=p["ent_coef"],
-            vf_coef=p["vf_coef"], max_grad_norm=p["max_grad_norm"], seed=p["seed"], device="cpu", verbose=0,
-            policy_kwargs={"net_arch": {"pi": list(size), "vf": list(size)}, "activation_fn": torch.nn.Tanh})
-
-    model, setup_s = timed(build)
-    _, train_s = timed(lambda: model.learn(total_timesteps=p["sb3_timesteps"]))
-    returns, _ = evaluate_policy(model, Monitor(gym.make("CartPole-v1")), n_eval_episodes=p["eval_episodes"],
-                                 deterministic=True, return_episode_rewards=True)
-    return {"single": {"compile_s": None, "setup_s": setup_s, "train_s": train_s, "steps": int(model.num_timesteps),
-                       "eval_return": float(np.mean(returns)), "eval_return_per_seed": [float(np.mean(returns))],
-                       "num_seeds": 1, "torch_threads": torch.get_num_threads(),
-                       "version": "stable-baselines3 " + version("stable-baselines3") + ", torch " + torch.__version__}}
-
-def run_rejax_dqn(p):
-    import jax, jax.numpy as jnp, numpy as np
-    from rejax import DQN
-    from rejax.evaluate import evaluate
-    algo = DQN.create(
-        env="CartPole-v1", num_envs=p["num_envs"], buffer_size=p["buffer_size"], fill_buffer=p["learning_starts"],
-        batch_size=p["batch_size"], learning_rate=p["lr"], total_timesteps=p["total_timesteps"],
-        eps_start=p["eps_start"], eps_end=p["eps_end"], exploration_fraction=p["exploration_fraction"],
-        target_update_freq=p["target_update_interval"], polyak=0.0, num_epochs=1, gamma=p["gamma"],
-        max_grad_norm=p["max_grad_norm"], ddqn=False, agent_kwargs={"activation": p["activation"]},
-        eval_freq=p["total_timesteps"], skip_initial_evaluation=True)
-    algo = algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
-
-    def summary(ts, num_seeds):
-        returns = []
-        for i in range(num_seeds):
-            params = ts.q_ts.params if num_seeds == 1 else jax.tree.map(lambda x: x[i], ts.q_ts.params)
-            act = lambda obs, rng: jnp.squeeze(jnp.argmax(algo.agent.apply(params, obs[None]), axis=-1))
-            _, r = evaluate(act, jax.random.PRNGKey(p["seed"] + 1000), algo.env, algo.env_params, p["eval_episodes"])
-            returns.append(float(np.mean(r)))
-        return {"steps": int(np.sum(ts.global_step)), "gradient_steps": int(np.sum(ts.q_ts.step)), "returns": returns}
-
-    return bench_rejax(algo, p, summary)
-
-def run_sb3_dqn(p):
-    import gymnasium as gym, numpy as np, torch
-    from stable_baselines3 import DQN
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
-    activation = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[p["activation"]]
-
-    def build():
-        env = make_vec_env("CartPole-v1", n_envs=p["num_envs"], seed=p["seed"], vec_env_cls=DummyVecEnv)
-        return DQN(
-            "MlpPolicy", env, learning_rate=p["lr"], buffer_size=p["buffer_size"],
-            learning_starts=p["learning_starts"], batch_size=p["batch_size"], tau=1.0, gamma=p["gamma"],
-            train_freq=(1, "step"), gradient_steps=1, target_update_interval=p["target_update_interval"],
-            exploration_fraction=p["exploration_fraction"] * p["total_timesteps"] / p["sb3_timesteps"],
-            exploration_initial_eps=p["eps_start"], exploration_final_eps=p["eps_end"],
-            max_grad_norm=p["max_grad_norm"], seed=p["seed"], device="cpu", verbose=0,
-            policy_kwargs={"net_arch": list(p["hidden_sizes"]), "activation_fn": activation})
-
-    model, setup_s = timed(build)
-    _, train_s = timed(lambda: model.learn(total_timesteps=p["sb3_timesteps"]))
-    returns, _ = evaluate_policy(model, Monitor(gym.make("CartPole-v1")), n_eval_episodes=p["eval_episodes"],
-                                 deterministic=True, return_episode_rewards=True)
-    return {"single": {"compile_s": None, "setup_s": setup_s, "train_s": train_s, "steps": int(model.num_timesteps),
-                       "gradient_steps": int(model._n_updates), "eval_return": float(np.mean(returns)),
-                       "num_seeds": 1, "torch_threads": torch.get_num_threads(),
-                       "version": "stable-baselines3 " + version("stable-baselines3") + ", torch " + torch.__version__}}
-
-if __name__ == "__main__":
-    kind, problem, out_path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-    workers = {"rejax": run_rejax, "sb3": run_sb3, "rejax_dqn": run_rejax_dqn, "sb3_dqn": run_sb3_dqn}
-    result = workers[kind](problem)
-    with open(out_path, "w") as f:
-        json.dump(result, f)
-"""
-
-
-def run_peer(kind: str, python: str, problem: dict) -> dict:
-    """Runs `_WORKER` for `kind` ('rejax' or 'sb3') with the peer venv's python and returns its JSON result."""
-    return benchmarking.run_worker(python, _WORKER, [kind, json.dumps(problem)], timeout=_PEER_TIMEOUT.value)
+def run_peer(peer: str, algo: str, problem: dict) -> dict:
+    """Runs `peers/<peer>_cartpole.py` for `algo` in the peer's venv and returns its JSON result."""
+    python = {"rejax": _rejax_python, "sb3": _sb3_python}[peer]()
+    args = [algo, json.dumps(problem)]
+    return common.run_worker(python, f"{peer}_cartpole", args, timeout=_PEER_TIMEOUT.value)
 
 
 def make_config(**overrides):
@@ -315,9 +162,19 @@ def problem_of(config) -> dict:
 def problem_of_dqn(config) -> dict:
     """DQN's shared problem: one gradient step per `num_envs` env steps, a hard target copy every 500 env steps."""
     keys = (
-        "num_envs", "buffer_size", "batch_size", "learning_starts", "lr", "max_grad_norm", "gamma", "eps_start",
-        "eps_end", "exploration_fraction", "target_update_interval", "activation",
-    )  # fmt: skip
+        "num_envs",
+        "buffer_size",
+        "batch_size",
+        "learning_starts",
+        "lr",
+        "max_grad_norm",
+        "gamma",
+        "eps_start",
+        "eps_end",
+        "exploration_fraction",
+        "target_update_interval",
+        "activation",
+    )
     problem = {k: config[k] for k in keys}
     per_update = config.num_envs * config.rollout_steps
     problem.update(
@@ -374,7 +231,6 @@ def _ratios(results: dict, per_second: str = "steps_per_s", what: str = "trainin
 
 def run_all(config, problem: dict, module, algo: str) -> dict:
     """Ours (one seed, and vmapped over --num_seeds), rejax and SB3 on the same problem; adds steps_per_s."""
-    peer_kind = {"ppo": ("rejax", "sb3"), "dqn": ("rejax_dqn", "sb3_dqn")}[algo]
     results = {}
     if "ours" in _PEERS.value:
         print(f"ours: {algo}, single seed...", flush=True)
@@ -384,13 +240,13 @@ def run_all(config, problem: dict, module, algo: str) -> dict:
             results["ours (vmap)"] = bench_ours(config, _SEED.value, _NUM_SEEDS.value, _EVAL_EPISODES.value, module)
     if "rejax" in _PEERS.value:
         print(f"rejax: {algo}...", flush=True)
-        peer = run_peer(peer_kind[0], _rejax_python(), problem)
+        peer = run_peer("rejax", algo, problem)
         results["rejax"] = peer["single"]
         if "vmap" in peer:
             results["rejax (vmap)"] = peer["vmap"]
     if "sb3" in _PEERS.value:
         print(f"sb3: {algo}, {problem['sb3_timesteps']:,} steps...", flush=True)
-        results["sb3"] = run_peer(peer_kind[1], _sb3_python(), problem)["single"]
+        results["sb3"] = run_peer("sb3", algo, problem)["single"]
     for r in results.values():
         r["steps_per_s"] = r["steps"] / r["train_s"]
     return results
@@ -433,9 +289,12 @@ def bench_dqn(load_before: float) -> dict:
     config = dqn_bench_config(_TOTAL.value)
     problem = problem_of_dqn(config)
     problem.update(
-        seed=_SEED.value, num_seeds=_NUM_SEEDS.value, repeats=_REPEATS.value, eval_episodes=_EVAL_EPISODES.value,
+        seed=_SEED.value,
+        num_seeds=_NUM_SEEDS.value,
+        repeats=_REPEATS.value,
+        eval_episodes=_EVAL_EPISODES.value,
         sb3_timesteps=_SB3_DQN_TIMESTEPS.value,
-    )  # fmt: skip
+    )
     print("DQN problem:", json.dumps(problem), flush=True)
     results = run_all(config, problem, dqn, "dqn")
     for r in results.values():
@@ -446,12 +305,12 @@ def bench_dqn(load_before: float) -> dict:
 
 
 def _rejax_python() -> str:
-    return benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "rejax-venv"), REJAX_PINS)
+    return common.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "rejax-venv"), REJAX_PINS)
 
 
 def _sb3_python() -> str:
-    with open(os.path.join(_REPO, "requirements-bench.txt")) as f:
-        return benchmarking.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "sb3-venv"), f.read())
+    with open(os.path.join(common.REPO, "requirements-bench.txt")) as f:
+        return common.ensure_venv(os.path.join(_PEER_VENV_DIR.value, "sb3-venv"), f.read())
 
 
 def main(argv):
@@ -459,13 +318,13 @@ def main(argv):
     unknown = (set(_PEERS.value) - {"ours", "rejax", "sb3"}) | (set(_ALGOS.value) - {"ppo", "dqn"})
     if unknown:
         raise app.UsageError(f"unknown --peers/--algos {sorted(unknown)}; valid: ours, rejax, sb3 / ppo, dqn")
-    load_before = benchmarking.warn_if_busy()  # timings on 2 cores are only comparable on an idle machine
+    load_before = common.warn_if_busy()  # timings on 2 cores are only comparable on an idle machine
     report = {"command": sys.argv}
     if "ppo" in _ALGOS.value:
         report["ppo"] = bench_ppo(load_before)
     if "dqn" in _ALGOS.value:
         report["dqn"] = bench_dqn(load_before)
-    report["machine"] = benchmarking.machine(load_before)
+    report["machine"] = common.machine(load_before)
     if _OUT.value:
         with open(_OUT.value, "w") as f:
             json.dump(report, f, indent=2)

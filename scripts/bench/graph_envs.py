@@ -1,6 +1,6 @@
-"""Throughput of the graph environments (`graphs/envs`): env steps per second of vmapped envs, random valid actions.
+"""Throughput of the graph environments (`graphs/rl/envs`): env steps/s of vmapped envs taking random valid actions.
 
-    PYTHONPATH=. python scripts/bench_graph_envs.py --num_envs=256 --num_steps=1000 --sizes=15-20,40-50
+    python -m scripts.bench.graph_envs --num_envs=256 --num_steps=1000 --sizes=15-20,40-50   # from the repo root
 
 For each env `{MVC,MaxCut}-{ER,BA}-SIZE`, `num_envs` envs run `num_steps` steps in one jitted `lax.scan`, each
 action drawn uniformly among the valid ones, three ways: gymnax's `step` (auto-reset: a new random graph is drawn
@@ -9,22 +9,16 @@ graph generator alone (resets/s). Compile time is timed apart from the run (the 
 """
 
 import json
-import os
-import sys
 import time
 
 import jax
 import numpy as np
 from absl import app, flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import graphs.envs  # noqa: E402, F401  (registers the graph env names)
-from graphs.envs import generators  # noqa: E402
-from lepton_jax import benchmarking  # noqa: E402
-from lepton_jax.rl import envs  # noqa: E402
+import graphs.rl.envs  # noqa: F401  (registers the graph env names)
+from graphs.rl.envs import generators
+from lepton_jax.rl import envs
+from scripts.bench import common
 
 _NUM_ENVS = flags.DEFINE_integer("num_envs", 256, "Environments stepped in parallel.")
 _NUM_STEPS = flags.DEFINE_integer("num_steps", 1000, "Steps of every environment per timed run.")
@@ -47,8 +41,8 @@ def programs(spec, num_envs, num_steps):
         def body(carry, key):
             obs, state = carry
             action_key, step_key = jax.random.split(key)
-            outputs = step_fn(jax.random.split(step_key, num_envs), state, envs.random_action(spec, action_key, obs),
-                              params)  # fmt: skip
+            actions = envs.random_action(spec, action_key, obs)
+            outputs = step_fn(jax.random.split(step_key, num_envs), state, actions, params)
             return (outputs[0], outputs[1]), outputs[2]
 
         # The final state is returned too, so that no part of a step is dead code (MVC's rewards are constant).
@@ -74,13 +68,13 @@ def measure(program, repeats):
     start = time.perf_counter()
     compiled = program.lower(key).compile()
     compile_seconds = time.perf_counter() - start
-    times = [benchmarking.timed(lambda: jax.block_until_ready(compiled(key)))[1] for _ in range(repeats)]
+    times = [common.timed(lambda: jax.block_until_ready(compiled(key)))[1] for _ in range(repeats)]
     return compile_seconds, float(np.median(times))
 
 
 def main(argv):
     del argv
-    load = benchmarking.warn_if_busy()
+    load = common.warn_if_busy()
     count = _NUM_ENVS.value * _NUM_STEPS.value
     rows = []
     print(f"{_NUM_ENVS.value} envs x {_NUM_STEPS.value} steps on {jax.devices()[0].platform}; steps/s (compile s)")
@@ -96,13 +90,19 @@ def main(argv):
                     compile_seconds, seconds = measure(program, _REPEATS.value)
                     row[label] = {"per_second": count / seconds, "seconds": seconds, "compile_seconds": compile_seconds}
                 rows.append(row)
-                cells = [f"{row[k]['per_second']:>11,.0f} ({row[k]['compile_seconds']:4.1f})" for k in
-                         ("step", "step_env", "generate")]  # fmt: skip
-                print(f"{name:<18} {row['node_budget']:>4} {row['edge_budget']:>6} {cells[0]:>20} {cells[1]:>20} "
-                      f"{cells[2]:>18}", flush=True)  # fmt: skip
+                step, step_env, generate = (
+                    f"{row[k]['per_second']:>11,.0f} ({row[k]['compile_seconds']:4.1f})"
+                    for k in ("step", "step_env", "generate")
+                )
+                sizes = f"{row['node_budget']:>4} {row['edge_budget']:>6}"
+                print(f"{name:<18} {sizes} {step:>20} {step_env:>20} {generate:>18}", flush=True)
     if _OUT.value:
-        result = {"num_envs": _NUM_ENVS.value, "num_steps": _NUM_STEPS.value, "rows": rows,
-                  "machine": benchmarking.machine(load)}  # fmt: skip
+        result = {
+            "num_envs": _NUM_ENVS.value,
+            "num_steps": _NUM_STEPS.value,
+            "rows": rows,
+            "machine": common.machine(load),
+        }
         with open(_OUT.value, "w") as f:
             json.dump(result, f, indent=1)
 
