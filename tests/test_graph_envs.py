@@ -11,8 +11,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-import graphs.envs as graph_envs
-from graphs.envs import generators
+import graphs.rl.envs as graph_envs
+from graphs.rl.envs import generators
 from lepton_jax.errors import UserError
 from lepton_jax.rl import envs
 

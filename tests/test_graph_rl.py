@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import graphs.envs as graph_envs
-from graphs import combinatorial, solvers
-from graphs.configs import graph_ppo, s2v_dqn
-from graphs.policies import GraphActorCritic, GraphQNetwork, gain_in_reward_units, merge_batch
+import graphs.rl.envs as graph_envs
+from graphs.rl import solvers, trainer
+from graphs.rl.configs import graph_ppo, s2v_dqn
+from graphs.rl.policies import GraphActorCritic, GraphQNetwork, gain_in_reward_units, merge_batch
 from lepton_jax import registry
 from lepton_jax.rl import envs, loop
 
@@ -88,17 +88,17 @@ def test_s2v_dqn_beats_random_and_reaches_greedy_on_small_graphs(tmp_path):
     config.update(num_seeds=1, total_timesteps=24_000, num_envs=16, learning_starts=1_000, features=32, rounds=3,
                   lr=1e-3, gradient_steps=4, chunk_updates=125, eval_every_chunks=100, eval_episodes=4,
                   target_update_interval=1_000, exploration_fraction=0.5)  # fmt: skip
-    state, _ = loop.run(config, str(tmp_path), combinatorial.make_agent)
-    agent = combinatorial.make_agent(config, envs.make_env(name))
+    state, _ = loop.run(config, str(tmp_path), trainer.make_agent)
+    agent = trainer.make_agent(config, envs.make_env(name))
     evaluation_set = graph_envs.eval_set(name, 64, seed=7)
-    covers = combinatorial.agent_objectives(name, agent.act, state.train_state.params, evaluation_set.graphs)[0]
+    covers = trainer.agent_objectives(name, agent.act, state.train_state.params, evaluation_set.graphs)[0]
 
     def random_act(key, obs):  # a fixed random priority of the nodes: a random order of the valid ones
         return jnp.argmax(envs.masked_logits(jax.random.gumbel(key, obs.action_mask.shape), obs), axis=-1)
 
-    random_covers = combinatorial.agent_objectives(name, random_act, jax.random.PRNGKey(0)[None],
+    random_covers = trainer.agent_objectives(name, random_act, jax.random.PRNGKey(0)[None],
                                                    evaluation_set.graphs)[0]  # fmt: skip
-    greedy = [solvers.mvc_greedy(g.num_nodes, g.edges).sum() for g in combinatorial.numpy_graphs(evaluation_set.graphs)]
+    greedy = [solvers.mvc_greedy(g.num_nodes, g.edges).sum() for g in trainer.numpy_graphs(evaluation_set.graphs)]
     assert covers.mean() < random_covers.mean() - 1.0, (covers.mean(), random_covers.mean())
     assert covers.mean() <= np.mean(greedy) + 0.25, (covers.mean(), np.mean(greedy))
 

@@ -37,6 +37,12 @@ PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c, smoke, preset = common.base("dqn", arg, PRESETS, common.DQN_SWEEP)
+    defaults(c)
+    return common.finish(c, preset, smoke, SMOKE_SIZES)
+
+
+def defaults(c: ml_collections.ConfigDict) -> None:
+    """DQN's hyperparameters (CartPole's values), set on `c`; other configs built on DQN start from them."""
     c.total_timesteps = 500_000  # per seed
     c.num_envs = 10
     c.rollout_steps = 10  # env steps of every env per update
@@ -62,15 +68,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.activation = "relu"
     c.chunk_updates = 500
     c.checkpoint_every_chunks = 2
-    smoke_sizes = {
-        "num_envs": 4,
-        "rollout_steps": 4,
-        "gradient_steps": 2,
-        "total_timesteps": 4 * 4 * 12,
-        "learning_starts": 64,
-        "buffer_size": 128,
-        "batch_size": 16,
-        "target_update_interval": 32,
-        "chunk_updates": 4,
-    }
-    return common.finish(c, preset, smoke, smoke_sizes)
+
+
+SMOKE_SIZES = {
+    "num_envs": 4,
+    "rollout_steps": 4,
+    "gradient_steps": 2,
+    "total_timesteps": 4 * 4 * 12,
+    "learning_starts": 64,
+    "buffer_size": 128,
+    "batch_size": 16,
+    "target_update_interval": 32,
+    "chunk_updates": 4,
+}

@@ -50,6 +50,12 @@ PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c, smoke, preset = common.base("ppo", arg, PRESETS, common.ON_POLICY_SWEEP)
+    defaults(c)
+    return common.finish(c, preset, smoke, SMOKE_SIZES)
+
+
+def defaults(c: ml_collections.ConfigDict) -> None:
+    """PPO's hyperparameters (CartPole's values), set on `c`; other configs built on PPO start from them."""
     c.total_timesteps = 500_000  # per seed
     c.num_envs = 4
     c.num_steps = 128  # rollout length per env
@@ -68,5 +74,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.bootstrap_truncated = True  # add gamma * V(final obs) on time-limit cuts
     c.hidden_sizes = (64, 64)
     c.activation = "tanh"
-    smoke_sizes = {"num_envs": 4, "num_steps": 16, "total_timesteps": 4 * 16 * 8, "chunk_updates": 2}
-    return common.finish(c, preset, smoke, smoke_sizes)
+
+
+SMOKE_SIZES = {"num_envs": 4, "num_steps": 16, "total_timesteps": 4 * 16 * 8, "chunk_updates": 2}

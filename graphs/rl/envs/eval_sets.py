@@ -14,8 +14,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from graphs.envs import factory
-from graphs.envs.generators import Graph, sample_batch
+from graphs.rl.envs import factory
+from graphs.rl.envs.generators import Graph, sample_batch
 from lepton_jax.errors import UserError
 
 _FIELDS = ("senders", "receivers", "weights", "num_nodes", "num_edges")

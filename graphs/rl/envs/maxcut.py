@@ -7,13 +7,13 @@ changes the cut by
 
 Valid actions: real nodes not in S (a step may lower the cut). Terminated when no valid node would raise it
 (every gain <= 0, or no node left): S is then a local optimum for additions. An invalid action changes nothing
-and pays 0. Edge weights are U(0, 1). Observation and the rest: `graphs/envs/common.py`.
+and pays 0. Edge weights are U(0, 1). Observation and the rest: `graphs/rl/envs/common.py`.
 """
 
 import jax
 import jax.numpy as jnp
 
-from graphs.envs.common import Analysis, GraphEnv, GraphObs, at_receivers
+from graphs.rl.envs.common import Analysis, GraphEnv, GraphObs, at_receivers
 
 
 class MaxCut(GraphEnv):

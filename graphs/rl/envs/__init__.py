@@ -10,7 +10,7 @@ graphs with a node count uniform in [MIN, MAX], a new graph at every reset.
 - `factory.py`: names -> envs; `eval_sets.py`: fixed evaluation graphs, saved as `.npz`.
 """
 
-from graphs.envs.common import (
+from graphs.rl.envs.common import (
     EDGE_FEATURES,
     NODE_FEATURES,
     EvalResult,
@@ -20,11 +20,11 @@ from graphs.envs.common import (
     GraphObs,
     evaluate_on_graphs,
 )
-from graphs.envs.eval_sets import EvalSet, eval_set, load_eval_set, save_eval_set
-from graphs.envs.factory import make, parse_name
-from graphs.envs.generators import Graph, GraphDistribution, NumpyGraph, from_numpy, sample, to_numpy
-from graphs.envs.maxcut import MaxCut
-from graphs.envs.mvc import MinimumVertexCover
+from graphs.rl.envs.eval_sets import EvalSet, eval_set, load_eval_set, save_eval_set
+from graphs.rl.envs.factory import make, parse_name
+from graphs.rl.envs.generators import Graph, GraphDistribution, NumpyGraph, from_numpy, sample, to_numpy
+from graphs.rl.envs.maxcut import MaxCut
+from graphs.rl.envs.mvc import MinimumVertexCover
 from lepton_jax.rl import envs as _envs
 
 _envs.register_family("MVC-", make, "MVC-{ER,BA}-MIN-MAX")

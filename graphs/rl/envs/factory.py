@@ -2,10 +2,10 @@
 
 import re
 
-from graphs.envs.common import GraphEnv, GraphEnvParams
-from graphs.envs.generators import GraphDistribution
-from graphs.envs.maxcut import MaxCut
-from graphs.envs.mvc import MinimumVertexCover
+from graphs.rl.envs.common import GraphEnv, GraphEnvParams
+from graphs.rl.envs.generators import GraphDistribution
+from graphs.rl.envs.maxcut import MaxCut
+from graphs.rl.envs.mvc import MinimumVertexCover
 from lepton_jax.errors import UserError
 
 PROBLEMS: dict[str, type[GraphEnv]] = {"MVC": MinimumVertexCover, "MaxCut": MaxCut}

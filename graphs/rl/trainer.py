@@ -1,11 +1,11 @@
 """GNN + RL on graphs: S2V-DQN and a GNN-policy PPO on the graph environments, scored against exact optima.
 
 The agents are the project's own DQN and PPO (`agents/dqn.py`, `agents/ppo.py`) with a structure2vec network
-plugged in (`graphs/policies.py`): the state is the graph with the partial solution marked on its nodes, the
+plugged in (`graphs/rl/policies.py`): the state is the graph with the partial solution marked on its nodes, the
 action a node, and invalid nodes are masked. Training runs through the shared RL loop (chunks, checkpoints,
 resume, logs). Afterwards every seed's greedy policy solves fixed, seeded evaluation sets of graphs (the training
 distribution, and optionally larger graphs for generalisation), saved in the workdir; the same graphs are solved
-exactly by an ILP (HiGHS, with a time limit) and by the classical heuristics (`graphs/solvers.py`), and
+exactly by an ILP (HiGHS, with a time limit) and by the classical heuristics (`graphs/rl/solvers/`), and
 `results.json` gets the approximation ratios `max(OPT / c, c / OPT)` averaged over the graphs.
 
 Where the ILP hits its time limit the optimum is unknown: the ratio is then taken against the best solution any
@@ -13,7 +13,6 @@ method found (a lower bound on the true ratio) and also against the ILP's proven
 `*/ilp_optimal_fraction` says how many graphs were solved to optimality.
 """
 
-import json
 import os
 
 import jax
@@ -21,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-import graphs.envs as graph_envs
+import graphs.rl.envs as graph_envs
 from agents import dqn, ppo
-from graphs import solvers
-from graphs.policies import GraphActorCritic, GraphQNetwork
-from lepton_jax import parallel, registry
+from graphs.rl import solvers
+from graphs.rl.policies import GraphActorCritic, GraphQNetwork
+from lepton_jax import parallel, plotting, registry, run, seeds
 from lepton_jax.errors import UserError
 from lepton_jax.rl import envs, loop
 
@@ -35,9 +34,14 @@ _HEURISTICS = {"MVC": ("greedy", "matching"), "MaxCut": ("local_search", "random
 
 def network(config):
     """The structure2vec network of `config.trainer`: per-node Q-values (DQN) or a per-node policy + value (PPO)."""
-    sizes = dict(features=config.features, rounds=config.rounds, aggregation=config.aggregation,
-                 pooling=config.pooling, relative=config.get("relative_features", False),
-                 gain_units=config.get("gain_units", "scaled"))  # fmt: skip
+    sizes = dict(
+        features=config.features,
+        rounds=config.rounds,
+        aggregation=config.aggregation,
+        pooling=config.pooling,
+        relative=config.get("relative_features", False),
+        gain_units=config.get("gain_units", "scaled"),
+    )
     return GraphQNetwork(**sizes) if config.trainer == "graph_dqn" else GraphActorCritic(**sizes)
 
 
@@ -112,33 +116,36 @@ def numpy_graphs(graphs: graph_envs.Graph) -> list[graph_envs.NumpyGraph]:
     return [graph_envs.to_numpy(jax.tree.map(lambda x, i=i: x[i], graphs)) for i in range(count)]
 
 
-def score(problem: str, agent_values: np.ndarray, records: list[dict]) -> dict:
-    """Approximation ratios of the agent (per seed, then mean ± std) and of each heuristic, from `solvers.evaluate`.
+def score(problem: str, agent_values: np.ndarray, records: list[dict], prefix: str = "test") -> dict:
+    """Approximation ratios of the agent (per seed: `<prefix>/approx_ratio_mean`, `_std`, `per_seed/...`) and of each
+    heuristic (`<prefix>/<method>_ratio`), from `solvers.evaluate`.
 
     The reference of a graph is the ILP's optimum where proved; elsewhere the best value any method found, the
     agent's seeds included (so that no ratio is below 1), and the proven bound gives the `*_vs_bound` figures.
     """
     better = np.min if problem == "MVC" else np.max
-    references = np.array([r["reference"] if r["optimal"] else better([r["reference"], *agent_values[:, i]])
-                           for i, r in enumerate(records)])  # fmt: skip
+    references = np.array(
+        [
+            r["reference"] if r["optimal"] else better([r["reference"], *agent_values[:, i]])
+            for i, r in enumerate(records)
+        ]
+    )
     bounds = np.array([r["bound"] for r in records])
     ratio = np.vectorize(solvers.approximation_ratio)
     per_seed = ratio(agent_values, references[None]).mean(axis=1)
     per_seed_bound = ratio(agent_values, np.maximum(bounds, 0)[None]).mean(axis=1)
-    out = {
-        "approx_ratio_mean": float(per_seed.mean()),
-        "approx_ratio_std": float(per_seed.std()),
-        "approx_ratio_per_seed": per_seed.tolist(),
-        "approx_ratio_vs_bound_mean": float(per_seed_bound.mean()),
-        "objective_mean": float(agent_values.mean()),
+    out = run.seed_summary({"approx_ratio": per_seed, "approx_ratio_vs_bound": per_seed_bound})
+    out = {k.replace("approx_ratio", f"{prefix}/approx_ratio", 1): v for k, v in out.items()}
+    whole_set = {
+        "objective_mean": float(agent_values.mean()),  # over seeds and graphs
         "ilp_optimal_fraction": float(np.mean([r["optimal"] for r in records])),
         "ilp_seconds_mean": float(np.mean([r["ilp_seconds"] for r in records])),
         "num_graphs": len(records),
     }
     for method in ("ilp", *_HEURISTICS[problem]):
         values = np.array([r["values"][method] for r in records])
-        out[f"{method}_ratio"] = float(ratio(values, references).mean())
-    return out
+        whole_set[f"{method}_ratio"] = float(ratio(values, references).mean())
+    return out | {f"{prefix}/{k}": v for k, v in whole_set.items()}
 
 
 def evaluate_sets(config, workdir: str, act, params) -> tuple[dict, dict]:
@@ -156,24 +163,26 @@ def evaluate_sets(config, workdir: str, act, params) -> tuple[dict, dict]:
         graph_list = numpy_graphs(evaluation_set.graphs)
         cache = os.path.join(workdir, "eval_sets", f"{name}-seed{config.eval_set_seed}-{num_graphs}-reference.json")
         time_limit = config.ilp_time_limit if i == 0 else config.generalization_ilp_time_limit
-        records = solvers.evaluate(problem.lower(), graph_list, time_limit, cache_path=cache)
+        records = solvers.evaluate(problem.lower(), graph_list, time_limit, cache_path=cache, progress=f"exact {name}")
         prefix = "test" if i == 0 else f"generalization/{name}"
-        results.update({f"{prefix}/{k}": v for k, v in score(problem, values, records).items()})
+        results.update(score(problem, values, records, prefix))
         logging.info("%s: agent ratio %.4f", name, results[f"{prefix}/approx_ratio_mean"])
         if i == 0:
-            plot_inputs = dict(name=name, graph=jax.tree.map(lambda x: x[0], evaluation_set.graphs),
-                               numpy_graph=graph_list[0], record=records[0])  # fmt: skip
+            plot_inputs = dict(
+                name=name,
+                graph=seeds.tree_slice(evaluation_set.graphs, 0),
+                numpy_graph=graph_list[0],
+                record=records[0],
+            )
     return results, plot_inputs
 
 
 def plot_solution(path: str, problem: str, graph: graph_envs.NumpyGraph, solutions: dict[str, np.ndarray]) -> None:
     """A PNG with one panel per solution of the same graph: the cover in red (MVC), or the two sides of the cut in
     two colours with the cut edges drawn bold (MaxCut)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import networkx as nx
+
+    plt = plotting.pyplot()
 
     nx_graph = nx.Graph()
     nx_graph.add_nodes_from(range(graph.num_nodes))
@@ -189,19 +198,17 @@ def plot_solution(path: str, problem: str, graph: graph_envs.NumpyGraph, solutio
             colours = ["tab:orange" if c else "tab:blue" for c in chosen]
             widths = [2.5 if chosen[u] != chosen[v] else 0.4 for u, v in graph.edges]
         nx.draw_networkx_edges(nx_graph, layout, ax=ax, width=widths, edge_color="dimgrey")
-        nx.draw_networkx_nodes(nx_graph, layout, ax=ax, node_color=colours, node_size=80, edgecolors="black",
-                               linewidths=0.5)  # fmt: skip
+        nx.draw_networkx_nodes(
+            nx_graph, layout, ax=ax, node_color=colours, node_size=80, edgecolors="black", linewidths=0.5
+        )
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plotting.save(fig, path, dpi=100)
 
 
 def _plot(config, workdir: str, act, params, inputs: dict) -> str:
     problem, graph = _problem(inputs["name"]), inputs["numpy_graph"]
-    seed0 = jax.tree.map(lambda x: x[0], params)
+    seed0 = seeds.tree_slice(params, 0)
     agent = greedy_solution(inputs["name"], act, seed0, inputs["graph"])
     if problem == "MVC":
         heuristic_name, heuristic = "max-degree greedy", solvers.mvc_greedy(graph.num_nodes, graph.edges)
@@ -224,17 +231,16 @@ def _plot(config, workdir: str, act, params, inputs: dict) -> str:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains through the shared RL loop, then scores the seeds on the fixed evaluation sets."""
-    state, results = loop.run(config, workdir, make_agent)
-    agent = make_agent(config, envs.make_env(config.env_name))
-    params = jax.device_get(state.train_state.params)
-    scores, plot_inputs = evaluate_sets(config, workdir, agent.act, params)
-    results.update(scores)
-    if parallel.is_main_process():
-        results["plot/solution"] = _plot(config, workdir, agent.act, params, plot_inputs)
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-    return results
+    """Trains through the shared RL loop; after training, scores the seeds on the fixed evaluation sets (results.json
+    is written once, by the loop, with these scores in it)."""
+
+    def score_seeds(agent, params, workdir):
+        scores, plot_inputs = evaluate_sets(config, workdir, agent.act, params)
+        if parallel.is_main_process():
+            scores["plot/solution"] = _plot(config, workdir, agent.act, params, plot_inputs)
+        return scores
+
+    return loop.train_and_evaluate(config, workdir, make_agent, after_training=score_seeds)
 
 
 registry.register("graph_dqn")(train_and_evaluate)

@@ -8,10 +8,10 @@ then split back to `(..., N)` per-node outputs. Masking invalid actions is the a
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from graphs.envs.common import NODE_FEATURES
-from graphs.models import Structure2Vec
+from graphs.rl.envs.common import NODE_FEATURES
 from lepton_jax.errors import UserError
 from lepton_jax.rl.distributions import Categorical
 
@@ -42,6 +42,44 @@ def pool(mu, node_mask, how: str):
         raise UserError(f"unknown pooling '{how}'; valid: {', '.join(POOLINGS)}")
     total = jnp.sum(mu * node_mask[..., None], axis=1)
     return total if how == "sum" else total / jnp.maximum(node_mask.sum(1, keepdims=True), 1)
+
+
+
+class Structure2Vec(nn.Module):
+    """structure2vec node embeddings as S2V-DQN uses them (Dai et al. 2016; Khalil, Dai et al. 2017).
+
+    `rounds` rounds with shared weights, from `mu = 0`:
+
+        mu_v <- relu(theta1 x_v + theta2 AGG_{u in N(v)} mu_u + theta3 AGG_{u in N(v)} relu(theta4 e_uv))
+
+    with `x_v` the node features (the partial-solution flag among them) and `e_uv` the edge features (the weight
+    among them). `aggregation` "sum" is the paper's; "mean" divides by the degree, which keeps the embeddings'
+    scale when graphs at test time are much denser than in training. Takes one (possibly merged) padded graph;
+    padding edges join padding nodes only, so they never reach a real node.
+    """
+
+    features: int = 64
+    rounds: int = 4
+    aggregation: str = "sum"
+
+    @nn.compact
+    def __call__(self, nodes, edges, senders, receivers):
+        num_nodes = nodes.shape[0]
+        if self.aggregation not in ("sum", "mean"):
+            raise UserError(f"unknown aggregation '{self.aggregation}'; valid: sum, mean")
+        scale = 1.0
+        if self.aggregation == "mean":
+            degree = jax.ops.segment_sum(jnp.ones_like(receivers, jnp.float32), receivers, num_nodes)
+            scale = 1.0 / jnp.maximum(degree, 1.0)[:, None]
+        edge_terms = nn.relu(nn.Dense(self.features, name="theta4")(edges))
+        static = nn.Dense(self.features, name="theta1")(nodes) + nn.Dense(self.features, use_bias=False, name="theta3")(
+            scale * jax.ops.segment_sum(edge_terms, receivers, num_nodes)
+        )
+        theta2 = nn.Dense(self.features, use_bias=False, name="theta2")
+        mu = nn.relu(static)  # round 1 (mu = 0 before it)
+        for _ in range(self.rounds - 1):
+            mu = nn.relu(static + theta2(scale * jax.ops.segment_sum(mu[senders], receivers, num_nodes)))
+        return mu
 
 
 class NodeScores(nn.Module):

@@ -4,13 +4,13 @@ Action: a node, added to the cover. Reward: -1 per step, so the return of a fini
 size. Valid actions: real nodes not in the cover with at least one uncovered edge (adding any other node could
 only enlarge the cover). Terminated exactly when every edge is covered. An invalid action changes nothing and also
 pays -1, so stalling never pays and an episode cut by the time limit N scores -N, below any cover (at most n - 1
-nodes). Observation and the rest: `graphs/envs/common.py`.
+nodes). Observation and the rest: `graphs/rl/envs/common.py`.
 """
 
 import jax
 import jax.numpy as jnp
 
-from graphs.envs.common import Analysis, GraphEnv, GraphObs, at_receivers
+from graphs.rl.envs.common import Analysis, GraphEnv, GraphObs, at_receivers
 
 
 class MinimumVertexCover(GraphEnv):

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from graphs.envs.generators import Graph, GraphDistribution, sample
+from graphs.rl.envs.generators import Graph, GraphDistribution, sample
 from lepton_jax.jraph_compat import jraph
 
 NODE_FEATURES = ("in_solution", "real", "degree", "gain")

@@ -1,7 +1,7 @@
 """S2V-DQN (Khalil, Dai et al. 2017) on an on-device graph environment: Minimum Vertex Cover or MaxCut.
 
-    python -m scripts.train --config=graphs/configs/s2v_dqn.py:MVC-ER-15-20 --workdir=runs/s2v/mvc_er_15_20
-    python -m scripts.train --config=graphs/configs/s2v_dqn.py:MaxCut-BA-40-50 \
+    python -m scripts.train --config=graphs/rl/configs/s2v_dqn.py:MVC-ER-15-20 --workdir=runs/s2v/mvc_er_15_20
+    python -m scripts.train --config=graphs/rl/configs/s2v_dqn.py:MaxCut-BA-40-50 \
         --config.generalization=MaxCut-BA-100-200,MaxCut-BA-400-500
 
 The arg is the environment, `{MVC,MaxCut}-{ER,BA}-MIN-MAX` (Erdős–Rényi p = 0.15 or Barabási–Albert m = 4 graphs
@@ -14,7 +14,7 @@ holds the approximation ratios, `test/approx_ratio_mean` for the agent.
 
 import ml_collections
 
-from agents.configs import common
+from agents.configs import common, dqn
 
 # Exact references are cheap for small graphs; larger ones get a time limit (then the best bound is used and said).
 ILP_TIME_LIMIT = 60.0
@@ -22,6 +22,7 @@ ILP_TIME_LIMIT = 60.0
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c, smoke, preset = common.base("graph_dqn", arg or "MVC-ER-15-20", {})
+    dqn.defaults(c)  # the project's DQN, then what differs on graphs:
     graph_config(c)
     c.total_timesteps = 200_000  # per seed
     c.num_envs = 32
@@ -31,24 +32,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.learning_starts = 5_000
     c.lr = 5e-4
-    c.max_grad_norm = 10.0
-    c.loss = "huber"
     c.huber_delta = 10.0
     c.gamma = 1.0  # episodes are short and finite; the objective is the undiscounted solution quality
-    c.eps_start = 1.0
-    c.eps_end = 0.05
     c.exploration_fraction = 0.3
     c.target_update_interval = 2_000  # env steps
-    c.tau = 1.0
     c.double_dqn = True
-    c.dueling = False  # not used by the graph network
     c.n_step = 3
-    c.reward_scale = 1.0
-    c.hidden_sizes = ()  # not used by the graph network
-    c.activation = "relu"
+    c.hidden_sizes = ()  # not used by the graph network (nor is `dueling`)
     c.chunk_updates = 250
-    c.eval_every_chunks = 2
-    c.checkpoint_every_chunks = 2
     smoke_sizes = {
         "num_envs": 4,
         "rollout_steps": 2,

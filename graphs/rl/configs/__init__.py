@@ -1,0 +1,1 @@
+"""Configs of the graph-RL trainers (S2V-DQN, GNN-PPO)."""
