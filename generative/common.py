@@ -1,4 +1,4 @@
-"""What the VAE and DCGAN trainers share: image grids, the sample evaluator, and per-seed result summaries."""
+"""What the VAE and DCGAN trainers share: image grids, the sample evaluator, and per-seed FID/KID summaries."""
 
 import os
 
@@ -6,17 +6,15 @@ import numpy as np
 from absl import logging
 
 from generative import evaluation
-from generative.configs import classifier as classifier_config
-from lepton_jax import classifier, data_images, parallel, supervised
+from lepton_jax import parallel, plotting, run
+from lepton_jax.vision import classifier
+from lepton_jax.vision import data as image_data
+from lepton_jax.vision.configs import classifier as classifier_config
 
 
 def save_grid(images, path: str, nrow: int | None = None) -> None:
     """Writes (N, H, W, 1) images in [0, 1] as one grayscale PNG grid (`nrow` per row, default square)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plotting.pyplot()
     images = np.clip(np.asarray(images, np.float32)[..., 0], 0, 1)
     n, h, w = images.shape
     nrow = nrow or int(np.ceil(np.sqrt(n)))
@@ -36,7 +34,7 @@ def classifier_workdir(config) -> str:
     return config.classifier_workdir or os.path.join("runs", f"classifier-{config.dataset}")
 
 
-def make_evaluator(config, data: data_images.ImageData) -> tuple[evaluation.SampleEvaluator, dict]:
+def make_evaluator(config, data: image_data.ImageData) -> tuple[evaluation.SampleEvaluator, dict]:
     """The FID/KID evaluator of `config.dataset`, training its classifier first if needed.
 
     Returns:
@@ -50,22 +48,21 @@ def make_evaluator(config, data: data_images.ImageData) -> tuple[evaluation.Samp
     model, params, clf_results = classifier.ensure_trained(clf_config, workdir, data)
     num = min(config.fid_samples, len(data.test_images))
     evaluator = evaluation.SampleEvaluator(evaluation.FeatureExtractor(model, params), data, num, seed=config.seed)
-    extra = {"eval/classifier_test_accuracy": float(clf_results["test/accuracy"])}
+    extra = {"eval/classifier_test_accuracy": float(clf_results["test/accuracy_mean"])}
     extra.update(evaluator.floors())
     return evaluator, extra
 
 
 def evaluate_seeds(evaluator: evaluation.SampleEvaluator, samples_per_seed) -> dict:
-    """Evaluates each seed's samples; mean and std over seeds of every metric (`summarize`)."""
-    per_seed = [evaluator(np.asarray(s)) for s in samples_per_seed]
-    stacked = {k: np.array([m[k] for m in per_seed]) for k in per_seed[0]}
-    return supervised.summarize(stacked)
-
-
-def finish(workdir: str, results: dict, plot_keys, title: str) -> dict:
-    """Writes results.json and the learning curve; returns `results`."""
-    supervised.write_results(workdir, results, plot_keys, title)
-    return results
+    """Evaluates each seed's samples (FID, KID, coverage; a progress bar over the seeds); every metric's mean, std
+    and per-seed values (`lepton_jax.run.seed_summary`)."""
+    bar = run.phase(len(samples_per_seed), "FID/KID per seed", unit="seed")
+    per_seed = []
+    for samples in samples_per_seed:
+        per_seed.append(evaluator(np.asarray(samples)))
+        bar.update(1)
+    bar.close()
+    return run.seed_summary({k: np.array([m[k] for m in per_seed]) for k in per_seed[0]})
 
 
 def plots_dir(workdir: str) -> str | None:

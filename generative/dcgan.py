@@ -31,7 +31,9 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from generative import common
-from lepton_jax import data_images, parallel, registry, supervised
+from lepton_jax import epochs, parallel, registry, supervised
+from lepton_jax import run as run_lib
+from lepton_jax.vision import data as image_data
 
 _INIT = nn.initializers.normal(0.02)
 _BN_SCALE_INIT = lambda key, shape, dtype=jnp.float32: 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
@@ -286,19 +288,25 @@ def make_sample(generator: Generator):
 def sample_many(sample, g: ModelState, key, num: int, latent_dim: int, chunk: int = 1000) -> np.ndarray:
     """`num` samples per seed (seeds, num, H, W, C), drawn `chunk` at a time (one compiled shape)."""
     out = []
-    for i in range(-(-num // chunk)):
+    chunks = -(-num // chunk)
+    bar = run_lib.phase(chunks, f"sampling {num} images per seed", unit="chunk") if chunks > 1 else None
+    for i in range(chunks):
         z = jax.random.normal(jax.random.fold_in(key, i), (chunk, latent_dim))
         out.append(np.asarray(sample(g, z)))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return np.concatenate(out, axis=1)[:, :num]
 
 
 def run(config, workdir: str):
     """Trains per `config` into `workdir`; returns (final state with a seed axis, results)."""
-    data = data_images.load(config.dataset, config.data_dir)
+    data = image_data.load(config.dataset, config.data_dir)
     generator, discriminator = make_models(config, data.image_shape)
     mesh = parallel.make_mesh()
-    train_images = data_images.to_device(data.train_images, mesh)
-    epoch_fn = data_images.make_epoch(make_train_step(config), config.batch_size, mesh, seed_loop=config.seed_loop)
+    train_images = epochs.to_device(data.train_images, mesh)
+    epoch_fn = epochs.make_epoch(make_train_step(config), config.batch_size, mesh, seed_loop=config.seed_loop)
     sample = make_sample(generator)
     fixed_noise = jax.random.normal(jax.random.PRNGKey(config.seed + 99), (100, config.latent_dim))
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
@@ -320,28 +328,30 @@ def run(config, workdir: str):
         keys = ("eval/fid", "eval/kid", "eval/classes_covered", "eval/max_class_deviation")
         return {f"{k}_{config.eval_samples}": np.array([m[k] for m in per_seed]) for k in keys}
 
-    init_one = make_init(config, generator, discriminator, data.image_shape)
+    def final(state, last_eval):
+        results = run_lib.seed_summary(last_eval) | {"num_seeds": int(config.num_seeds)}
+        if evaluator is not None:
+            results.update(extra)
+            samples = sample_many(
+                sample, state.generator, jax.random.PRNGKey(config.seed + 7), config.fid_samples, config.latent_dim
+            )
+            results.update(common.evaluate_seeds(evaluator, samples))
+        if plots:
+            common.save_grid(sample(state.generator, fixed_noise)[0], f"{plots}/samples.png", 10)
+        return results
+
     task = supervised.Task(
-        init=data_images.init_seeds(init_one, config.num_seeds, mesh),
+        init=epochs.init_seeds(make_init(config, generator, discriminator, data.image_shape), config.num_seeds, mesh),
         train_epoch=train_epoch,
         evaluate=evaluate,
         num_epochs=config.num_epochs,
+        final=final,
+        params=lambda state: (state.generator.params, state.discriminator.params),
+        plot_keys=("train/d_loss", "train/g_loss"),
+        title=f"DCGAN on {data.name}",
+        examples_per_epoch=config.num_seeds * (len(data.train_images) // config.batch_size) * config.batch_size,
     )
-    state, results = supervised.fit(config, workdir, task, desc=f"dcgan {data.name}")
-    results["num_seeds"] = int(config.num_seeds)
-    results["perf/images_per_second"] = (
-        config.num_seeds * (len(data.train_images) // config.batch_size) * config.batch_size
-    ) / results["perf/epoch_seconds"]
-    if evaluator is not None:
-        results.update(extra)
-        samples = sample_many(
-            sample, state.generator, jax.random.PRNGKey(config.seed + 7), config.fid_samples, config.latent_dim
-        )
-        results.update(common.evaluate_seeds(evaluator, samples))
-    if plots:
-        common.save_grid(sample(state.generator, fixed_noise)[0], f"{plots}/samples.png", 10)
-    common.finish(workdir, results, ("train/d_loss", "train/g_loss"), f"DCGAN on {data.name}")
-    return state, results
+    return supervised.fit(config, workdir, task, desc=f"dcgan {data.name}")
 
 
 @registry.register("dcgan")

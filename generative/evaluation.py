@@ -1,8 +1,8 @@
 """Numbers for generated images: FID and KID in a classifier's feature space, and mode coverage.
 
-The feature space is the penultimate layer (256 ReLU units) of the small CNN of `lepton_jax/classifier.py`, trained
-on the same dataset, not Inception: for MNIST-like data these numbers are comparable between models of this project
-and runs of it, not with FIDs published in Inception space.
+The feature space is the penultimate layer (256 ReLU units) of the small CNN of `lepton_jax/vision/classifier.py`,
+trained on the same dataset, not Inception: for MNIST-like data these numbers are comparable between models of this
+project and runs of it, not with FIDs published in Inception space.
 
 - FID (Heusel et al. 2017): ||mu_1 - mu_2||^2 + tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)), in float64 on the host; the
   trace of the matrix square root is taken from the eigenvalues of S_1^(1/2) S_2 S_1^(1/2) (symmetric, so `eigh`),
@@ -19,7 +19,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from lepton_jax import classifier, data_images
+from lepton_jax.vision import classifier
+from lepton_jax.vision import data as image_data
 
 FEATURE_CHUNK = 500  # images per forward pass of the feature network
 COVERAGE_TOLERANCE = 0.3
@@ -108,7 +109,7 @@ class FeatureExtractor:
 class SampleEvaluator:
     """Scores generated images against a dataset's real test images; holds the real features once."""
 
-    def __init__(self, extractor: FeatureExtractor, data: data_images.ImageData, num_samples: int, seed: int = 0):
+    def __init__(self, extractor: FeatureExtractor, data: image_data.ImageData, num_samples: int, seed: int = 0):
         self.extractor = extractor
         self.num_samples = num_samples
         rng = np.random.default_rng(seed)

@@ -23,8 +23,10 @@ from flax import linen as nn
 from flax.training.train_state import TrainState
 
 from generative import common
-from lepton_jax import data_images, metrics, parallel, registry, supervised
+from lepton_jax import epochs, metrics, parallel, plotting, registry, seeds, supervised
+from lepton_jax import run as run_lib
 from lepton_jax.config import require
+from lepton_jax.vision import data as image_data
 
 ARCHITECTURES = ("mlp", "conv")
 
@@ -177,45 +179,49 @@ def make_init(config, model: VAE, image_shape):
 
 def run(config, workdir: str):
     """Trains per `config` into `workdir`; returns (final state with a seed axis, results)."""
-    data = data_images.load(config.dataset, config.data_dir)
+    data = image_data.load(config.dataset, config.data_dir)
     model = make_model(config, data.image_shape)
     mesh = parallel.make_mesh()
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)  # evaluation's own stream, never the training rng
     test_bits = jax.random.bernoulli(jax.random.PRNGKey(12345), data.test_images).astype(jnp.float32)  # fixed
-    train_images = data_images.to_device(data.train_images, mesh)
-    test_bits = data_images.to_device(test_bits, mesh)
-    epoch_fn = data_images.make_epoch(make_train_step(model), config.batch_size, mesh)
+    train_images = epochs.to_device(data.train_images, mesh)
+    test_bits = epochs.to_device(test_bits, mesh)
+    epoch_fn = epochs.make_epoch(make_train_step(model), config.batch_size, mesh)
 
     @jax.jit
     def evaluate(params):  # params with a seed axis -> {name: (seeds,)}
         def one_seed(params):
-            terms = data_images.map_in_chunks(lambda x: neg_elbo(model, params, x, eval_key), test_bits, 1000)
+            terms = epochs.map_in_chunks(lambda x: neg_elbo(model, params, x, eval_key), test_bits, 1000)
             return {name: t.mean() for name, t in zip(("test/neg_elbo", "test/recon", "test/kl"), terms)}
 
         return jax.vmap(one_seed)(params)
 
-    init_one = make_init(config, model, data.image_shape)
+    desc = f"vae-{config.architecture} {data.name}"
+
+    def final(state, last_eval):
+        results = run_lib.seed_summary(last_eval) | {"num_seeds": int(config.num_seeds)}
+        results.update(_at_epochs(workdir, config.report_epochs, ("test/neg_elbo",)))
+        if config.is_samples:
+            results.update(_nll(config, model, state.params, test_bits))
+        if config.fid_samples:
+            evaluator, extra = common.make_evaluator(config, data)
+            results.update(extra)
+            samples = _samples(model, state.params, jax.random.PRNGKey(config.seed + 7), config.fid_samples)
+            results.update(common.evaluate_seeds(evaluator, samples))
+        _pictures(config, model, seeds.tree_slice(state.params, 0), data, test_bits, workdir)
+        return results
+
     task = supervised.Task(
-        init=data_images.init_seeds(init_one, config.num_seeds, mesh),
+        init=epochs.init_seeds(make_init(config, model, data.image_shape), config.num_seeds, mesh),
         train_epoch=lambda state, epoch: epoch_fn(state, train_images),
         evaluate=lambda state: evaluate(state.params),
         num_epochs=config.num_epochs,
+        final=final,
+        params=lambda state: state.params,
+        plot_keys=("train/loss", "test/neg_elbo"),
+        title=f"{desc}, latent {config.latent_dim}",
     )
-    desc = f"vae-{config.architecture} {data.name}"
-    state, results = supervised.fit(config, workdir, task, desc=desc)
-    results.update(_at_epochs(workdir, config.report_epochs, ("test/neg_elbo",)))
-    results["num_seeds"] = int(config.num_seeds)
-
-    if config.is_samples:
-        results.update(_nll(config, model, state.params, test_bits))
-    if config.fid_samples:
-        evaluator, extra = common.make_evaluator(config, data)
-        results.update(extra)
-        samples = _samples(model, state.params, jax.random.PRNGKey(config.seed + 7), config.fid_samples)
-        results.update(common.evaluate_seeds(evaluator, samples))
-    _pictures(config, model, data_images.seed_slice(state.params), data, test_bits, workdir)
-    common.finish(workdir, results, ("train/loss", "test/neg_elbo"), f"{desc}, latent {config.latent_dim}")
-    return state, results
+    return supervised.fit(config, workdir, task, desc=desc)
 
 
 @registry.register("vae")
@@ -224,36 +230,44 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return run(config, workdir)[1]
 
 
-def _at_epochs(workdir: str, epochs, keys) -> dict:
-    """`<key>_epoch<E>` (mean and std over seeds) read back from metrics.jsonl, for epochs reached."""
+def _at_epochs(workdir: str, report_epochs, keys) -> dict:
+    """`<key>_epoch<E>_mean` and `_std` over seeds, read back from metrics.jsonl, for the epochs reached."""
     path = os.path.join(workdir, "metrics.jsonl")
     records = {r["step"]: r for r in metrics.read_jsonl(path)} if os.path.exists(path) else {}
     out = {}
-    for epoch in epochs:
+    for epoch in report_epochs:
         for key in keys:
-            for name in (key, key + "_std"):
+            for name, suffix in ((key, "_mean"), (key + "_std", "_std")):
                 if records.get(epoch, {}).get(name) is not None:
-                    out[f"{name.replace(key, key + f'_epoch{epoch}')}"] = records[epoch][name]
+                    out[f"{key}_epoch{epoch}{suffix}"] = records[epoch][name]
     return out
 
 
 def _nll(config, model: VAE, params, test_bits) -> dict:
-    """Importance-sampled test NLL per seed on the first `is_examples` test images."""
-    x = test_bits[: config.is_examples]
+    """Importance-sampled test NLL per seed on the first `is_examples` test images, `is_batch` images per jitted
+    call (a progress bar with an ETA over the calls: k = 5000 samples per image take minutes on a CPU)."""
+    require(int(config.is_examples) >= 1, f"config.is_examples must be >= 1, got {config.is_examples}")
+    x = np.asarray(test_bits[: config.is_examples])
     key = jax.random.PRNGKey(config.seed + 2_000_003)
+    batch = min(int(config.is_batch), len(x))
 
     @jax.jit
-    def nll(params):
-        def one_seed(params):
-            fn = lambda xb: importance_sampled_nll(model, params, xb, key, config.is_samples, config.is_chunk)
-            return data_images.map_in_chunks(fn, x, config.is_batch).mean()
-
-        return jax.vmap(one_seed)(params)
+    def nll(params, xb):  # -> (seeds, batch): every batch uses the same key, as one scan over batches would
+        return jax.vmap(lambda p: importance_sampled_nll(model, p, xb, key, config.is_samples, config.is_chunk))(params)
 
     start = time.perf_counter()
-    per_seed = np.asarray(nll(params))
+    parts = []
+    bar = run_lib.phase(-(-len(x) // batch), f"IS NLL (k={config.is_samples}, {len(x)} images)", unit="batch")
+    for first in range(0, len(x), batch):
+        xb = x[first : first + batch]
+        pad = batch - len(xb)  # the last batch is padded to the same shape (one compile), then cut
+        xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)]) if pad else xb
+        parts.append(np.asarray(nll(params, xb))[:, : batch - pad])
+        bar.update(1)
+    bar.close()
+    per_seed = np.concatenate(parts, axis=1).mean(axis=1)
     seconds = time.perf_counter() - start
-    out = supervised.summarize({"test/nll_is": per_seed})
+    out = run_lib.seed_summary({"test/nll_is": per_seed})
     out.update({"test/nll_is_k": config.is_samples, "test/nll_is_examples": int(x.shape[0])})
     out["perf/nll_is_seconds"] = seconds
     return out
@@ -287,20 +301,11 @@ def _pictures(config, model: VAE, params, data, test_bits, workdir: str) -> None
     grid = norm.ppf(np.linspace(0.05, 0.95, 20))
     z = np.stack(np.meshgrid(grid, grid[::-1]), -1).reshape(-1, 2)  # row by row, top = large z_2
     common.save_grid(jax.nn.sigmoid(model.apply(params, jnp.asarray(z), method=VAE.decode)), f"{out}/manifold.png", 20)
-    means = np.asarray(
-        data_images.map_in_chunks(lambda b: model.apply(params, b, method=VAE.encode)[0], test_bits, 1000)
-    )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    means = np.asarray(epochs.map_in_chunks(lambda b: model.apply(params, b, method=VAE.encode)[0], test_bits, 1000))
+    fig, ax = plotting.pyplot().subplots(figsize=(6, 5), dpi=120)
     points = ax.scatter(means[:, 0], means[:, 1], c=data.test_labels, cmap="tab10", s=2)
     fig.colorbar(points, ax=ax, ticks=range(10), label="class")
     ax.set_xlabel("z_1 (posterior mean)")
     ax.set_ylabel("z_2")
     ax.set_title(f"test set in the latent space ({data.name})")
-    fig.tight_layout()
-    fig.savefig(f"{out}/latent_by_class.png")
-    plt.close(fig)
+    plotting.save(fig, f"{out}/latent_by_class.png")

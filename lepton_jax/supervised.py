@@ -11,7 +11,6 @@ The state must carry everything the next epoch depends on (params, optimiser sta
 early stopping), so that a resumed run computes exactly what an uninterrupted one would.
 """
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,8 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from lepton_jax import metrics as metrics_lib
-from lepton_jax import parallel, plotting
+from lepton_jax import plotting
 from lepton_jax import run as run_lib
 
 
@@ -41,6 +39,7 @@ class Task(NamedTuple):
     params: optional `state -> parameters` hashed into `params_sha256` (default: the whole state).
     plot_keys: the metrics drawn against epochs in `plots/learning_curve.png` (none: no plot).
     title: the plot's title.
+    examples_per_epoch: training examples one epoch processes, over all seeds (gives `perf/examples_per_second`).
     """
 
     init: Callable[[jax.Array], Any]
@@ -52,6 +51,7 @@ class Task(NamedTuple):
     params: Callable[[Any], Any] | None = None
     plot_keys: tuple[str, ...] = ()
     title: str = ""
+    examples_per_epoch: int = 0
 
 
 def summarize(metrics: dict) -> dict:
@@ -115,25 +115,11 @@ def fit(config, workdir: str, task: Task, desc: str = "") -> tuple[Any, dict]:
             "perf/epoch_seconds": float(np.median(later)) if later else float("nan"),
         }
     )
+    if task.examples_per_epoch and later:
+        results["perf/examples_per_second"] = task.examples_per_epoch / results["perf/epoch_seconds"]
 
     def plot(records, plots):
         plotting.curves(records, task.plot_keys, os.path.join(plots, "learning_curve.png"), "epoch", task.title)
 
     results = run.finish(results, (task.params or (lambda s: s))(state), plot=plot if task.plot_keys else None)
     return state, results
-
-
-def write_results(workdir: str, results: dict, plot_keys: tuple[str, ...] = (), title: str = "") -> None:
-    """Transitional: rewrites `results.json` and the learning curve for trainers not yet on `Task.final`."""
-    if not parallel.is_main_process():
-        return
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    if plot_keys:
-        plotting.curves(
-            metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl")),
-            plot_keys,
-            os.path.join(workdir, "plots", "learning_curve.png"),
-            xlabel="epoch",
-            title=title,
-        )

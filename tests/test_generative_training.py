@@ -10,7 +10,8 @@ import pytest
 
 from generative import dcgan
 from generative.configs import dcgan as dcgan_config
-from lepton_jax import data_images, parallel
+from lepton_jax import epochs, parallel
+from lepton_jax.vision import data as image_data
 
 from .conftest import run_python
 
@@ -18,10 +19,10 @@ from .conftest import run_python
 def _digits_gan():
     """The smoke DCGAN on the 8x8 digits, 2 seeds: (config, data, mesh, generator, jitted init of the seeds)."""
     config = dcgan_config.get_config("digits,smoke")
-    data = data_images.load("digits")
+    data = image_data.load("digits")
     mesh = parallel.make_mesh()
     generator, discriminator = dcgan.make_models(config, data.image_shape)
-    init = data_images.init_seeds(dcgan.make_init(config, generator, discriminator, data.image_shape), 2, mesh)
+    init = epochs.init_seeds(dcgan.make_init(config, generator, discriminator, data.image_shape), 2, mesh)
     return config, data, mesh, generator, init
 
 
@@ -30,8 +31,8 @@ def test_gan_losses_stay_finite_and_both_nets_learn():
     state = init(jax.random.PRNGKey(0))
     before = jax.device_get(state)
     step = chex.assert_max_traces(dcgan.make_train_step(config), n=1)  # one compile for every step
-    epoch = data_images.make_epoch(step, config.batch_size, mesh)
-    images = data_images.to_device(data.train_images, mesh)
+    epoch = epochs.make_epoch(step, config.batch_size, mesh)
+    images = epochs.to_device(data.train_images, mesh)
     history = []
     for _ in range(2):
         state, metrics = epoch(state, images)
@@ -78,29 +79,29 @@ def test_vae_loss_falls_by_a_margin(vae_run):
     _, results = vae_run
     # Digits (64 pixels): coding them at p = 0.5 costs 64 log 2 = 44.4 nats; after one epoch the test negative
     # ELBO is ~33, after 12 epochs ~25 (measured): it must fall by more than 5 nats, to below 28.
-    assert results["test/neg_elbo_epoch1"] - results["test/neg_elbo"] > 5
-    assert results["test/neg_elbo"] < 28
+    assert results["test/neg_elbo_epoch1_mean"] - results["test/neg_elbo_mean"] > 5
+    assert results["test/neg_elbo_mean"] < 28
     # Importance sampling tightens the bound: NLL_IS <= negative ELBO (on average over the test images).
-    assert results["test/nll_is"] < results["test/neg_elbo"]
+    assert results["test/nll_is_mean"] < results["test/neg_elbo_mean"]
     assert results["num_devices"] == 1 and results["num_seeds"] == 2 and results["test/neg_elbo_std"] > 0
 
 
 def test_vae_run_reports_sample_metrics_and_pictures(vae_run):
     workdir, results = vae_run
     for key in (
-        "test/neg_elbo",
-        "test/nll_is",
-        "eval/fid",
-        "eval/kid",
+        "test/neg_elbo_mean",
+        "test/nll_is_mean",
+        "eval/fid_mean",
+        "eval/kid_mean",
         "eval/fid_floor",
-        "eval/classes_covered",
-        "eval/mean_confidence",
+        "eval/classes_covered_mean",
+        "eval/mean_confidence_mean",
         "eval/classifier_test_accuracy",
         "perf/wall_seconds",
     ):
         assert key in results and np.isfinite(results[key]), key
-    assert results["eval/fid"] > results["eval/fid_floor"] > 0
-    assert 0 < results["eval/mean_confidence"] <= 1
+    assert results["eval/fid_mean"] > results["eval/fid_floor"] > 0
+    assert 0 < results["eval/mean_confidence_mean"] <= 1
     for picture in ("samples.png", "reconstructions.png", "learning_curve.png"):
         assert os.path.getsize(os.path.join(workdir, "plots", picture)) > 2000, picture
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -111,10 +112,10 @@ def test_vae_run_reports_sample_metrics_and_pictures(vae_run):
 def test_unrolled_seeds_equal_vmapped_seeds():
     """The DCGAN's CPU default steps each seed with its own copy of the step; the result is the vmapped one's."""
     config, data, mesh, _, init = _digits_gan()
-    images = data_images.to_device(data.train_images[:200], mesh)
+    images = epochs.to_device(data.train_images[:200], mesh)
     results = {}
     for loop in ("vmap", "unroll"):
-        epoch = data_images.make_epoch(dcgan.make_train_step(config), config.batch_size, mesh, seed_loop=loop)
+        epoch = epochs.make_epoch(dcgan.make_train_step(config), config.batch_size, mesh, seed_loop=loop)
         results[loop] = jax.device_get(epoch(init(jax.random.PRNGKey(0)), images))
 
     # Biases that feed a BatchNorm get a zero gradient up to rounding, which Adam scales up to random lr-sized

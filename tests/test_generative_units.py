@@ -13,8 +13,8 @@ from scipy import linalg, stats
 
 from generative import dcgan, evaluation, vae
 from generative.configs import dcgan as dcgan_config
-from lepton_jax import data_images
 from lepton_jax.errors import UserError
+from lepton_jax.vision import data as image_data
 
 
 def test_kl_matches_closed_form_and_monte_carlo():
@@ -97,11 +97,11 @@ def _write_dataset(directory, n_train=6, n_test=4):
 
 def test_idx_loader_reads_a_fixture(tmp_path):
     _write_dataset(tmp_path / "mnist")
-    data = data_images.load_idx_dataset("mnist", str(tmp_path), full=False)
+    data = image_data.load_idx_dataset("mnist", str(tmp_path), full=False)
     assert data.train_images.shape == (6, 28, 28, 1) and data.test_labels.shape == (4,)
     assert data.train_images.dtype == np.float32 and 0 <= data.train_images.min() <= data.train_images.max() <= 1
     with pytest.raises(UserError, match="6 items, expected 60000"):  # the real set must be complete
-        data_images.load("mnist", str(tmp_path))
+        image_data.load("mnist", str(tmp_path))
 
 
 def test_idx_loader_rejects_truncated_and_foreign_files(tmp_path):
@@ -111,22 +111,22 @@ def test_idx_loader_rejects_truncated_and_foreign_files(tmp_path):
     with gzip.open(path, "wb") as f:
         f.write(raw[:-100])  # a valid gzip of a cut idx file
     with pytest.raises(UserError, match=r"corrupt file .*train-images.*expected 4720 for shape \(6, 28, 28\)"):
-        data_images.load_idx_dataset("mnist", str(tmp_path), full=False)
+        image_data.load_idx_dataset("mnist", str(tmp_path), full=False)
     path.write_bytes(path.read_bytes()[:50])  # a cut gzip stream
     with pytest.raises(UserError, match="corrupt file .*cannot decompress"):
-        data_images.load_idx_dataset("mnist", str(tmp_path), full=False)
+        image_data.load_idx_dataset("mnist", str(tmp_path), full=False)
     _write_idx(path, np.zeros((6, 28, 28)), rank_magic=1)  # a labels header on an images file
     with pytest.raises(UserError, match="idx magic 0x0801, expected 0x0803"):
-        data_images.load_idx_dataset("mnist", str(tmp_path), full=False)
+        image_data.load_idx_dataset("mnist", str(tmp_path), full=False)
     path.unlink()
     with pytest.raises(UserError, match="missing file .*train-images-idx3-ubyte.gz"):
-        data_images.load_idx_dataset("mnist", str(tmp_path), full=False)
+        image_data.load_idx_dataset("mnist", str(tmp_path), full=False)
     with pytest.raises(UserError, match="unknown dataset 'cifar'; valid datasets: mnist"):
-        data_images.load("cifar", str(tmp_path))
+        image_data.load("cifar", str(tmp_path))
 
 
 def test_digits_are_embedded():
-    data = data_images.load("digits")
+    data = image_data.load("digits")
     assert data.train_images.shape == (1500, 8, 8, 1) and data.test_images.shape == (297, 8, 8, 1)
     assert data.train_images.max() == 1.0 and set(np.unique(data.train_labels)) == set(range(10))
 

@@ -46,7 +46,7 @@ def _task(num_epochs=6, lr=0.3, patience_epochs=None):
         return {"eval/error": jnp.abs(state.params["w"] - jnp.array([1.0, -2.0, 0.5])).sum()}
 
     done = None if patience_epochs is None else (lambda state: int(state.step) >= patience_epochs)
-    return supervised.Task(init, train_epoch, evaluate, num_epochs, done)
+    return supervised.Task(init, train_epoch, evaluate, num_epochs, done, plot_keys=("train/loss",))
 
 
 def test_resume_equals_uninterrupted_and_workdir(tmp_path):
@@ -58,8 +58,8 @@ def test_resume_equals_uninterrupted_and_workdir(tmp_path):
     assert results["eval/error_mean"] < 1.0 and results["perf/epochs"] == 6
     rows = [json.loads(line) for line in open(tmp_path / "split" / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # no record lost or repeated across the resume
-    supervised.write_results(str(tmp_path / "full"), results, plot_keys=("train/loss",))
-    assert json.load(open(tmp_path / "full" / "results.json"))["perf/epochs"] == 6
+    written = json.load(open(tmp_path / "full" / "results.json"))
+    assert written["perf/epochs"] == 6 and written["params_sha256"] == results["params_sha256"]
     assert os.path.getsize(tmp_path / "full" / "plots" / "learning_curve.png") > 0
 
 

@@ -13,17 +13,12 @@ convolutions: see `perf/epoch_seconds` in results.json and size `num_epochs` / `
 
 import ml_collections
 
+from generative.configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "mnist").split(",") if p]
-    names = [p for p in parts if p != "smoke"]
-    dataset = names[0] if names else "mnist"
-
-    c = ml_collections.ConfigDict()
-    c.trainer = "dcgan"
-    c.dataset = dataset
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
+    c, parts = common.base("dcgan", arg, ("smoke",))
+    dataset = c.dataset
     c.num_seeds = 1
     # How the seeds share a step: "auto" = one copy of the step per seed on CPU (XLA:CPU runs the grouped
     # convolutions that vmap makes ~2.5x slower than separate ones), one vmapped program elsewhere; or "vmap"/"unroll".
@@ -46,11 +41,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_samples = 2000  # FID/KID with this many samples at every evaluation (0: none until the end)
     c.checkpoint_every_epochs = 1
     c.keep_checkpoints = 2
-    # The final FID/KID/coverage of fid_samples samples per seed, in the feature space of the dataset's classifier,
-    # restored from classifier_workdir (default runs/classifier-<dataset>; trained there first if missing).
-    c.fid_samples = 10_000
-    c.classifier_workdir = ml_collections.config_dict.placeholder(str)
-    c.smoke_classifier = False
 
     if dataset == "digits":  # 1500 training images of 8x8
         c.batch_size = 50

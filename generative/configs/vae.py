@@ -14,18 +14,12 @@ the feature classifier's training (once, into runs/classifier-mnist, ~20 min the
 
 import ml_collections
 
+from generative.configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "mnist").split(",") if p]
-    flags = {"smoke", "conv", "latent2"}
-    names = [p for p in parts if p not in flags]
-    dataset = names[0] if names else "mnist"
-
-    c = ml_collections.ConfigDict()
-    c.trainer = "vae"
-    c.dataset = dataset
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
+    c, parts = common.base("vae", arg, ("smoke", "conv", "latent2"))
+    dataset = c.dataset
     c.num_seeds = 3
     c.architecture = "conv" if "conv" in parts else "mlp"
     c.hidden = 500
@@ -42,12 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.is_samples = 5000
     c.is_chunk = 500
     c.is_batch = 20
-    c.is_examples = 10_000
-    # FID/KID/coverage of fid_samples prior samples per seed, in the feature space of the dataset's classifier,
-    # restored from classifier_workdir (default runs/classifier-<dataset>; trained there first if missing).
-    c.fid_samples = 10_000
-    c.classifier_workdir = ml_collections.config_dict.placeholder(str)
-    c.smoke_classifier = False
+    # 500 images take minutes on 2 CPU cores (10k took about an hour); the paper protocol (all 10k test images):
+    # --config.is_examples=10000.
+    c.is_examples = 500
 
     if dataset == "digits":  # 1500 training images of 8x8
         c.hidden = 128

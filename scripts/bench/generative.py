@@ -6,7 +6,7 @@ Both sides train on the same in-memory 28x28 images (random pixels: the speed of
 content) with the configs' batch size and optimiser, one seed, for `--steps` / `--dcgan_steps` steps after a
 warm-up epoch, and report training images/s (the fastest of `--repeats` timed runs):
 
-- ours: `data_images.make_epoch` over the trainer's own `train_step` with the config's `seed_loop` (exactly what a
+- ours: `epochs.make_epoch` over the trainer's own `train_step` with the config's `seed_loop` (exactly what a
   training run executes: a jitted on-device shuffle, then one jitted step per batch that gathers its batch on the
   device). The first epoch (compiling included) is timed apart. `--vae_seeds=N` adds a row for the VAE vmapped
   over N seeds (images/s summed over seeds).
@@ -31,7 +31,7 @@ from absl import app, flags
 from generative import dcgan, vae
 from generative.configs import dcgan as dcgan_config
 from generative.configs import vae as vae_config
-from lepton_jax import data_images, parallel
+from lepton_jax import epochs, parallel
 from scripts.bench import common
 
 _MODELS = flags.DEFINE_list("models", ["vae", "dcgan"], "Which models to benchmark: vae, dcgan.")
@@ -93,9 +93,9 @@ def bench_ours(model: str, num_seeds: int = 1) -> dict:
         generator, discriminator = dcgan.make_models(config, shape)
         init_one, step = dcgan.make_init(config, generator, discriminator, shape), dcgan.make_train_step(config)
     n = config.batch_size * steps_of(model)
-    images = data_images.to_device(np.random.default_rng(0).random((n, *shape), np.float32), mesh)
-    state = data_images.init_seeds(init_one, num_seeds, mesh)(jax.random.PRNGKey(0))
-    epoch = data_images.make_epoch(step, config.batch_size, mesh, seed_loop=config.get("seed_loop", "vmap"))
+    images = epochs.to_device(np.random.default_rng(0).random((n, *shape), np.float32), mesh)
+    state = epochs.init_seeds(init_one, num_seeds, mesh)(jax.random.PRNGKey(0))
+    epoch = epochs.make_epoch(step, config.batch_size, mesh, seed_loop=config.get("seed_loop", "vmap"))
     (state, _), first_s = common.timed(lambda: jax.block_until_ready(epoch(state, images)))  # + compiling
     best = float("inf")
     for _ in range(_REPEATS.value):

@@ -1,6 +1,6 @@
 """A small CNN image classifier (the Flax MNIST example's network), trainable through the launcher.
 
-    python -m scripts.train --config=generative/configs/classifier.py:mnist --workdir=runs/classifier-mnist
+    python -m scripts.train --config=lepton_jax/vision/configs/classifier.py:mnist --workdir=runs/classifier-mnist
 
 Conv(32, 3x3)-ReLU-AvgPool, Conv(64, 3x3)-ReLU-AvgPool, Dense(256)-ReLU, Dense(classes); Adam, cross-entropy. Its
 penultimate layer (the 256 ReLU features) is the feature space of the generative models' FID/KID, so `load_trained`
@@ -14,13 +14,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import linen as nn
 from flax.training.train_state import TrainState
 
-from lepton_jax import checkpoint, data_images, parallel, registry, supervised
+from lepton_jax import checkpoint, epochs, parallel, registry, seeds, supervised
+from lepton_jax import run as run_lib
 from lepton_jax.errors import UserError
+from lepton_jax.vision import data as image_data
 
 EVAL_CHUNK = 1000  # test images per forward pass in evaluation (bounds the activations' memory)
 
@@ -84,33 +85,34 @@ def make_evaluate(model: CNN):
     """Jitted `(params with a seed axis, images, labels) -> {test/loss, test/accuracy}` per seed."""
 
     def one_seed(params, images, labels):
-        logits = data_images.map_in_chunks(lambda x: model.apply(params, x), images, EVAL_CHUNK)
+        logits = epochs.map_in_chunks(lambda x: model.apply(params, x), images, EVAL_CHUNK)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         return {"test/loss": loss, "test/accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
 
 
-def run(config, workdir: str, data: data_images.ImageData | None = None):
+def run(config, workdir: str, data: image_data.ImageData | None = None):
     """Trains per `config` into `workdir`; returns (final state with a seed axis, results)."""
-    data = data or data_images.load(config.dataset, config.data_dir)
+    data = data or image_data.load(config.dataset, config.data_dir)
     model = make_model(config, data.num_classes)
     mesh = parallel.make_mesh()
-    train = data_images.to_device((data.train_images, data.train_labels), mesh)
-    test_images, test_labels = data_images.to_device((data.test_images, data.test_labels), mesh)
-    epoch_fn = data_images.make_epoch(train_step, config.batch_size, mesh)
+    train = epochs.to_device((data.train_images, data.train_labels), mesh)
+    test_images, test_labels = epochs.to_device((data.test_images, data.test_labels), mesh)
+    epoch_fn = epochs.make_epoch(train_step, config.batch_size, mesh)
     evaluate = make_evaluate(model)
     init_one = make_init(config, model, data.image_shape, len(data.train_images) // config.batch_size)
     task = supervised.Task(
-        init=data_images.init_seeds(init_one, config.num_seeds, mesh),
+        init=epochs.init_seeds(init_one, config.num_seeds, mesh),
         train_epoch=lambda state, epoch: epoch_fn(state, train),
         evaluate=lambda state: evaluate(state.params, test_images, test_labels),
         num_epochs=config.num_epochs,
+        final=lambda state, last_eval: run_lib.seed_summary(last_eval) | {"num_seeds": int(config.num_seeds)},
+        params=lambda state: state.params,
+        plot_keys=("train/accuracy", "test/accuracy"),
+        title=f"CNN classifier on {data.name}",
     )
-    state, results = supervised.fit(config, workdir, task, desc=f"classifier {data.name}")
-    results["num_seeds"] = int(config.num_seeds)
-    supervised.write_results(workdir, results, ("train/accuracy", "test/accuracy"), f"CNN classifier on {data.name}")
-    return state, results
+    return supervised.fit(config, workdir, task, desc=f"classifier {data.name}")
 
 
 @registry.register("classifier")
@@ -123,22 +125,24 @@ def load_trained(workdir: str, image_shape, num_classes: int = 10) -> tuple[CNN,
     """The model and seed-0 parameters of a finished classifier run in `workdir`."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(os.path.join(workdir, "results.json")) or not os.path.isfile(path):
-        raise UserError(f"no finished classifier run in {workdir} (train one with generative/configs/classifier.py)")
+        raise UserError(
+            f"no finished classifier run in {workdir} (train one with lepton_jax/vision/configs/classifier.py)"
+        )
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
     model = make_model(config, num_classes)
     init_one = make_init(config, model, image_shape)
     key = jax.random.PRNGKey(config.seed)
-    abstract = jax.eval_shape(data_images.init_seeds(init_one, config.num_seeds, parallel.make_mesh()), key)
+    abstract = jax.eval_shape(epochs.init_seeds(init_one, config.num_seeds, parallel.make_mesh()), key)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 3))
     restored = ckpt.restore_latest(abstract)
     ckpt.close()
     if restored is None:
         raise UserError(f"classifier run in {workdir} has no checkpoint")
-    return model, data_images.seed_slice(restored[1].params, 0)
+    return model, seeds.tree_slice(restored[1].params, 0)
 
 
-def ensure_trained(config, workdir: str, data: data_images.ImageData) -> tuple[CNN, Any, dict]:
+def ensure_trained(config, workdir: str, data: image_data.ImageData) -> tuple[CNN, Any, dict]:
     """`load_trained(workdir)`, training the classifier per `config` there first if it has not finished.
 
     Returns:
@@ -150,9 +154,3 @@ def ensure_trained(config, workdir: str, data: data_images.ImageData) -> tuple[C
         results = json.load(f)
     model, params = load_trained(workdir, data.image_shape, data.num_classes)
     return model, params, results
-
-
-def accuracy(model: CNN, params, images: np.ndarray, labels: np.ndarray) -> float:
-    """Test accuracy of one set of parameters (no seed axis)."""
-    logits = jax.jit(lambda p, x: data_images.map_in_chunks(lambda c: model.apply(p, c), x, EVAL_CHUNK))(params, images)
-    return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
