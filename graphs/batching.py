@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from graphs.data import GraphDataset, undirected_edges
-from lepton_jax.jraph_compat import jraph
+from graphs.jraph_compat import jraph
 
 
 class Budget(NamedTuple):

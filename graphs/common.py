@@ -15,8 +15,8 @@ from flax import struct, traverse_util
 
 from graphs import models
 from graphs.data import NodeDataset
+from graphs.jraph_compat import jraph
 from lepton_jax.config import require
-from lepton_jax.jraph_compat import jraph
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

@@ -27,9 +27,9 @@ from flax.training.train_state import TrainState
 from graphs import batching, models
 from graphs import metrics as graph_metrics
 from graphs.data import GraphDataset, load_tu
+from graphs.jraph_compat import jraph
 from lepton_jax import datasets, registry, run, supervised
 from lepton_jax.config import require
-from lepton_jax.jraph_compat import jraph
 
 
 class GINTrainState(TrainState):

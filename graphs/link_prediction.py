@@ -20,9 +20,9 @@ from flax.training.train_state import TrainState
 from graphs import batching, common, models
 from graphs import metrics as graph_metrics
 from graphs.data import load_node_dataset
+from graphs.jraph_compat import jraph
 from lepton_jax import registry, run, supervised
 from lepton_jax.config import require
-from lepton_jax.jraph_compat import jraph
 
 
 @struct.dataclass

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from graphs.jraph_compat import jraph
 from lepton_jax.errors import UserError
-from lepton_jax.jraph_compat import jraph
 
 _ACTIVATIONS = {"relu": nn.relu, "elu": nn.elu, "tanh": jnp.tanh, "identity": lambda x: x}
 glorot = nn.initializers.glorot_uniform()  # as in the GCN and GAT papers' code

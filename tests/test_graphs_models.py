@@ -8,7 +8,7 @@ import pytest
 
 from graphs import batching, models
 from graphs.data import GraphDataset, undirected_edges
-from lepton_jax.jraph_compat import jraph
+from graphs.jraph_compat import jraph
 
 
 def random_graph(num_nodes=7, num_features=5, seed=0, num_edges=9):

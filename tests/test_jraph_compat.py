@@ -1,10 +1,10 @@
-"""jraph's helpers that call JAX's removed tree aliases work through `lepton_jax.jraph_compat`."""
+"""jraph's helpers that call JAX's removed tree aliases work through `graphs.jraph_compat`."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lepton_jax.jraph_compat import jraph
+from graphs.jraph_compat import jraph
 
 
 def test_zero_out_padding_and_fully_connected_graph():

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from graphs.jraph_compat import jraph
 from graphs.rl.envs.generators import Graph, GraphDistribution, sample
-from lepton_jax.jraph_compat import jraph
 
 NODE_FEATURES = ("in_solution", "real", "degree", "gain")
 EDGE_FEATURES = ("weight", "flag")

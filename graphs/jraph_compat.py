@@ -1,4 +1,4 @@
-"""jraph, mended for current JAX. Import it from here: `from lepton_jax.jraph_compat import jraph`.
+"""jraph, mended for current JAX. Import it from here: `from graphs.jraph_compat import jraph`.
 
 jraph 0.0.6.dev0 (unmaintained since 2022) still calls `jax.tree_map` and `jax.tree_leaves`, which JAX has
 removed, so `jraph.zero_out_padding`, `jraph.get_fully_connected_graph` and the GraphsTuple batching checks raise
