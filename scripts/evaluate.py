@@ -48,7 +48,7 @@ def main(argv):
             config = ml_collections.ConfigDict(json.load(f))
         module = registry.module_of(config.trainer)
         if not hasattr(module, "make_agent"):
-            rl = [n for n in registry.names() if hasattr(registry.module_of(n), "make_agent")]
+            rl = trainers.names(trainers.RL_PILLARS)
             raise UserError(
                 f"scripts.evaluate evaluates the RL trainers ({', '.join(rl)}); trainer '{config.trainer}' "
                 f"reports its final evaluation in {os.path.join(_WORKDIR.value, 'results.json')}"

@@ -9,6 +9,12 @@ import importlib
 from lepton_jax import registry
 
 PILLARS = ("agents", "graphs", "graphs.rl", "generative", "lepton_jax.vision")
+RL_PILLARS = ("agents", "graphs.rl")  # their trainers define `make_agent` (what scripts.evaluate evaluates)
+
+
+def names(pillars=PILLARS) -> list[str]:
+    """The trainer names of `pillars`."""
+    return sorted(name for package in pillars for name in importlib.import_module(package).TRAINERS)
 
 
 def load() -> None:

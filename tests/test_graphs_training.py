@@ -120,6 +120,12 @@ def test_karate_demo_through_the_launcher(tmp_path):
         assert np.isfinite(results[key]), key
     assert os.path.getsize(os.path.join(workdir, "plots", "embedding.png")) > 5000
     assert os.path.getsize(os.path.join(workdir, "plots", "learning_curve.png")) > 5000
+    # scripts.evaluate evaluates RL workdirs; on this one it says so in one line (no traceback), exit 2.
+    evaluated = run_python(["-m", "scripts.evaluate", f"--workdir={workdir}"])
+    lines = [line for line in evaluated.stderr.splitlines() if line.strip()]
+    assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr, evaluated.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: scripts.evaluate evaluates the RL trainers ("), lines
+    assert "'node_classification'" in lines[0] and "results.json" in lines[0]
 
 
 def test_missing_data_file_is_a_user_error(tmp_path):
