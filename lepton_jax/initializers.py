@@ -9,7 +9,7 @@ left to run the chunks and the process hangs at 0 % CPU. It is a race: 12 indepe
 
 `orthogonal` below gives exactly flax's weights (bit for bit, per seed) but, when vmapped, draws the batch one
 matrix after another with `lax.map`, so no batched LAPACK call is ever emitted. It runs once, at initialisation,
-so the sequential loop costs nothing measurable. `tests/test_initializers.py` repeats the vmapped program
+so the sequential loop costs nothing measurable. `tests/core/test_initializers.py` repeats the vmapped program
 hundreds of times under a timeout to keep this honest.
 """
 

@@ -31,8 +31,26 @@ _envs.register_family("MVC-", make, "MVC-{ER,BA}-MIN-MAX")
 _envs.register_family("MaxCut-", make, "MaxCut-{ER,BA}-MIN-MAX")
 
 __all__ = [
-    "EDGE_FEATURES", "NODE_FEATURES", "EvalResult", "EvalSet", "Graph", "GraphDistribution", "GraphEnv",
-    "GraphEnvParams", "GraphEnvState", "GraphObs", "MaxCut", "MinimumVertexCover", "NumpyGraph", "eval_set",
-    "evaluate_on_graphs", "from_numpy", "load_eval_set", "make", "parse_name", "sample",
-    "save_eval_set", "to_numpy",
-]  # fmt: skip
+    "EDGE_FEATURES",
+    "NODE_FEATURES",
+    "EvalResult",
+    "EvalSet",
+    "Graph",
+    "GraphDistribution",
+    "GraphEnv",
+    "GraphEnvParams",
+    "GraphEnvState",
+    "GraphObs",
+    "MaxCut",
+    "MinimumVertexCover",
+    "NumpyGraph",
+    "eval_set",
+    "evaluate_on_graphs",
+    "from_numpy",
+    "load_eval_set",
+    "make",
+    "parse_name",
+    "sample",
+    "save_eval_set",
+    "to_numpy",
+]

@@ -140,18 +140,29 @@ class GraphEnv(environment.Environment):
         real_edges = jnp.arange(num_edges) < graph.num_edges
         analysis = self.analyse(graph, in_solution, real_nodes, real_edges)
         state = GraphEnvState(
-            time=time, graph=graph, in_solution=in_solution, degree=degree, gain=analysis.gain,
-            action_mask=analysis.action_mask, terminal=analysis.terminal,
-        )  # fmt: skip
+            time=time,
+            graph=graph,
+            in_solution=in_solution,
+            degree=degree,
+            gain=analysis.gain,
+            action_mask=analysis.action_mask,
+            terminal=analysis.terminal,
+        )
         scale = 1.0 / jnp.maximum(graph.num_nodes - 1, 1).astype(jnp.float32)
-        nodes = jnp.stack([in_solution.astype(jnp.float32), real_nodes.astype(jnp.float32), degree * scale,
-                           analysis.gain * scale], axis=-1)  # fmt: skip
+        nodes = jnp.stack(
+            [in_solution.astype(jnp.float32), real_nodes.astype(jnp.float32), degree * scale, analysis.gain * scale],
+            axis=-1,
+        )
         edges = jnp.stack([graph.weights, analysis.edge_flag.astype(jnp.float32)], axis=-1)
         padded = jraph.GraphsTuple(
-            nodes=nodes, edges=edges, senders=graph.senders, receivers=graph.receivers, globals=None,
+            nodes=nodes,
+            edges=edges,
+            senders=graph.senders,
+            receivers=graph.receivers,
+            globals=None,
             n_node=jnp.stack([graph.num_nodes, num_nodes - graph.num_nodes]).astype(jnp.int32),
             n_edge=jnp.stack([graph.num_edges, num_edges - graph.num_edges]).astype(jnp.int32),
-        )  # fmt: skip
+        )
         return GraphObs(padded, analysis.action_mask), state
 
     def is_terminated(self, state: GraphEnvState, params: GraphEnvParams) -> jax.Array:
@@ -190,9 +201,12 @@ class EvalResult(NamedTuple):
 
 
 def evaluate_on_graphs(
-    env: GraphEnv, env_params: GraphEnvParams, act: Callable[[Any, GraphObs], jax.Array], policy_params: Any,
+    env: GraphEnv,
+    env_params: GraphEnvParams,
+    act: Callable[[Any, GraphObs], jax.Array],
+    policy_params: Any,
     graphs: Graph,
-) -> EvalResult:  # fmt: skip
+) -> EvalResult:
     """One episode on each of a batch of graphs under the deterministic policy `act(policy_params, obs) -> action`.
 
     `graphs` is a batched `Graph` (e.g. `EvalSet.graphs`). All episodes run in parallel for the time limit; steps

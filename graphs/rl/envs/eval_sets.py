@@ -37,8 +37,10 @@ def eval_set(name: str, num_graphs: int, seed: int) -> EvalSet:
     graphs, num_dropped = sample_batch(jax.random.split(jax.random.PRNGKey(seed), num_graphs), env.distribution)
     dropped = np.flatnonzero(np.asarray(num_dropped))
     if dropped.size:
-        raise RuntimeError(f"evaluation graphs {dropped.tolist()} of {name} (seed {seed}) had more edges than the "
-                           f"budget of {env.distribution.undirected_budget}; use another seed")  # fmt: skip
+        raise RuntimeError(
+            f"evaluation graphs {dropped.tolist()} of {name} (seed {seed}) had more edges than the "
+            f"budget of {env.distribution.undirected_budget}; use another seed"
+        )
     return EvalSet(name, int(seed), jax.tree.map(np.asarray, graphs))
 
 

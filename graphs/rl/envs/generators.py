@@ -66,8 +66,9 @@ class GraphDistribution:
             raise UserError(f"unknown graph distribution '{self.kind}'; valid: {', '.join(KINDS)}")
         lowest = self.m + 1 if self.kind == "ba" else 1
         if not lowest <= self.min_nodes <= self.max_nodes:
-            raise UserError(f"{self.kind} graphs need {lowest} <= min_nodes <= max_nodes, got {self.min_nodes}, "
-                            f"{self.max_nodes}")  # fmt: skip
+            raise UserError(
+                f"{self.kind} graphs need {lowest} <= min_nodes <= max_nodes, got {self.min_nodes}, {self.max_nodes}"
+            )
         if not 0.0 < self.p < 1.0:
             raise UserError(f"the edge probability p must be in (0, 1), got {self.p}")
 
@@ -248,8 +249,10 @@ def from_numpy(num_nodes: int, edges, weights, distribution: GraphDistribution) 
     weights = np.ones(len(edges), np.float32) if weights is None else np.asarray(weights, np.float32)
     budget = distribution.undirected_budget
     if not 0 < num_nodes <= distribution.max_nodes or len(edges) > budget or weights.shape != (len(edges),):
-        raise UserError(f"graph with {num_nodes} nodes, {len(edges)} edges and {weights.shape} weights does not "
-                        f"fit {distribution}: at most {distribution.max_nodes} nodes and {budget} edges")  # fmt: skip
+        raise UserError(
+            f"graph with {num_nodes} nodes, {len(edges)} edges and {weights.shape} weights does not "
+            f"fit {distribution}: at most {distribution.max_nodes} nodes and {budget} edges"
+        )
     if len(edges) and (edges.min() < 0 or edges.max() >= num_nodes or np.any(edges[:, 0] == edges[:, 1])):
         raise UserError("edges must join two distinct nodes in [0, num_nodes)")
     if len(np.unique(np.sort(edges, axis=1), axis=0)) != len(edges):

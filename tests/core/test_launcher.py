@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .conftest import ROOT, run_python
+from tests.conftest import ROOT, run_python
 
 # A smoke run long enough to interrupt: 40 chunks of 2 updates, a checkpoint after each.
 SMOKE = ["-m", "scripts.train", "--config=agents/configs/ppo.py:smoke", "--config.total_timesteps=5120"]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from .conftest import run_python
+from tests.conftest import run_python
 
 # (config, results key, threshold): the project's targets, below the papers' numbers.
 TARGETS = [

@@ -12,8 +12,7 @@ from generative import dcgan
 from generative.configs import dcgan as dcgan_config
 from lepton_jax import epochs, parallel
 from lepton_jax.vision import data as image_data
-
-from .conftest import run_python
+from tests.conftest import run_python
 
 
 def _digits_gan():
@@ -61,14 +60,19 @@ def test_gan_losses_stay_finite_and_both_nets_learn():
 def vae_run(tmp_path_factory):
     """One launcher run: MLP VAE on the digits, 2 seeds, FID with a quick classifier.
 
-    One device: the data-parallel path is the shared one that tests/test_parallel.py checks against a single device;
-    this run with 2 faked CPU devices aborted inside XLA once in a full test session (not reproduced alone)."""
+    One device: the data-parallel path is the shared one that tests/core/test_parallel.py checks against a single
+    device; this run with 2 faked CPU devices aborted inside XLA once in a full test session (not reproduced alone)."""
     tmp = tmp_path_factory.mktemp("vae")
     workdir = str(tmp / "run")
     args = [
-        "-m", "scripts.train", "--config=generative/configs/vae.py:digits,smoke", f"--workdir={workdir}",
-        "--config.num_epochs=12", "--config.report_epochs=(1,)", f"--config.classifier_workdir={tmp}/classifier",
-    ]  # fmt: skip
+        "-m",
+        "scripts.train",
+        "--config=generative/configs/vae.py:digits,smoke",
+        f"--workdir={workdir}",
+        "--config.num_epochs=12",
+        "--config.report_epochs=(1,)",
+        f"--config.classifier_workdir={tmp}/classifier",
+    ]
     result = run_python(args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(workdir, "results.json")) as f:

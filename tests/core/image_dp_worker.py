@@ -1,6 +1,6 @@
 """Subprocess worker: one VAE epoch on the 8x8 digits, data-parallel over every device and on one device.
 
-    python tests/image_dp_worker.py
+    python tests/core/image_dp_worker.py
 
 Prints the largest parameter difference between the two. The device count comes from XLA_FLAGS.
 """

@@ -5,8 +5,7 @@ import numpy as np
 from flax import linen as nn
 
 from lepton_jax.initializers import orthogonal
-
-from .conftest import run_python
+from tests.conftest import run_python
 
 
 def test_orthogonal_equals_flax_bit_for_bit_also_under_vmap():

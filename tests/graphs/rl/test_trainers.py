@@ -67,8 +67,13 @@ def test_trainer_smoke_end_to_end(tmp_path):
     config.generalization_graphs = 2
     workdir = str(tmp_path)
     results = registry.get(config.trainer)(config, workdir)
-    for key in ("test/approx_ratio_mean", "test/local_search_ratio", "test/random_ratio", "test/ilp_ratio",
-                "generalization/MaxCut-BA-15-20/approx_ratio_mean"):  # fmt: skip
+    for key in (
+        "test/approx_ratio_mean",
+        "test/local_search_ratio",
+        "test/random_ratio",
+        "test/ilp_ratio",
+        "generalization/MaxCut-BA-15-20/approx_ratio_mean",
+    ):
         assert np.isfinite(results[key]) and results[key] >= 1.0, key
     assert results["test/ilp_optimal_fraction"] == 1.0
     assert results["test/ilp_ratio"] == 1.0
@@ -85,9 +90,21 @@ def test_s2v_dqn_beats_random_and_reaches_greedy_on_small_graphs(tmp_path):
     (by a stated margin) and about as good as the max-degree greedy heuristic's."""
     name = "MVC-BA-10-14"
     config = s2v_dqn.get_config(name)
-    config.update(num_seeds=1, total_timesteps=24_000, num_envs=16, learning_starts=1_000, features=32, rounds=3,
-                  lr=1e-3, gradient_steps=4, chunk_updates=125, eval_every_chunks=100, eval_episodes=4,
-                  target_update_interval=1_000, exploration_fraction=0.5)  # fmt: skip
+    config.update(
+        num_seeds=1,
+        total_timesteps=24_000,
+        num_envs=16,
+        learning_starts=1_000,
+        features=32,
+        rounds=3,
+        lr=1e-3,
+        gradient_steps=4,
+        chunk_updates=125,
+        eval_every_chunks=100,
+        eval_episodes=4,
+        target_update_interval=1_000,
+        exploration_fraction=0.5,
+    )
     state, _ = loop.run(config, str(tmp_path), trainer.make_agent)
     agent = trainer.make_agent(config, envs.make_env(name))
     evaluation_set = graph_envs.eval_set(name, 64, seed=7)
@@ -96,8 +113,7 @@ def test_s2v_dqn_beats_random_and_reaches_greedy_on_small_graphs(tmp_path):
     def random_act(key, obs):  # a fixed random priority of the nodes: a random order of the valid ones
         return jnp.argmax(envs.masked_logits(jax.random.gumbel(key, obs.action_mask.shape), obs), axis=-1)
 
-    random_covers = trainer.agent_objectives(name, random_act, jax.random.PRNGKey(0)[None],
-                                                   evaluation_set.graphs)[0]  # fmt: skip
+    random_covers = trainer.agent_objectives(name, random_act, jax.random.PRNGKey(0)[None], evaluation_set.graphs)[0]
     greedy = [solvers.mvc_greedy(g.num_nodes, g.edges).sum() for g in trainer.numpy_graphs(evaluation_set.graphs)]
     assert covers.mean() < random_covers.mean() - 1.0, (covers.mean(), random_covers.mean())
     assert covers.mean() <= np.mean(greedy) + 0.25, (covers.mean(), np.mean(greedy))

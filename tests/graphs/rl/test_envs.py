@@ -191,8 +191,9 @@ def test_random_play_matches_numpy(name):
             np.testing.assert_array_equal(obs.graph.n_edge, [e, env.distribution.edge_budget - e])
             if t > 0:
                 assert trace.terminated[t - 1, i] == terminal  # MVC: exactly when every edge is covered
-                np.testing.assert_allclose(env.objective(obs), in_solution.sum() if problem == "MVC" else cut,
-                                           rtol=1e-5)  # fmt: skip
+                np.testing.assert_allclose(
+                    env.objective(obs), in_solution.sum() if problem == "MVC" else cut, rtol=1e-5
+                )
                 if terminal:
                     break
             action = trace.action[t, i]
@@ -232,8 +233,9 @@ def test_invalid_actions_change_nothing_and_are_flagged(name):
     env, params = graph_envs.make(name)
     step = jax.jit(jax.vmap(env.step_env, in_axes=(None, None, 0, None)))
     _, state = env.reset_to_graph(jax.tree.map(lambda x: x[0], graph_envs.eval_set(name, 1, seed=0).graphs))
-    obs, state, _, terminated, _ = jax.tree.map(lambda x: x[0], step(None, state, jnp.argmax(state.action_mask)[None],
-                                                                     params))  # fmt: skip
+    obs, state, _, terminated, _ = jax.tree.map(
+        lambda x: x[0], step(None, state, jnp.argmax(state.action_mask)[None], params)
+    )
     assert not terminated
     chosen, n = int(jnp.argmax(state.in_solution)), int(state.graph.num_nodes)
     node_budget = env.distribution.node_budget
@@ -301,8 +303,7 @@ def test_evaluate_on_graphs_runs_the_greedy_heuristic(name):
     problem = name.split("-")[0]
     expected = [numpy_greedy(g, problem, env.distribution.node_budget) for g in generators.unstack(evaluation.graphs)]
     np.testing.assert_allclose(result.objectives, expected, rtol=1e-5)
-    np.testing.assert_allclose(result.returns, -result.objectives if problem == "MVC" else result.objectives,
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(result.returns, -result.objectives if problem == "MVC" else result.objectives, rtol=1e-5)
     assert not np.any(result.truncated) and not np.any(result.invalid_actions)
     if problem == "MVC":
         np.testing.assert_array_equal(result.lengths, result.objectives)

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from lepton_jax import xla_cpu
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 # Compiles a small convolution after importing lepton_jax and prints whether YNNPACK took it.
 _PROBE = """

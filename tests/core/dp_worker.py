@@ -1,6 +1,6 @@
 """Subprocess worker for the parallelism tests: trains smoke PPO and saves the final parameters.
 
-    python tests/dp_worker.py WORKDIR OUT.npz [COORDINATOR NUM_PROCESSES PROCESS_ID]
+    python tests/core/dp_worker.py WORKDIR OUT.npz [COORDINATOR NUM_PROCESSES PROCESS_ID]
 
 The device count comes from XLA_FLAGS, set by the calling test before JAX starts.
 """

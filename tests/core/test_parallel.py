@@ -10,10 +10,9 @@ import pytest
 from agents import ppo
 from agents.configs import ppo as ppo_config
 from lepton_jax.rl import loop
+from tests.conftest import ROOT, run_python, xla_flags
 
-from .conftest import ROOT, run_python, xla_flags
-
-WORKER = os.path.join(ROOT, "tests", "dp_worker.py")
+WORKER = os.path.join(ROOT, "tests", "core", "dp_worker.py")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_two_processes_equal_one_device(tmp_path, single_device_params):
 def test_image_epoch_on_two_devices_equals_one_device():
     """The generative/classifier epoch (device-resident data, batch split over the data axis) matches one device."""
     result = run_python(
-        [os.path.join(ROOT, "tests", "image_dp_worker.py")],
+        [os.path.join(ROOT, "tests", "core", "image_dp_worker.py")],
         env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

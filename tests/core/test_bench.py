@@ -16,7 +16,7 @@ import sys
 import pytest
 from absl import flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS_DIR = os.path.join(REPO, "scripts", "bench", "peers")
 PEER_FILES = sorted(os.path.join(PEERS_DIR, f) for f in os.listdir(PEERS_DIR) if f.endswith(".py"))
 PROJECT_PACKAGES = {"agents", "generative", "graphs", "lepton_jax", "scripts", "tests"}

@@ -15,8 +15,7 @@ from graphs.configs import gcn as gcn_config
 from graphs.configs import gin as gin_config
 from lepton_jax import seeds
 from lepton_jax.errors import UserError
-
-from .conftest import run_python
+from tests.conftest import run_python
 
 
 def test_gcn_overfits_the_karate_club_to_accuracy_one_and_compiles_once():
