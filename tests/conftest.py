@@ -1,5 +1,6 @@
 """Shared test helpers. Tests run on the CPU backend; multi-device tests fake devices in subprocesses."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -84,3 +85,11 @@ def interrupt_first_step(monkeypatch):
             yield
 
     return patched
+
+
+def launch(args, workdir: str, timeout=300) -> dict:
+    """`python -m scripts.train ARGS --workdir=WORKDIR`, asserted to succeed; returns its results.json."""
+    result = run_python(["-m", "scripts.train", *args, f"--workdir={workdir}"], timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)

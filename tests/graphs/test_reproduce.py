@@ -1,11 +1,10 @@
 """The RESULTS.md graph reproductions (minutes each, real data): `LEPTON_DATA_DIR=... python -m pytest -m slow`."""
 
-import json
 import os
 
 import pytest
 
-from tests.conftest import run_python
+from tests.conftest import launch
 
 # (config, results key, threshold): the project's targets, below the papers' numbers.
 TARGETS = [
@@ -27,11 +26,5 @@ _DATA = os.environ.get("LEPTON_DATA_DIR")
 @pytest.mark.skipif(not _DATA, reason="needs the datasets: set LEPTON_DATA_DIR")
 @pytest.mark.parametrize("config,key,threshold", TARGETS)
 def test_graph_result_reaches_target(tmp_path, config, key, threshold):
-    workdir = str(tmp_path / "run")
-    result = run_python(
-        ["-m", "scripts.train", f"--config=graphs/configs/{config}", f"--workdir={workdir}"], timeout=3600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(os.path.join(workdir, "results.json")) as f:
-        results = json.load(f)
+    results = launch([f"--config=graphs/configs/{config}"], str(tmp_path / "run"), timeout=3600)
     assert results[key] >= threshold, {k: v for k, v in results.items() if k.startswith("test/")}

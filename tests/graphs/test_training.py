@@ -15,7 +15,7 @@ from graphs.configs import gcn as gcn_config
 from graphs.configs import gin as gin_config
 from lepton_jax import seeds
 from lepton_jax.errors import UserError
-from tests.conftest import run_python
+from tests.conftest import launch, run_python
 
 
 def test_gcn_overfits_the_karate_club_to_accuracy_one_and_compiles_once():
@@ -107,11 +107,8 @@ def test_validation_split_is_stratified_disjoint_and_seeded():
 
 def test_karate_demo_through_the_launcher(tmp_path):
     workdir = str(tmp_path / "karate")
-    args = ["--config=graphs/configs/gcn.py:karate", f"--workdir={workdir}", "--config.num_seeds=4"]
-    result = run_python(["-m", "scripts.train", *args, "--config.num_epochs=200"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(os.path.join(workdir, "results.json")) as f:
-        results = json.load(f)
+    args = ["--config=graphs/configs/gcn.py:karate", "--config.num_seeds=4", "--config.num_epochs=200"]
+    results = launch(args, workdir)
     assert results["num_seeds"] == 4 and len(results["per_seed/test/accuracy"]) == 4
     # Two labelled members are enough for most of the other 32 (Kipf & Welling's demo).
     assert results["test/accuracy_mean"] >= 0.8, results["per_seed/test/accuracy"]
