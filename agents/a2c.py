@@ -12,11 +12,13 @@ from lepton_jax.rl import envs, loop, onpolicy
 from lepton_jax.rl.gae import gae
 
 
-def make_agent(config, spec: envs.EnvSpec):
-    def targets(traj, last_value, hp):
-        advantages, returns = gae(traj.reward, traj.value, traj.done, last_value, hp.gamma, config.gae_lambda)
-        return advantages, returns, jnp.ones_like(returns)
+def targets(traj, last_value, hp):
+    """GAE advantages and returns of the rollout, every step used; `hp` is the run's `sweep.HyperParams`."""
+    advantages, returns = gae(traj.reward, traj.value, traj.done, last_value, hp.gamma, hp.gae_lambda)
+    return advantages, returns, jnp.ones_like(returns)
 
+
+def make_agent(config, spec: envs.EnvSpec):
     return onpolicy.make_policy_gradient_agent(config, spec, targets)
 
 

@@ -10,9 +10,11 @@ plugs in (an MLP here; a graph network for graph environments). Observations tha
 environments) restrict exploration, the greedy action and the bootstrapped max to the valid actions.
 
 The learning rate, gamma and the ε schedule's `eps_end` and `exploration_fraction` can be swept
-(`lepton_jax.rl.sweep`): `update` reads them from the run's state.
+(`lepton_jax.rl.sweep`): `make_agent` builds the network and the sizes from the config, and the update (`_update`)
+reads every hyperparameter from the run's `sweep.HyperParams`, never from the config.
 """
 
+import functools
 from typing import Any
 
 import jax
@@ -23,6 +25,7 @@ from flax.training.train_state import TrainState
 
 from lepton_jax import registry
 from lepton_jax.config import require
+from lepton_jax.rl import config as rl_config
 from lepton_jax.rl import envs, loop, replay, sweep
 from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.agent import make_train as _make_train
@@ -40,7 +43,8 @@ class DQNState:
     hparams: dict = struct.field(default_factory=dict)  # this run's swept hyperparameters; {} when none
 
 
-SWEEPABLE = ("lr", "gamma", "eps_end", "exploration_fraction")
+# What `_update` can take traced; declared in `lepton_jax.rl.config`, where the configs read it too.
+SWEEPABLE = rl_config.DQN_SWEEPABLE
 
 
 class Row(struct.PyTreeNode):
@@ -54,13 +58,13 @@ class Row(struct.PyTreeNode):
     done: jax.Array
 
 
-def epsilon(config, env_steps):
+def epsilon(hp, env_steps):
     """Linear ε decay from `eps_start` to `eps_end` over the first `exploration_fraction` of training.
 
-    `config` is the config or the run's `sweep.Hyperparams` (swept values traced).
+    `hp` is the run's `sweep.HyperParams` (swept values traced), or a config.
     """
-    fraction = env_steps / (config.exploration_fraction * config.total_timesteps)
-    return config.eps_start + (config.eps_end - config.eps_start) * jnp.clip(fraction, 0.0, 1.0)
+    fraction = env_steps / (hp.exploration_fraction * hp.total_timesteps)
+    return hp.eps_start + (hp.eps_end - hp.eps_start) * jnp.clip(fraction, 0.0, 1.0)
 
 
 def bootstrap_value(q_next_target, q_next_online, double: bool):
@@ -71,32 +75,37 @@ def bootstrap_value(q_next_target, q_next_online, double: bool):
     return q_next_target.max(axis=-1)
 
 
-def dqn_loss(params, target_params, apply, batch: Row, config):
+def dqn_loss(params, target_params, apply, batch: Row, hp):
     """Huber (or squared) loss of Q(s_0, a_0) against the n-step target; batch leaves are (B, n, ...).
 
-    `config` is the config or the run's `sweep.Hyperparams` (a swept gamma traced).
+    `hp` is the run's `sweep.HyperParams` (a swept gamma traced).
     """
-    returns, last, discount = replay.n_step_targets(batch.reward, batch.terminated, batch.done, config.gamma)
+    returns, last, discount = replay.n_step_targets(batch.reward, batch.terminated, batch.done, hp.gamma)
     next_obs = jax.tree.map(lambda x: x[jnp.arange(x.shape[0]), last], batch.next_obs)
-    q_next_online = envs.masked_logits(apply(params, next_obs), next_obs) if config.double_dqn else None
-    q_next = bootstrap_value(envs.masked_logits(apply(target_params, next_obs), next_obs), q_next_online,
-                             config.double_dqn)  # fmt: skip
+    q_next_online = envs.masked_logits(apply(params, next_obs), next_obs) if hp.double_dqn else None
+    q_next_target = envs.masked_logits(apply(target_params, next_obs), next_obs)
+    q_next = bootstrap_value(q_next_target, q_next_online, hp.double_dqn)
     target = jax.lax.stop_gradient(returns + jnp.where(discount > 0, discount * q_next, 0.0))
     obs = jax.tree.map(lambda x: x[:, 0], batch.obs)
     q = jnp.take_along_axis(apply(params, obs), batch.action[:, 0, None], axis=-1)[:, 0]
-    if config.loss == "huber":
-        loss = jnp.mean(optax.huber_loss(q, target, delta=config.huber_delta))
+    if hp.loss == "huber":
+        loss = jnp.mean(optax.huber_loss(q, target, delta=hp.huber_delta))
     else:
         loss = jnp.mean(0.5 * jnp.square(q - target))
     return loss, {"loss": loss, "q_mean": q.mean()}
 
 
+def optimizer(hp):
+    """Adam after global-norm clipping; `hp` is the config (at init) or the run's `sweep.HyperParams` (a swept lr)."""
+    return optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.adam(hp.lr))
+
+
 def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
+    """DQN on `spec`; `network` maps a batch of observations to (B, A) Q-values (an MLP `QNetwork` by default)."""
     require(not spec.continuous, f"DQN needs discrete actions; {spec.name} has continuous ones")
     require(config.loss in ("huber", "mse"), f"config.loss must be 'huber' or 'mse', got '{config.loss}'")
     steps_per_update = config.num_envs * config.rollout_steps
-    num_updates = int(config.total_timesteps) // steps_per_update
-    require(num_updates >= 1, f"config.total_timesteps ({config.total_timesteps}) is less than one update")
+    num_updates = rl_config.num_updates(config, steps_per_update)
     capacity = max(config.buffer_size // config.num_envs, config.n_step + 1)
     target_every = max(1, config.target_update_interval // steps_per_update)  # in updates
     net = network or QNetwork(spec.action_dim, tuple(config.hidden_sizes), config.activation, config.dueling)
@@ -107,10 +116,7 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     def act(params, obs):  # greedy among the valid actions
         return jnp.argmax(envs.masked_logits(apply(params, obs), obs), axis=-1)
 
-    def optimizer(lr):
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
-
-    tx = optimizer(config.lr)
+    tx = optimizer(config)
 
     def init(rng):
         rng, init_key, env_key = jax.random.split(rng, 3)
@@ -121,6 +127,16 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         train_state = TrainState.create(apply_fn=apply, params=params, tx=tx)
         return DQNState(train_state, params, runner, replay.init(example, capacity), jnp.zeros((), jnp.int32), rng)
 
+    update = functools.partial(
+        _update, spec=spec, apply=apply, act=act, steps_per_update=steps_per_update, target_every=target_every
+    )
+    return Agent(init, sweep.bind(config, update), act, num_updates, steps_per_update, SWEEPABLE)
+
+
+def _update(hp, state: DQNState, *, spec, apply, act, steps_per_update: int, target_every: int):
+    """One DQN update: ε-greedy steps into the buffer, then (once learning has started) gradient steps and the
+    target network's move. `hp` is the run's `sweep.HyperParams`."""
+
     def env_step(carry, _):
         state, eps = carry
         rng, explore_key, random_key, env_key = jax.random.split(state.rng, 4)
@@ -129,39 +145,35 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         action = jnp.where(jax.random.uniform(explore_key, greedy.shape) < eps, random_action, greedy)
         runner, result = envs.step(spec, state.env, action, env_key)
         done = jnp.logical_or(result.terminated, result.truncated)
-        row = Row(state.env.obs, action, result.reward * config.reward_scale, result.final_obs, result.terminated, done)
+        row = Row(state.env.obs, action, result.reward * hp.reward_scale, result.final_obs, result.terminated, done)
         return (state.replace(env=runner, replay=replay.add(state.replay, row), rng=rng), eps), None
 
     def gradient_step(state: DQNState, _):
-        hp = sweep.hyperparams(config, state)
         rng, key = jax.random.split(state.rng)
-        batch = replay.sample(state.replay, key, config.batch_size, config.n_step)
+        batch = replay.sample(state.replay, key, hp.batch_size, hp.n_step)
         grads, metrics = jax.grad(dqn_loss, has_aux=True)(
             state.train_state.params, state.target_params, apply, batch, hp
         )
-        run_tx = optimizer(hp.lr) if hp.is_swept("lr") else None  # a swept learning rate is this run's, traced
+        run_tx = optimizer(hp) if hp.is_swept("lr") else None  # a swept learning rate is this run's, traced
         return state.replace(train_state=sweep.apply_gradients(state.train_state, grads, run_tx), rng=rng), metrics
 
     def learn(state: DQNState):
-        state, metrics = jax.lax.scan(gradient_step, state, None, length=config.gradient_steps)
+        state, metrics = jax.lax.scan(gradient_step, state, None, length=hp.gradient_steps)
         due = (state.update + 1) % target_every == 0
-        tau = jnp.where(due, config.tau, 0.0)
+        tau = jnp.where(due, hp.tau, 0.0)
         target = optax.incremental_update(state.train_state.params, state.target_params, tau)
         return state.replace(target_params=target), jax.tree.map(jnp.mean, metrics)
 
-    def update(state: DQNState):
-        eps = epsilon(sweep.hyperparams(config, state), state.update * steps_per_update)
-        (state, _), _ = jax.lax.scan(env_step, (state, eps), None, length=config.rollout_steps)
-        ready = state.replay.size * config.num_envs >= max(config.learning_starts, config.n_step * config.num_envs)
-        metrics_shape = jax.eval_shape(lambda s: learn(s)[1], state)
-        idle = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics_shape)
-        state, metrics = jax.lax.cond(ready, learn, lambda s: (s, idle), state)
-        # Before learning starts the loss is NaN by construction; `learning` tells the loop it is not divergence.
-        metrics = dict(metrics, epsilon=eps, learning=ready.astype(jnp.float32))
-        metrics["episode_return"] = envs.mean_episode_return(state.env)
-        return state.replace(update=state.update + 1), metrics
-
-    return Agent(init, update, act, num_updates, steps_per_update, SWEEPABLE)
+    eps = epsilon(hp, state.update * steps_per_update)
+    (state, _), _ = jax.lax.scan(env_step, (state, eps), None, length=hp.rollout_steps)
+    ready = state.replay.size * hp.num_envs >= max(hp.learning_starts, hp.n_step * hp.num_envs)
+    metrics_shape = jax.eval_shape(lambda s: learn(s)[1], state)
+    idle = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics_shape)
+    state, metrics = jax.lax.cond(ready, learn, lambda s: (s, idle), state)
+    # Before learning starts the loss is NaN by construction; `learning` tells the loop it is not divergence.
+    metrics = dict(metrics, epsilon=eps, learning=ready.astype(jnp.float32))
+    metrics["episode_return"] = envs.mean_episode_return(state.env)
+    return state.replace(update=state.update + 1), metrics
 
 
 def make_train(config):

@@ -3,22 +3,25 @@
 Clipped surrogate, GAE, entropy bonus, (clipped) value loss, minibatch epochs, linear LR annealing and
 gradient-norm clipping; categorical or diagonal-Gaussian policies for any gymnax env. `make_train(config)` returns
 a pure `train(rng)`; the launcher runs the same `update` in jitted chunks to log, evaluate and checkpoint. The
-learning rate, gamma and the entropy coefficient can be swept (`lepton_jax.rl.sweep`): `update` reads them from
-the run's state.
+learning rate, gamma and the entropy coefficient can be swept (`lepton_jax.rl.sweep`): `make_agent` builds the
+network and the sizes from the config, and the update (`_update`, `_learn`) reads every hyperparameter from the
+run's `sweep.HyperParams`, never from the config.
 
 Minibatches are drawn per environment: each minibatch holds `num_steps / num_minibatches` random time steps of
 *every* env. This keeps each device's minibatch slice on that device when the env axis is split across devices
 (gradients are then averaged by one all-reduce), and gives the same result on 1 device and on N.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from lepton_jax import registry
-from lepton_jax.config import on_policy_derived
 from lepton_jax.rl import envs, loop, onpolicy, sweep
 from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.agent import make_train as _make_train
+from lepton_jax.rl.config import on_policy_derived
 from lepton_jax.rl.gae import Transition, gae
 
 PPOState = onpolicy.OnPolicyState  # train_state, env, rng
@@ -55,69 +58,65 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     """PPO on `spec`; `network` is the actor-critic module (an MLP by default; see `onpolicy.ActorCriticFns`)."""
     d = on_policy_derived(config)
     fns = onpolicy.actor_critic(config, spec, network)
-    apply = fns.apply
     num_gradient_steps = d.num_updates * config.update_epochs * config.num_minibatches
-    tx = onpolicy.optimizer(config, num_gradient_steps, config.max_grad_norm)
-
-    def learn(train_state, traj, advantages, targets, rng, hp: sweep.Hyperparams):
-        steps_per_minibatch = config.num_steps // config.num_minibatches
-        # A swept learning rate is traced: this run's optimiser (same state structure, same annealing) is built here.
-        run_tx = onpolicy.optimizer(hp, num_gradient_steps, config.max_grad_norm) if hp.is_swept("lr") else None
-
-        def epoch(carry, _):
-            train_state, rng = carry
-            rng, perm_key = jax.random.split(rng)
-            # (N, M, T/M): an independent shuffle of each env's time steps, cut into M minibatches.
-            perms = jax.vmap(lambda k: jax.random.permutation(k, config.num_steps))(
-                jax.random.split(perm_key, config.num_envs)
-            )
-            index = perms.reshape(config.num_envs, config.num_minibatches, steps_per_minibatch)
-
-            def to_minibatches(x):  # (T, N, ...) -> (M, N * T/M, ...)
-                # Gathered per env (vmap over the env axis), so a device's envs never leave it; the env axis stays
-                # major when merged with time, which keeps a split env axis split in blocks.
-                x = jax.vmap(lambda x_env, i_env: x_env[i_env], in_axes=(1, 0))(x, index)  # (N, M, T/M, ...)
-                x = jnp.swapaxes(x, 0, 1)  # (M, N, T/M, ...)
-                return x.reshape((config.num_minibatches, config.num_envs * steps_per_minibatch) + x.shape[3:])
-
-            minibatches = jax.tree.map(to_minibatches, (traj, advantages, targets))
-
-            def minibatch_step(train_state, minibatch):
-                batch, adv, tgt = minibatch
-                grads, terms = jax.grad(ppo_loss, has_aux=True)(
-                    train_state.params,
-                    apply,
-                    batch,
-                    adv,
-                    tgt,
-                    config.clip_eps,
-                    config.vf_coef,
-                    hp.ent_coef,
-                    config.clip_value_loss,
-                )
-                return sweep.apply_gradients(train_state, grads, run_tx), terms
-
-            train_state, terms = jax.lax.scan(minibatch_step, train_state, minibatches)
-            return (train_state, rng), terms
-
-        (train_state, rng), terms = jax.lax.scan(epoch, (train_state, rng), None, length=config.update_epochs)
-        return train_state, rng, jax.tree.map(jnp.mean, terms)
-
-    def update(state: PPOState):
-        hp = sweep.hyperparams(config, state)  # swept hyperparameters are this run's traced values
-        runner, rng, traj, _ = onpolicy.collect(hp, spec, fns, state, config.num_steps)
-        last_value = fns.critic(state.train_state.params, runner.obs)
-        advantages, targets = gae(traj.reward, traj.value, traj.done, last_value, hp.gamma, config.gae_lambda)
-        train_state, rng, metrics = learn(state.train_state, traj, advantages, targets, rng, hp)
-        metrics["episode_return"] = envs.mean_episode_return(runner)
-        return state.replace(train_state=train_state, env=runner, rng=rng), metrics
+    tx = onpolicy.optimizer(config, num_gradient_steps)
+    update = functools.partial(_update, spec=spec, fns=fns, num_gradient_steps=num_gradient_steps)
 
     def act(params, obs):
-        dist, _ = apply(params, obs)
+        dist, _ = fns.apply(params, obs)
         return dist.mode()
 
     init = onpolicy.make_init(config, spec, fns, tx)
-    return Agent(init, update, act, d.num_updates, d.steps_per_update, onpolicy.SWEEPABLE)
+    return Agent(init, sweep.bind(config, update), act, d.num_updates, d.steps_per_update, onpolicy.SWEEPABLE)
+
+
+def _update(hp, state: PPOState, *, spec, fns: onpolicy.ActorCriticFns, num_gradient_steps: int):
+    """One PPO update: a rollout, GAE, then the minibatch epochs; `hp` is the run's `sweep.HyperParams`."""
+    runner, rng, traj, _ = onpolicy.collect(hp, spec, fns, state, hp.num_steps)
+    last_value = fns.critic(state.train_state.params, runner.obs)
+    advantages, targets = gae(traj.reward, traj.value, traj.done, last_value, hp.gamma, hp.gae_lambda)
+    train_state, rng, metrics = _learn(
+        hp, fns.apply, num_gradient_steps, state.train_state, traj, advantages, targets, rng
+    )
+    metrics["episode_return"] = envs.mean_episode_return(runner)
+    return state.replace(train_state=train_state, env=runner, rng=rng), metrics
+
+
+def _learn(hp, apply, num_gradient_steps: int, train_state, traj: Transition, advantages, targets, rng):
+    """`hp.update_epochs` epochs of `hp.num_minibatches` clipped-surrogate steps on the rollout (leaves (T, N, ...))."""
+    num_steps, num_envs, num_minibatches = hp.num_steps, hp.num_envs, hp.num_minibatches
+    steps_per_minibatch = num_steps // num_minibatches
+    # A swept learning rate is traced: this run's optimiser (same state structure, same annealing) is built here.
+    run_tx = onpolicy.swept_optimizer(hp, num_gradient_steps)
+
+    def epoch(carry, _):
+        train_state, rng = carry
+        rng, perm_key = jax.random.split(rng)
+        # (N, M, T/M): an independent shuffle of each env's time steps, cut into M minibatches.
+        perms = jax.vmap(lambda k: jax.random.permutation(k, num_steps))(jax.random.split(perm_key, num_envs))
+        index = perms.reshape(num_envs, num_minibatches, steps_per_minibatch)
+
+        def to_minibatches(x):  # (T, N, ...) -> (M, N * T/M, ...)
+            # Gathered per env (vmap over the env axis), so a device's envs never leave it; the env axis stays
+            # major when merged with time, which keeps a split env axis split in blocks.
+            x = jax.vmap(lambda x_env, i_env: x_env[i_env], in_axes=(1, 0))(x, index)  # (N, M, T/M, ...)
+            x = jnp.swapaxes(x, 0, 1)  # (M, N, T/M, ...)
+            return x.reshape((num_minibatches, num_envs * steps_per_minibatch) + x.shape[3:])
+
+        minibatches = jax.tree.map(to_minibatches, (traj, advantages, targets))
+
+        def minibatch_step(train_state, minibatch):
+            batch, adv, tgt = minibatch
+            grads, terms = jax.grad(ppo_loss, has_aux=True)(
+                train_state.params, apply, batch, adv, tgt, hp.clip_eps, hp.vf_coef, hp.ent_coef, hp.clip_value_loss
+            )
+            return sweep.apply_gradients(train_state, grads, run_tx), terms
+
+        train_state, terms = jax.lax.scan(minibatch_step, train_state, minibatches)
+        return (train_state, rng), terms
+
+    (train_state, rng), terms = jax.lax.scan(epoch, (train_state, rng), None, length=hp.update_epochs)
+    return train_state, rng, jax.tree.map(jnp.mean, terms)
 
 
 def make_train(config):

@@ -43,14 +43,17 @@ def returns_to_go(rewards, dones, last_value, gamma: float):
     return returns, complete
 
 
-def make_agent(config, spec: envs.EnvSpec):
-    def targets(traj, last_value, hp):
-        if config.complete_episodes_only:
-            last_value = jnp.zeros_like(last_value)
-        returns, complete = returns_to_go(traj.reward, traj.done, last_value, hp.gamma)
-        mask = complete if config.complete_episodes_only else jnp.ones_like(complete)
-        return returns - traj.value, returns, mask
+def targets(traj, last_value, hp):
+    """Advantages `G_t - V(s_t)`, value targets `G_t` and the mask of steps used; `hp` is the run's
+    `sweep.HyperParams`."""
+    if hp.complete_episodes_only:
+        last_value = jnp.zeros_like(last_value)
+    returns, complete = returns_to_go(traj.reward, traj.done, last_value, hp.gamma)
+    mask = complete if hp.complete_episodes_only else jnp.ones_like(complete)
+    return returns - traj.value, returns, mask
 
+
+def make_agent(config, spec: envs.EnvSpec):
     return onpolicy.make_policy_gradient_agent(config, spec, targets)
 
 

@@ -17,8 +17,8 @@ from flax import struct
 
 from graphs.jraph_compat import jraph
 from lepton_jax.errors import UserError
+from lepton_jax.layers import MLP, activation
 
-_ACTIVATIONS = {"relu": nn.relu, "elu": nn.elu, "tanh": jnp.tanh, "identity": lambda x: x}
 glorot = nn.initializers.glorot_uniform()  # as in the GCN and GAT papers' code
 
 
@@ -42,8 +42,12 @@ class SparseFeatures:
 
         dense = np.asarray(dense)
         rows, cols = np.nonzero(dense)
-        return cls(jnp.asarray(rows, jnp.int32), jnp.asarray(cols, jnp.int32), jnp.asarray(dense[rows, cols]),
-                   tuple(dense.shape))  # fmt: skip
+        return cls(
+            jnp.asarray(rows, jnp.int32),
+            jnp.asarray(cols, jnp.int32),
+            jnp.asarray(dense[rows, cols]),
+            tuple(dense.shape),
+        )
 
     def todense(self):
         return jnp.zeros(self.shape, self.values.dtype).at[self.rows, self.cols].add(self.values)
@@ -82,12 +86,6 @@ def padding_masks(graph: jraph.GraphsTuple):
     graph_mask = jnp.arange(num_graphs) < num_graphs - 1 - trailing_empty
     real_nodes = jnp.sum(jnp.where(graph_mask, graph.n_node, 0))
     return jnp.arange(num_nodes) < real_nodes, graph_mask
-
-
-def activation(name: str):
-    if name not in _ACTIVATIONS:
-        raise UserError(f"unknown activation '{name}'; valid: {', '.join(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
 
 
 def gcn_coefficients(senders, receivers, num_nodes: int):
@@ -197,19 +195,6 @@ class GAT(nn.Module):
         return conv(x, graph.senders, graph.receivers, train)
 
 
-class MLP(nn.Module):
-    sizes: Sequence[int]
-    activation: str = "relu"
-
-    @nn.compact
-    def __call__(self, x):
-        for i, size in enumerate(self.sizes):
-            x = nn.Dense(size)(x)
-            if i < len(self.sizes) - 1:
-                x = activation(self.activation)(x)
-        return x
-
-
 class MPNNLayer(nn.Module):
     """`h_i' = Θ(h_i + Σ_{j∈N(i)} ψ(h_j, e_ij))`, with `ψ` an MLP of `[h_j, e_ij]` (σ is applied by the caller)."""
 
@@ -219,7 +204,7 @@ class MPNNLayer(nn.Module):
     @nn.compact
     def __call__(self, h, edges, senders, receivers):
         inputs = h[senders] if edges is None else jnp.concatenate([h[senders], edges], -1)
-        messages = MLP((self.message_hidden, h.shape[-1]), name="psi")(inputs)
+        messages = MLP((self.message_hidden, h.shape[-1]), activate_final=False, name="psi")(inputs)
         aggregated = jax.ops.segment_sum(messages, receivers, h.shape[0])
         return nn.Dense(self.features, name="theta")(h + aggregated)
 
@@ -307,9 +292,14 @@ def make_node_model(config, num_outputs: int) -> nn.Module:
         return GCN(tuple(config.hidden_sizes), num_outputs, config.dropout, config.activation)
     if config.model == "gat":
         return GAT(
-            tuple(config.hidden_sizes), num_outputs, config.heads, config.output_heads, config.dropout,
-            config.attention_dropout, config.activation,
-        )  # fmt: skip
+            tuple(config.hidden_sizes),
+            num_outputs,
+            config.heads,
+            config.output_heads,
+            config.dropout,
+            config.attention_dropout,
+            config.activation,
+        )
     if config.model == "mpnn":
         return MPNN(tuple(config.hidden_sizes), num_outputs, config.message_hidden, config.dropout, config.activation)
     raise UserError(f"unknown model '{config.model}'; valid: gcn, gat, mpnn")

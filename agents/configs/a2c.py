@@ -9,12 +9,13 @@ The arg is the env name, optionally followed by `,smoke`. CartPole: 16 envs x 5 
 import ml_collections
 
 from agents.configs import common
+from lepton_jax.rl.config import ON_POLICY_SWEEPABLE
 
 PRESETS = {"CartPole-v1": {}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, smoke, preset = common.base("a2c", arg, PRESETS, common.ON_POLICY_SWEEP)
+    c, smoke, preset = common.base("a2c", arg, PRESETS, ON_POLICY_SWEEPABLE)
     c.total_timesteps = 1_000_000  # per seed
     c.num_envs = 16
     c.num_steps = 5

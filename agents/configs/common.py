@@ -2,9 +2,6 @@
 
 import ml_collections
 
-# The hyperparameters each family of agents can sweep (their `Agent.sweepable`).
-ON_POLICY_SWEEP = ("lr", "gamma", "ent_coef")
-DQN_SWEEP = ("lr", "gamma", "eps_end", "exploration_fraction")
 # The MinAtar games with published gymnax baselines; the agents' configs give each the same preset.
 MINATAR_GAMES = ("Breakout", "Asterix", "Freeway", "SpaceInvaders")
 
@@ -14,10 +11,12 @@ def base(
 ) -> tuple[ml_collections.ConfigDict, bool, dict]:
     """Parses `ENV[,smoke]` and returns the shared part of a config, whether `smoke` was asked, and ENV's preset.
 
-    The caller adds its algorithm's keys, then applies the preset, then `shrink` if smoke. `sweep` names the
-    hyperparameters the agent can sweep: each gets a `config.sweep.<name>` field, "" (not swept) by default, or
+    The caller adds its algorithm's keys, then calls `finish` (the preset, then the smoke sizes if smoke).
+
+    `sweep` names the hyperparameters the agent can sweep (its `Agent.sweepable`, declared in
+    `lepton_jax/rl/config.py`): each gets a `config.sweep.<name>` field, "" (not swept) by default, or
     comma-separated values (`--config.sweep.lr=1e-3,3e-3`): every value x every seed trains in one program, the
-    swept value replacing `config.<name>` (see `lepton_jax/rl/sweep.py`). Several swept names make a grid.
+    update reading the run's value for `<name>` (see `lepton_jax/rl/sweep.py`). Several swept names make a grid.
     """
     parts = [p for p in (arg or "CartPole-v1").split(",") if p]
     names = [p for p in parts if p != "smoke"]

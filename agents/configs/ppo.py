@@ -12,6 +12,7 @@ defaults.
 import ml_collections
 
 from agents.configs import common
+from lepton_jax.rl.config import ON_POLICY_SWEEPABLE
 
 # Per-env overrides of the defaults below. CartPole uses CleanRL's defaults exactly.
 PRESETS = {
@@ -49,7 +50,7 @@ PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, smoke, preset = common.base("ppo", arg, PRESETS, common.ON_POLICY_SWEEP)
+    c, smoke, preset = common.base("ppo", arg, PRESETS, ON_POLICY_SWEEPABLE)
     defaults(c)
     return common.finish(c, preset, smoke, SMOKE_SIZES)
 

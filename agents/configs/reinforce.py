@@ -10,12 +10,13 @@ per rollout, 10^6 env steps: eval return 500 for 4 of 4 seeds, about 100 s on 2 
 import ml_collections
 
 from agents.configs import common
+from lepton_jax.rl.config import ON_POLICY_SWEEPABLE
 
 PRESETS = {"CartPole-v1": {}}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, smoke, preset = common.base("reinforce", arg, PRESETS, common.ON_POLICY_SWEEP)
+    c, smoke, preset = common.base("reinforce", arg, PRESETS, ON_POLICY_SWEEPABLE)
     c.total_timesteps = 1_000_000  # per seed
     c.num_envs = 4
     c.num_steps = 1000  # rollout length per env

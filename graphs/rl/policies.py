@@ -44,7 +44,6 @@ def pool(mu, node_mask, how: str):
     return total if how == "sum" else total / jnp.maximum(node_mask.sum(1, keepdims=True), 1)
 
 
-
 class Structure2Vec(nn.Module):
     """structure2vec node embeddings as S2V-DQN uses them (Dai et al. 2016; Khalil, Dai et al. 2017).
 

@@ -11,8 +11,9 @@ Everything else in the state (target networks, replay buffers, normalisers, ...)
 is checkpointed with the rest.
 
 An agent that can sweep hyperparameters (`lepton_jax.rl.sweep`) lists them in `Agent.sweepable`, has a state field
-`hparams` (a dict, `{}` by default) and reads those hyperparameters in `update` through
-`sweep.hyperparams(config, state)` rather than from the config: the loop puts each run's values there.
+`hparams` (a dict, `{}` by default; the loop puts each run's values there) and builds its `update` with
+`sweep.bind(config, update_fn)`: `update_fn(hp, state)` is given the run's `sweep.HyperParams` instead of the
+config, and reads every hyperparameter from it.
 """
 
 from collections.abc import Callable
@@ -32,7 +33,7 @@ class Agent(NamedTuple):
     act: Callable[[Any, jax.Array], jax.Array]  # (params, obs batch) -> deterministic actions, for evaluation
     num_updates: int
     steps_per_update: int  # env steps per update, per seed
-    sweepable: tuple[str, ...] = ()  # hyperparameters `update` reads from `state.hparams` (see the module doc)
+    sweepable: tuple[str, ...] = ()  # hyperparameters `update` can take traced from `state.hparams` (module doc)
 
 
 def with_hparams(agent: Agent, rng: jax.Array, hparams: dict | None):

@@ -1,4 +1,5 @@
-"""Policy and value networks: an MLP torso and an actor-critic with separate torsos (PPO's usual choice)."""
+"""Policy and value networks on the shared `lepton_jax.layers.MLP`: an actor-critic with separate torsos (PPO's
+usual choice) and a (dueling) Q-network."""
 
 from collections.abc import Sequence
 
@@ -8,31 +9,13 @@ import numpy as np
 from flax import linen as nn
 
 from lepton_jax.initializers import orthogonal
+from lepton_jax.layers import MLP
 from lepton_jax.rl.distributions import Categorical, DiagGaussian
 
-_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu}
 
-
-def get_activation(name: str):
-    if name not in _ACTIVATIONS:
-        from lepton_jax.errors import UserError
-
-        raise UserError(f"unknown activation '{name}'; valid: {', '.join(sorted(_ACTIVATIONS))}")
-    return _ACTIVATIONS[name]
-
-
-class MLP(nn.Module):
-    """Dense layers with orthogonal(sqrt 2) init, over a flat input (B, D)."""
-
-    hidden_sizes: Sequence[int] = (64, 64)
-    activation: str = "tanh"
-
-    @nn.compact
-    def __call__(self, x):
-        act = get_activation(self.activation)
-        for size in self.hidden_sizes:
-            x = act(nn.Dense(size, kernel_init=orthogonal(np.sqrt(2)), bias_init=nn.initializers.zeros)(x))
-        return x
+def torso(hidden_sizes: Sequence[int], activation: str) -> MLP:
+    """The shared `MLP` with orthogonal(sqrt 2) weights and zero biases (the usual RL torso), over a flat (B, D)."""
+    return MLP(tuple(hidden_sizes), activation, kernel_init=orthogonal(np.sqrt(2)))
 
 
 class ActorCritic(nn.Module):
@@ -48,12 +31,12 @@ class ActorCritic(nn.Module):
     activation: str = "tanh"
 
     def setup(self):
-        self.actor_torso = MLP(self.hidden_sizes, self.activation)
+        self.actor_torso = torso(self.hidden_sizes, self.activation)
         # A small last layer keeps the initial policy close to uniform (or to a zero-mean Gaussian).
         self.actor_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=nn.initializers.zeros)
         if self.continuous:
             self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-        self.critic_torso = MLP(self.hidden_sizes, self.activation)
+        self.critic_torso = torso(self.hidden_sizes, self.activation)
         self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)
 
     def __call__(self, obs):
@@ -89,7 +72,7 @@ class QNetwork(nn.Module):
 
     @nn.compact
     def __call__(self, obs):
-        x = MLP(self.hidden_sizes, self.activation)(obs)
+        x = torso(self.hidden_sizes, self.activation)(obs)
         advantages = nn.Dense(self.action_dim, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)(x)
         if not self.dueling:
             return advantages

@@ -1,7 +1,10 @@
 """What on-policy actor-critic agents (PPO, A2C, REINFORCE) share: state, network, optimiser, init and rollout.
 
 Each agent file keeps only what makes it that algorithm: its loss and how it turns a rollout into gradient steps.
+Functions used inside an update take the run's `sweep.HyperParams` (`hp`) where they need hyperparameters.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,12 +15,13 @@ from flax.training.train_state import TrainState
 
 from lepton_jax.rl import envs, sweep
 from lepton_jax.rl.agent import Agent
+from lepton_jax.rl.config import ON_POLICY_SWEEPABLE, on_policy_derived
 from lepton_jax.rl.distributions import Categorical
 from lepton_jax.rl.gae import Transition, bootstrap_truncated
 from lepton_jax.rl.networks import ActorCritic, flatten_obs
 
-# The hyperparameters an on-policy agent can sweep (`lepton_jax.rl.sweep`); its `update` reads them from the state.
-SWEEPABLE = ("lr", "gamma", "ent_coef")
+# What the update here and PPO's can take traced; declared in `lepton_jax.rl.config`, where the configs read it too.
+SWEEPABLE = ON_POLICY_SWEEPABLE
 
 
 @struct.dataclass
@@ -55,16 +59,25 @@ def actor_critic(config, spec: envs.EnvSpec, network: nn.Module | None = None) -
     return ActorCriticFns(net, spec.obs_shape)
 
 
-def optimizer(config, num_gradient_steps: int, max_grad_norm: float | None = None):
-    """Adam (eps 1e-5) with optional global-norm clipping and linear LR annealing to 0 over the run.
+def optimizer(hp, num_gradient_steps: int):
+    """Adam (eps 1e-5) with global-norm clipping (`hp.max_grad_norm`, none when 0) and, with `hp.anneal_lr`, the
+    learning rate annealed linearly to 0 over the run's `num_gradient_steps`.
 
     Flattened (`optax.flatten`) so the optimiser's arithmetic runs on one vector instead of one small array per
-    layer, which is markedly faster on CPU. `config.lr` may be traced (`sweep.Hyperparams`): the schedule then
-    anneals each run's own learning rate.
+    layer, which is markedly faster on CPU. `hp` is the config (at init) or the run's `sweep.HyperParams`, whose
+    `lr` may be traced: the schedule then anneals each run's own learning rate.
     """
-    schedule = optax.linear_schedule(config.lr, 0.0, num_gradient_steps) if config.anneal_lr else config.lr
-    parts = [optax.clip_by_global_norm(max_grad_norm)] if max_grad_norm else []
+    schedule = optax.linear_schedule(hp.lr, 0.0, num_gradient_steps) if hp.anneal_lr else hp.lr
+    parts = [optax.clip_by_global_norm(hp.max_grad_norm)] if hp.max_grad_norm else []
     return optax.flatten(optax.chain(*parts, optax.adam(schedule, eps=1e-5)))
+
+
+def swept_optimizer(hp, num_gradient_steps: int):
+    """This run's optimiser when its learning rate is swept (built from the traced `hp.lr`), else None.
+
+    Pass it to `sweep.apply_gradients`: None steps with the state's own optimiser, built at init from the config.
+    """
+    return optimizer(hp, num_gradient_steps) if hp.is_swept("lr") else None
 
 
 def make_init(config, spec: envs.EnvSpec, fns: ActorCriticFns, tx):
@@ -78,14 +91,14 @@ def make_init(config, spec: envs.EnvSpec, fns: ActorCriticFns, tx):
     return init
 
 
-def collect(config, spec: envs.EnvSpec, fns: ActorCriticFns, state: OnPolicyState, num_steps: int):
+def collect(hp, spec: envs.EnvSpec, fns: ActorCriticFns, state: OnPolicyState, num_steps: int):
     """`num_steps` steps of every env under the current policy.
 
-    `config` is the config or the run's `sweep.Hyperparams` (for a swept gamma).
+    `hp` is the run's `sweep.HyperParams` (a swept gamma traced).
 
     Returns:
       The advanced env runner and rng, the rollout (a `Transition`, leaves (T, N, ...), rewards scaled by
-      `config.reward_scale` and, with `config.bootstrap_truncated`, time-limit cuts bootstrapped), and the
+      `hp.reward_scale` and, with `hp.bootstrap_truncated`, time-limit cuts bootstrapped), and the
       `envs.StepResult`s (T, N, ...) for agents that need the raw flags.
     """
     params = state.train_state.params
@@ -98,15 +111,15 @@ def collect(config, spec: envs.EnvSpec, fns: ActorCriticFns, state: OnPolicyStat
         log_prob = dist.log_prob(action)
         next_runner, result = envs.step(spec, runner, action, env_key)
         done = jnp.logical_or(result.terminated, result.truncated)
-        transition = Transition(runner.obs, action, result.reward * config.reward_scale, done, value, log_prob)
+        transition = Transition(runner.obs, action, result.reward * hp.reward_scale, done, value, log_prob)
         return (next_runner, rng), (transition, result)
 
     (runner, rng), (traj, results) = jax.lax.scan(env_step, (state.env, state.rng), None, length=num_steps)
-    if config.bootstrap_truncated:
+    if hp.bootstrap_truncated:
         # The values of the pre-reset observations, in one batched pass after the rollout rather than a third
         # network call in every step of it.
         final_value = fns.critic(params, results.final_obs)
-        reward = bootstrap_truncated(traj.reward, results.terminated, results.truncated, final_value, config.gamma)
+        reward = bootstrap_truncated(traj.reward, results.terminated, results.truncated, final_value, hp.gamma)
         traj = traj._replace(reward=reward)
     return runner, rng, traj, results
 
@@ -131,35 +144,39 @@ def make_policy_gradient_agent(config, spec: envs.EnvSpec, targets_fn, network: 
       spec: the env.
       targets_fn: `(traj, last_value, hp) -> (advantages, value targets, mask)`, all (T, N): what distinguishes
         REINFORCE (Monte-Carlo returns) from A2C (bootstrapped n-step / GAE returns). `hp` is the run's
-        `sweep.Hyperparams`: read gamma (and any other sweepable hyperparameter) from it, not from the config.
+        `sweep.HyperParams`: read every hyperparameter from it (define `targets_fn` where the config is not in
+        scope), so a swept gamma is the run's.
       network: the actor-critic module (see `ActorCriticFns`); an MLP by default.
 
     Returns:
       The `Agent`.
     """
-    steps_per_update = config.num_envs * config.num_steps
-    num_updates = int(config.total_timesteps) // steps_per_update
+    d = on_policy_derived(config)
     fns = actor_critic(config, spec, network)
-    tx = optimizer(config, max(num_updates, 1), config.max_grad_norm)
-
-    def update(state: OnPolicyState):
-        hp = sweep.hyperparams(config, state)
-        runner, rng, traj, _ = collect(hp, spec, fns, state, config.num_steps)
-        advantages, targets, mask = targets_fn(traj, fns.critic(state.train_state.params, runner.obs), hp)
-        if config.normalize_advantages:
-            mean = jnp.sum(advantages * mask) / jnp.maximum(mask.sum(), 1.0)
-            std = jnp.sqrt(jnp.sum(jnp.square(advantages - mean) * mask) / jnp.maximum(mask.sum(), 1.0))
-            advantages = (advantages - mean) / (std + 1e-8)
-        grads, metrics = jax.grad(policy_gradient_loss, has_aux=True)(
-            state.train_state.params, fns.apply, traj, advantages, targets, mask, config.vf_coef, hp.ent_coef
-        )
-        metrics["episode_return"] = envs.mean_episode_return(runner)
-        metrics["used_fraction"] = mask.mean()
-        run_tx = optimizer(hp, max(num_updates, 1), config.max_grad_norm) if hp.is_swept("lr") else None
-        train_state = sweep.apply_gradients(state.train_state, grads, run_tx)
-        return state.replace(train_state=train_state, env=runner, rng=rng), metrics
+    tx = optimizer(config, d.num_updates)
+    update = functools.partial(
+        _policy_gradient_update, spec=spec, fns=fns, targets_fn=targets_fn, num_updates=d.num_updates
+    )
 
     def act(params, obs):
         return fns.apply(params, obs)[0].mode()
 
-    return Agent(make_init(config, spec, fns, tx), update, act, num_updates, steps_per_update, SWEEPABLE)
+    init = make_init(config, spec, fns, tx)
+    return Agent(init, sweep.bind(config, update), act, d.num_updates, d.steps_per_update, SWEEPABLE)
+
+
+def _policy_gradient_update(hp, state: OnPolicyState, *, spec, fns: ActorCriticFns, targets_fn, num_updates: int):
+    """One rollout and one gradient step; every hyperparameter from the run's `hp` (see `sweep.bind`)."""
+    runner, rng, traj, _ = collect(hp, spec, fns, state, hp.num_steps)
+    advantages, targets, mask = targets_fn(traj, fns.critic(state.train_state.params, runner.obs), hp)
+    if hp.normalize_advantages:
+        mean = jnp.sum(advantages * mask) / jnp.maximum(mask.sum(), 1.0)
+        std = jnp.sqrt(jnp.sum(jnp.square(advantages - mean) * mask) / jnp.maximum(mask.sum(), 1.0))
+        advantages = (advantages - mean) / (std + 1e-8)
+    grads, metrics = jax.grad(policy_gradient_loss, has_aux=True)(
+        state.train_state.params, fns.apply, traj, advantages, targets, mask, hp.vf_coef, hp.ent_coef
+    )
+    metrics["episode_return"] = envs.mean_episode_return(runner)
+    metrics["used_fraction"] = mask.mean()
+    train_state = sweep.apply_gradients(state.train_state, grads, swept_optimizer(hp, num_updates))
+    return state.replace(train_state=train_state, env=runner, rng=rng), metrics

@@ -7,17 +7,26 @@ runs are exactly the runs of a separate run with that value in the config. Sever
 grid (their cartesian product, in the order of `Agent.sweepable`, the first one slowest).
 
 Swept hyperparameters are traced, not static: each run keeps its values in the agent's state (`state.hparams`, a
-dict of float32 scalars) and `update` reads them through `Hyperparams` instead of from the config, so one compiled
-chunk program serves every value. Hyperparameters that are not swept stay Python constants of the config, and a
-run with no sweep has `hparams == {}` (no leaves): its programs are those of a run without sweep support.
+dict of float32 scalars), so one compiled chunk program serves every value. Hyperparameters that are not swept stay
+Python constants of the config, and a run with no sweep has `hparams == {}` (no leaves): its programs are those of
+a run without sweep support.
 
-An agent says which hyperparameters its `update` reads this way in `Agent.sweepable`; the config offers them as
-`config.sweep.<name>` (a string, "" when not swept). A config without a `sweep` field sweeps nothing.
+One path carries the config into an agent's update: `bind(config, update)` makes the agent's `update(state)` from
+a function `update(hp, state)` that is given a `HyperParams`, built once per update from `(config,
+state.hparams)`, and never the config itself. `hp` answers every config read inside the update (a swept name with
+the run's traced value, any other with the config's constant), so no read can take a swept name from the static
+config and silently ignore the sweep.
+
+An agent lists the hyperparameters its update can take traced in `Agent.sweepable` (declared once, in the agent);
+its config offers them as `config.sweep.<name>` (a string, "" when not swept). A config without a `sweep` field
+sweeps nothing.
 """
 
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -128,10 +137,10 @@ def parse(config, sweepable=()) -> Sweep:
     return Sweep(names, tuple(itertools.product(*grids)), num_seeds)
 
 
-class Hyperparams:
-    """The hyperparameters an agent's `update` reads: a run's traced value where swept, else the config's constant.
+class HyperParams:
+    """Every config value an agent's update reads: the run's traced value where swept, else the config's constant.
 
-    Reads like the config (`hp.gamma`, `hp["gamma"]`), so it can be passed wherever the config was.
+    Reads like a config (`hp.gamma`, `hp["gamma"]`, `hp.get("gamma")`); read-only. Built by `bind` once per update.
     """
 
     __slots__ = ("_config", "_values")
@@ -149,6 +158,12 @@ class Hyperparams:
     def __getitem__(self, name: str):
         return self.__getattr__(name)
 
+    def __setattr__(self, name, value):
+        raise AttributeError(f"HyperParams is read-only (tried to set '{name}')")
+
+    def __contains__(self, name: str) -> bool:
+        return name in object.__getattribute__(self, "_values") or name in object.__getattribute__(self, "_config")
+
     def get(self, name: str, default=None):
         values = object.__getattribute__(self, "_values")
         return values[name] if name in values else object.__getattribute__(self, "_config").get(name, default)
@@ -157,9 +172,18 @@ class Hyperparams:
         return name in object.__getattribute__(self, "_values")
 
 
-def hyperparams(config, state) -> Hyperparams:
-    """The `Hyperparams` of the run whose (one-run) `state` is given: its `state.hparams` over `config`."""
-    return Hyperparams(config, getattr(state, "hparams", None) or {})
+def bind(config, update: Callable[[HyperParams, Any], tuple[Any, dict]]) -> Callable[[Any], tuple[Any, dict]]:
+    """An agent's `update(state) -> (state, metrics)` from `update(hp, state)`, which never sees `config`.
+
+    `hp` is the run's `HyperParams(config, state.hparams)`, built here once per update. Define `update` (and what
+    it calls) where `config` is not in scope (at module level, its build-time products passed in with
+    `functools.partial`), so that every hyperparameter it reads comes from `hp`.
+    """
+
+    def bound_update(state):
+        return update(HyperParams(config, getattr(state, "hparams", None) or {}), state)
+
+    return bound_update
 
 
 def apply_gradients(train_state, grads, tx: optax.GradientTransformation | None = None):

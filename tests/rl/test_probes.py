@@ -18,10 +18,20 @@ STATES = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 def test_dqn_learns_the_probe_values():
     config = dqn_config.get_config("Probe-v0")
     config.update(
-        num_envs=8, rollout_steps=2, gradient_steps=2, total_timesteps=8 * 2 * 500, learning_starts=256,
-        buffer_size=2048, batch_size=64, lr=1e-3, gamma=GAMMA, loss="mse", target_update_interval=64,
-        hidden_sizes=(32, 32), exploration_fraction=0.3,
-    )  # fmt: skip
+        num_envs=8,
+        rollout_steps=2,
+        gradient_steps=2,
+        total_timesteps=8 * 2 * 500,
+        learning_starts=256,
+        buffer_size=2048,
+        batch_size=64,
+        lr=1e-3,
+        gamma=GAMMA,
+        loss="mse",
+        target_update_interval=64,
+        hidden_sizes=(32, 32),
+        exploration_fraction=0.3,
+    )
     state, _ = jax.jit(dqn.make_train(config))(jax.random.PRNGKey(0))
     q = np.asarray(QNetwork(2, (32, 32), "relu").apply(state.train_state.params, STATES))
     np.testing.assert_allclose(q[:2], GAMMA, atol=0.05)  # Q(s_0, a) = gamma: discounting across one step
@@ -32,8 +42,8 @@ def test_dqn_learns_the_probe_values():
 def test_ppo_learns_the_probe_values_and_policy():
     config = ppo_config.get_config("Probe-v0")
     config.update(
-        num_envs=8, num_steps=16, total_timesteps=8 * 16 * 150, lr=3e-3, gamma=GAMMA, gae_lambda=1.0, ent_coef=0.0,
-    )  # fmt: skip
+        num_envs=8, num_steps=16, total_timesteps=8 * 16 * 150, lr=3e-3, gamma=GAMMA, gae_lambda=1.0, ent_coef=0.0
+    )
     state, _ = jax.jit(ppo.make_train(config))(jax.random.PRNGKey(0))
     net = ActorCritic(2, False, tuple(config.hidden_sizes), config.activation)
     dist, value = net.apply(state.train_state.params, STATES)

@@ -8,15 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import dqn, ppo
+from agents import a2c, dqn, ppo, reinforce
+from agents.configs import a2c as a2c_config
 from agents.configs import dqn as dqn_config
 from agents.configs import ppo as ppo_config
+from agents.configs import reinforce as reinforce_config
 from lepton_jax.errors import UserError
 from lepton_jax.interrupt import Interrupted
 from lepton_jax.metrics import TrainingDiverged
 from lepton_jax.rl import envs, loop, sweep
-
-from .conftest import run_python
+from lepton_jax.rl.agent import make_train, with_hparams
+from tests.conftest import run_python
 
 
 def _params(state, rows=slice(None)):
@@ -208,6 +210,107 @@ def test_evaluate_script_reports_per_value(ppo_lr_sweep):
     with open(workdir / "eval.json") as f:
         evaluation = json.load(f)
     assert len(evaluation["sweep/lr=0.001/per_seed/eval/return"]) == 2
+
+
+# --- a swept value reaches every place that reads it -----------------------------------------------------------------
+
+# A non-default value of every sweepable name. Powers of two: the separate run's constant meets Python float64
+# arithmetic before JAX sees it (e.g. GAE's `gamma * gae_lambda`, ε's `eps_end - eps_start`), the sweep's traced
+# float32 value does not, and only for such values do the two round alike, so that equality can be bit for bit.
+_NON_DEFAULT = {
+    "ppo": {"lr": 2.0**-10, "gamma": 0.5, "ent_coef": 0.125},
+    "dqn": {"lr": 2.0**-10, "gamma": 0.5, "eps_end": 0.25, "exploration_fraction": 0.25},
+}
+
+
+def _ppo_reach_config():
+    # Pendulum's episodes end only by the 200-step time limit: 13 updates of 16 steps pass it, so the time-limit
+    # bootstrap (which reads gamma too, in the rollout) is exercised, as are the Gaussian policy's reads.
+    config = ppo_config.get_config("Pendulum-v1,smoke")
+    config.total_timesteps = config.num_envs * config.num_steps * 13
+    return config
+
+
+_AGENTS = {"ppo": (ppo.make_agent, _ppo_reach_config), "dqn": (dqn.make_agent, _dqn_config)}
+
+
+def _train_params(config, make_agent, hparams=None):
+    """The final parameters of `config.num_seeds` runs of the pure `train` (one compile; no loop, no workdir)."""
+    train = make_train(make_agent(config, envs.make_env(config.env_name)))
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
+    if hparams is None:
+        state, _ = jax.jit(jax.vmap(train))(keys)
+    else:
+        values = {name: jnp.full((config.num_seeds,), value, jnp.float32) for name, value in hparams.items()}
+        state, _ = jax.jit(jax.vmap(train))(keys, values)
+    return _params(state)
+
+
+_DEFAULT_PARAMS = {}
+
+
+@pytest.mark.parametrize("agent,name", [(a, n) for a, names in _NON_DEFAULT.items() for n in names])
+def test_a_swept_value_reaches_every_place_that_reads_it(agent, name):
+    # A one-value sweep of `name` is bit for bit the separate run with `config.<name> = value`: a place that read
+    # `name` from the static config would still see the default there and make the two differ; and it is not
+    # the default run: the value is used at all.
+    make_agent, get_config = _AGENTS[agent]
+    value = _NON_DEFAULT[agent][name]
+    config = get_config()
+    assert config[name] != value
+    if agent not in _DEFAULT_PARAMS:
+        _DEFAULT_PARAMS[agent] = _train_params(config, make_agent)
+    swept = _train_params(config, make_agent, {name: value})
+    config[name] = value
+    alone = _train_params(config, make_agent)
+    for a, b in zip(swept, alone):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(swept, _DEFAULT_PARAMS[agent])), f"{name} had no effect"
+
+
+class _ReadLog:
+    """A config that records the name of every value read from it (as an attribute, an item or with `get`)."""
+
+    def __init__(self, config):
+        self._config, self.reads = config, []
+
+    def __getattr__(self, name):
+        self.reads.append(name)
+        return getattr(self._config, name)
+
+    def __getitem__(self, name):
+        self.reads.append(name)
+        return self._config[name]
+
+    def __contains__(self, name):
+        return name in self._config
+
+    def get(self, name, default=None):
+        self.reads.append(name)
+        return self._config.get(name, default)
+
+
+@pytest.mark.parametrize(
+    "make_agent,get_config",
+    [
+        (ppo.make_agent, ppo_config.get_config),
+        (dqn.make_agent, dqn_config.get_config),
+        (a2c.make_agent, a2c_config.get_config),
+        (reinforce.make_agent, reinforce_config.get_config),
+    ],
+    ids=["ppo", "dqn", "a2c", "reinforce"],
+)
+def test_update_reads_no_swept_name_from_the_static_config(make_agent, get_config):
+    # Every name swept at once: tracing `update` must take each from the run's `sweep.HyperParams`, none from the
+    # config (which `HyperParams` itself only consults for names that are not swept).
+    config = _ReadLog(get_config("smoke"))
+    agent = make_agent(config, envs.make_env("CartPole-v1"))
+    hparams = {name: 0.5 for name in agent.sweepable}
+    state = jax.eval_shape(lambda key: with_hparams(agent, key, hparams), jax.random.PRNGKey(0))
+    config.reads.clear()
+    jax.make_jaxpr(agent.update)(state)
+    assert config.reads, "the spy saw no reads at all"  # the update does read its static sizes through it
+    assert not set(config.reads) & set(agent.sweepable), sorted(set(config.reads) & set(agent.sweepable))
 
 
 # --- launcher -------------------------------------------------------------------------------------------------------

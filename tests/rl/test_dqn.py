@@ -12,8 +12,7 @@ from agents import dqn
 from agents.configs import dqn as dqn_config
 from lepton_jax.interrupt import Interrupted
 from lepton_jax.rl import loop, replay
-
-from .conftest import run_python
+from tests.conftest import run_python
 
 
 def _filled_buffer():
