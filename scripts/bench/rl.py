@@ -150,9 +150,13 @@ def problem_of(config) -> dict:
         "max_grad_norm",
         "activation",
     )
+    return _problem(config, keys, config.num_envs * config.num_steps)
+
+
+def _problem(config, keys, per_update: int) -> dict:
+    """`keys` of `config`, the network's sizes and the budget in whole updates of `per_update` env steps (as ours
+    runs, so every implementation trains on the same number of env steps)."""
     problem = {k: config[k] for k in keys}
-    per_update = config.num_envs * config.num_steps
-    # Whole updates only, as ours runs, so every implementation trains on the same number of env steps.
     problem.update(
         total_timesteps=config.total_timesteps // per_update * per_update, hidden_sizes=list(config.hidden_sizes)
     )
@@ -175,12 +179,7 @@ def problem_of_dqn(config) -> dict:
         "target_update_interval",
         "activation",
     )
-    problem = {k: config[k] for k in keys}
-    per_update = config.num_envs * config.rollout_steps
-    problem.update(
-        total_timesteps=config.total_timesteps // per_update * per_update, hidden_sizes=list(config.hidden_sizes)
-    )
-    return problem
+    return _problem(config, keys, config.num_envs * config.rollout_steps)
 
 
 def dqn_bench_config(total_timesteps: int):
