@@ -93,7 +93,7 @@ def karate_plot(model, params, graph, labels, path: str) -> None:
     """Scatter of the learned 2-D embedding (first seed) coloured by club, the two labelled leaders ringed."""
     plt = plotting.pyplot()
 
-    _, inter = model.apply(jax.tree.map(lambda x: x[0], params), graph, mutable="intermediates")
+    _, inter = model.apply(seeds.tree_slice(params, 0), graph, mutable="intermediates")
     embedding = np.asarray(inter["intermediates"]["embedding"][0])
     require(embedding.shape[1] == 2, "the karate plot needs a 2-D last hidden layer (config.hidden_sizes=(..., 2))")
     club, train = np.asarray(labels.labels), np.asarray(labels.train)

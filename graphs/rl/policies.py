@@ -1,6 +1,6 @@
 """GNN networks for RL on graphs: per-node Q-values (S2V-DQN) and a per-node policy with a value (PPO).
 
-They read the graph environments' observation (`graphs/envs`): a padded single graph `obs.graph` and
+They read the graph environments' observation (`graphs/rl/envs`): a padded single graph `obs.graph` and
 `obs.action_mask`, with any leading batch shape (envs, time x envs, a replay batch...). The batch is merged into one
 disjoint graph (node indices offset per graph) so that each message-passing round is a single gather and scatter,
 then split back to `(..., N)` per-node outputs. Masking invalid actions is the agent's business

@@ -112,8 +112,7 @@ def greedy_solution(name: str, act, params, graph: graph_envs.Graph) -> np.ndarr
 
 
 def numpy_graphs(graphs: graph_envs.Graph) -> list[graph_envs.NumpyGraph]:
-    count = graphs.num_nodes.shape[0]
-    return [graph_envs.to_numpy(jax.tree.map(lambda x, i=i: x[i], graphs)) for i in range(count)]
+    return [graph_envs.to_numpy(g) for g in seeds.tree_unstack(graphs)]
 
 
 def score(problem: str, agent_values: np.ndarray, records: list[dict], prefix: str = "test") -> dict:

@@ -39,6 +39,7 @@ from absl import app, flags
 from agents import dqn, ppo
 from agents.configs import dqn as dqn_config
 from agents.configs import ppo as ppo_config
+from lepton_jax import seeds
 from lepton_jax.rl import envs
 from scripts.bench import common
 
@@ -126,7 +127,7 @@ def bench_ours(config, seed: int, num_seeds: int = 1, eval_episodes: int = 0, mo
         evaluate = jax.jit(lambda params, k: envs.evaluate(spec, agent.act, params, k, eval_episodes))
         params = state.train_state.params
         eval_key = jax.random.PRNGKey(seed + 1000)
-        per_seed = [params] if num_seeds == 1 else [jax.tree.map(lambda x, i=i: x[i], params) for i in range(num_seeds)]
+        per_seed = [params] if num_seeds == 1 else seeds.tree_unstack(params)
         returns = [float(np.mean(evaluate(p, eval_key))) for p in per_seed]
         result.update(eval_return=float(np.mean(returns)), eval_return_per_seed=returns)
     return result

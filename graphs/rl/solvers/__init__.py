@@ -6,6 +6,8 @@
 - Heuristics: `mvc_greedy`, `mvc_matching`, `maxcut_local_search`, `maxcut_random`.
 - Evaluation: `approximation_ratio`; `evaluate` (the exact solver and the heuristics over a list of graphs, the
   ILP results cached in a JSON file), which the graph-RL trainer scores its agents against.
+- Also exported for the tests (production code uses them only inside this package): `SolverResult`,
+  `is_vertex_cover`, `graph_key`, `maximal_matching`, `edge_clique_cover`, the heuristic tables and `PROBLEMS`.
 
 One module per problem (`mvc.py`, `maxcut.py`), the shared graph format in `common.py`, the driver in
 `evaluate.py`.

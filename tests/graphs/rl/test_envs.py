@@ -1,4 +1,4 @@
-"""Graph environments (`graphs/envs`): random graphs against their definitions, MVC and MaxCut episodes replayed
+"""Graph environments (`graphs/rl/envs`): random graphs against their definitions, MVC and MaxCut episodes replayed
 in NumPy, invalid actions, evaluation sets, and the env through the functions the agents use."""
 
 import functools
@@ -13,6 +13,7 @@ import pytest
 
 import graphs.rl.envs as graph_envs
 from graphs.rl.envs import generators
+from lepton_jax import seeds
 from lepton_jax.errors import UserError
 from lepton_jax.rl import envs
 
@@ -179,7 +180,7 @@ def test_random_play_matches_numpy(name):
     for i, graph in enumerate(generators.unstack(evaluation.graphs)):
         n, e = int(graph.num_nodes), int(graph.num_edges)
         in_solution = np.zeros(env.distribution.node_budget, bool)
-        obs = jax.tree.map(lambda x, i=i: x[i], first_obs)
+        obs = seeds.tree_slice(first_obs, i)
         cut = 0.0
         for t in range(n + 1):
             mask, nodes, flag, terminal, gain = expected_features(graph, in_solution, problem)
@@ -232,7 +233,7 @@ def test_hand_made_graphs():
 def test_invalid_actions_change_nothing_and_are_flagged(name):
     env, params = graph_envs.make(name)
     step = jax.jit(jax.vmap(env.step_env, in_axes=(None, None, 0, None)))
-    _, state = env.reset_to_graph(jax.tree.map(lambda x: x[0], graph_envs.eval_set(name, 1, seed=0).graphs))
+    _, state = env.reset_to_graph(seeds.tree_slice(graph_envs.eval_set(name, 1, seed=0).graphs, 0))
     obs, state, _, terminated, _ = jax.tree.map(
         lambda x: x[0], step(None, state, jnp.argmax(state.action_mask)[None], params)
     )

@@ -12,7 +12,7 @@ import graphs.rl.envs as graph_envs
 from graphs.rl import solvers, trainer
 from graphs.rl.configs import graph_ppo, s2v_dqn
 from graphs.rl.policies import GraphActorCritic, GraphQNetwork, gain_in_reward_units, merge_batch
-from lepton_jax import registry
+from lepton_jax import registry, seeds
 from lepton_jax.rl import envs, loop
 
 
@@ -47,9 +47,9 @@ def test_padding_budget_does_not_change_q_values():
     """One graph padded to two different budgets gets the same Q-values on its real nodes."""
     small, graphs, _ = _observations("MVC-ER-10-12", 1, seed=3)
     large, _ = graph_envs.make("MVC-ER-30-40")
-    numpy_graph = graph_envs.to_numpy(jax.tree.map(lambda x: x[0], graphs))
+    numpy_graph = graph_envs.to_numpy(seeds.tree_slice(graphs, 0))
     repadded = graph_envs.from_numpy(numpy_graph.num_nodes, numpy_graph.edges, None, large.distribution)
-    obs_small, _ = small.reset_to_graph(jax.tree.map(lambda x: x[0], graphs))
+    obs_small, _ = small.reset_to_graph(seeds.tree_slice(graphs, 0))
     obs_large, _ = large.reset_to_graph(jax.tree.map(jnp.asarray, repadded))
     net = GraphQNetwork(features=16, rounds=3)
     params = net.init(jax.random.PRNGKey(0), jax.tree.map(lambda x: x[None], obs_small))
