@@ -246,26 +246,25 @@ def _train_params(config, make_agent, hparams=None):
     return _params(state)
 
 
-_DEFAULT_PARAMS = {}
-
-
-@pytest.mark.parametrize("agent,name", [(a, n) for a, names in _NON_DEFAULT.items() for n in names])
-def test_a_swept_value_reaches_every_place_that_reads_it(agent, name):
-    # A one-value sweep of `name` is bit for bit the separate run with `config.<name> = value`: a place that read
-    # `name` from the static config would still see the default there and make the two differ; and it is not
-    # the default run: the value is used at all.
+@pytest.mark.parametrize("agent", sorted(_NON_DEFAULT))
+def test_a_swept_value_reaches_every_place_that_reads_it(agent):
+    # Every sweepable name swept at once, each to a non-default value (one value each): bit for bit the separate run
+    # with `config.<name> = value` for all of them. A place that read any swept name from the static config would
+    # still see its default there and make the two differ; and it is not the default run: the values are used.
+    # (One program per agent for all names; the spy below checks each update read by name.)
     make_agent, get_config = _AGENTS[agent]
-    value = _NON_DEFAULT[agent][name]
+    values = _NON_DEFAULT[agent]
     config = get_config()
-    assert config[name] != value
-    if agent not in _DEFAULT_PARAMS:
-        _DEFAULT_PARAMS[agent] = _train_params(config, make_agent)
-    swept = _train_params(config, make_agent, {name: value})
-    config[name] = value
+    assert set(values) == set(make_agent(config, envs.make_env(config.env_name)).sweepable)
+    assert all(config[name] != value for name, value in values.items())
+    default = _train_params(config, make_agent)
+    swept = _train_params(config, make_agent, values)
+    for name, value in values.items():
+        config[name] = value
     alone = _train_params(config, make_agent)
     for a, b in zip(swept, alone):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(swept, _DEFAULT_PARAMS[agent])), f"{name} had no effect"
+    assert any(not np.array_equal(a, b) for a, b in zip(swept, default)), "the swept values had no effect"
 
 
 class _ReadLog:
