@@ -1,4 +1,10 @@
-"""What the VAE and DCGAN trainers share: image grids, the sample evaluator, and per-seed FID/KID summaries."""
+"""What the VAE and DCGAN trainers share: image grids, the sample evaluator, and per-seed FID/KID summaries.
+
+The evaluator's feature classifier is found by its config (`runs/classifier-<dataset>-<hash8>` by default, or
+`--config.classifier_workdir`, which must hold a run of that config), trained or resumed there when it has not
+finished; `check_classifier_workdir` says what is wrong with that directory, in one line naming the flag to change,
+before the generative model trains.
+"""
 
 import os
 
@@ -29,23 +35,63 @@ def save_grid(images, path: str, nrow: int | None = None) -> None:
     plt.imsave(path, canvas, cmap="gray", vmin=0, vmax=1)
 
 
+CLASSIFIER_FLAG = "--config.classifier_workdir"
+SMOKE_FLAG = "--config.smoke_classifier"
+
+
+def feature_classifier_config(config, smoke: bool | None = None):
+    """The config of the classifier whose features score `config`'s samples: `config.dataset`'s, its smoke config
+    when `config.smoke_classifier` (or `smoke`) says so."""
+    smoke = bool(config.get("smoke_classifier")) if smoke is None else smoke
+    clf_config = classifier_config.get_config(config.dataset + (",smoke" if smoke else ""))
+    clf_config.data_dir = config.data_dir
+    return clf_config
+
+
 def classifier_workdir(config) -> str:
-    """Where the feature classifier of `config.dataset` lives (trained there on first use)."""
-    return config.classifier_workdir or os.path.join("runs", f"classifier-{config.dataset}")
+    """Where the feature classifier lives: `config.classifier_workdir`, else `runs/classifier-<dataset>-<hash8>`
+    with the hash of the classifier's config (`classifier.default_workdir`), so different classifiers (the smoke
+    one, the full one) never share a directory."""
+    return config.classifier_workdir or classifier.default_workdir(feature_classifier_config(config))
+
+
+def _the_other_classifier(config) -> tuple[tuple[str, object], ...]:
+    smoke = not bool(config.get("smoke_classifier"))
+    return ((f"{SMOKE_FLAG}={smoke}", feature_classifier_config(config, smoke)),)
+
+
+def check_classifier_workdir(config) -> str | None:
+    """Checks, before anything trains, that the feature classifier's workdir can serve this run.
+
+    Refused, in one `UserError` line naming `--config.classifier_workdir` (and `--config.smoke_classifier` when the
+    directory holds the other one of the smoke and the full classifier): a path that is a file or cannot be written
+    where the classifier still has to train, a directory that is not a classifier run, a run of another classifier
+    config, a finished run without its checkpoint (`lepton_jax.vision.classifier.check_workdir`).
+
+    Returns:
+      None when the run computes no FID (`config.fid_samples` is 0), else "finished" (reused), "partial" (resumed
+      there first) or "new" (trained there first).
+    """
+    if not config.fid_samples:
+        return None
+    return classifier.check_workdir(
+        feature_classifier_config(config), classifier_workdir(config), CLASSIFIER_FLAG, _the_other_classifier(config)
+    )
 
 
 def make_evaluator(config, data: image_data.ImageData) -> tuple[evaluation.SampleEvaluator, dict]:
-    """The FID/KID evaluator of `config.dataset`, training its classifier first if needed.
+    """The FID/KID evaluator of `config.dataset`, training (or resuming) its classifier first if needed.
 
     Returns:
       (evaluator, results to merge: the classifier's test accuracy and the FID/KID floors).
     """
     workdir = classifier_workdir(config)
-    clf_config = classifier_config.get_config(config.dataset + (",smoke" if config.get("smoke_classifier") else ""))
-    clf_config.data_dir = config.data_dir
+    clf_config = feature_classifier_config(config)
     if not os.path.isfile(os.path.join(workdir, "results.json")):
         logging.warning("training the feature classifier into %s first", workdir)
-    model, params, clf_results = classifier.ensure_trained(clf_config, workdir, data)
+    model, params, clf_results = classifier.ensure_trained(
+        clf_config, workdir, data, CLASSIFIER_FLAG, _the_other_classifier(config)
+    )
     num = min(config.fid_samples, len(data.test_images))
     evaluator = evaluation.SampleEvaluator(evaluation.FeatureExtractor(model, params), data, num, seed=config.seed)
     extra = {"eval/classifier_test_accuracy": float(clf_results["test/accuracy_mean"])}

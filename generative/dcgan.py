@@ -301,7 +301,10 @@ def sample_many(sample, g: ModelState, key, num: int, latent_dim: int, chunk: in
 
 
 def run(config, workdir: str):
-    """Trains per `config` into `workdir`; returns (final state with a seed axis, results)."""
+    """Trains per `config` into `workdir`; returns (final state with a seed axis, results).
+
+    The feature classifier of the FID is checked, and trained or resumed if needed, before the GAN trains."""
+    common.check_classifier_workdir(config)
     data = image_data.load(config.dataset, config.data_dir)
     generator, discriminator = make_models(config, data.image_shape)
     mesh = parallel.make_mesh()

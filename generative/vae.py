@@ -178,7 +178,11 @@ def make_init(config, model: VAE, image_shape):
 
 
 def run(config, workdir: str):
-    """Trains per `config` into `workdir`; returns (final state with a seed axis, results)."""
+    """Trains per `config` into `workdir`; returns (final state with a seed axis, results).
+
+    The feature classifier of the FID is checked, and trained or resumed if needed, before the VAE trains, so that
+    a problem with it is reported before the run, not after it."""
+    common.check_classifier_workdir(config)
     data = image_data.load(config.dataset, config.data_dir)
     model = make_model(config, data.image_shape)
     mesh = parallel.make_mesh()
@@ -187,6 +191,7 @@ def run(config, workdir: str):
     train_images = epochs.to_device(data.train_images, mesh)
     test_bits = epochs.to_device(test_bits, mesh)
     epoch_fn = epochs.make_epoch(make_train_step(model), config.batch_size, mesh)
+    evaluator, extra = common.make_evaluator(config, data) if config.fid_samples else (None, {})
 
     @jax.jit
     def evaluate(params):  # params with a seed axis -> {name: (seeds,)}
@@ -203,8 +208,7 @@ def run(config, workdir: str):
         results.update(_at_epochs(workdir, config.report_epochs, ("test/neg_elbo",)))
         if config.is_samples:
             results.update(_nll(config, model, state.params, test_bits))
-        if config.fid_samples:
-            evaluator, extra = common.make_evaluator(config, data)
+        if evaluator is not None:
             results.update(extra)
             samples = _samples(model, state.params, jax.random.PRNGKey(config.seed + 7), config.fid_samples)
             results.update(common.evaluate_seeds(evaluator, samples))

@@ -8,7 +8,9 @@ def base(trainer: str, arg: str | None, flags: tuple[str, ...]) -> tuple[ml_coll
 
     The base holds the trainer, the dataset and its data directory, the seed, and the FID/KID block: the final
     FID/KID/coverage of `fid_samples` samples per seed, in the feature space of the dataset's image classifier,
-    restored from `classifier_workdir` (default `runs/classifier-<dataset>`; trained there first if missing).
+    restored from `classifier_workdir` (default `runs/classifier-<dataset>-<hash8>`, the hash of the classifier's
+    config, so the smoke and full classifiers never share one); a given directory must hold a run of that config;
+    trained or resumed there first if it has not finished.
     """
     parts = [p for p in (arg or "mnist").split(",") if p]
     names = [p for p in parts if p not in flags]

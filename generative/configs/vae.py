@@ -9,7 +9,7 @@ the manifold and class-scatter pictures), `smoke` (a seconds-long run for tests)
 
 Expected (MNIST, MLP, latent 20, 3 seeds vmapped, 2 CPU cores): test negative ELBO 102.6 nats after 10 epochs
 and 99.4 after 30; importance-sampled NLL (k=5000, first 500 test images) 91.9; ~22 min on a contended CPU, plus
-the feature classifier's training (once, into runs/classifier-mnist, ~20 min there).
+the feature classifier's training (once, into runs/classifier-mnist-<hash8>, ~20 min there).
 """
 
 import ml_collections

@@ -3,8 +3,8 @@ directory, and scikit-learn's bundled 8x8 digits, which need no files (tests, an
 float32 in [0, 1], shape (N, H, W, 1); labels int32.
 
 The idx files are the four standard `*-idx?-ubyte.gz` files (gzipped or not) in `<data_dir>/<dataset>/` or in
-`<data_dir>` itself. Every header is checked (magic number, element type, rank, sizes) and so is the payload length,
-so a truncated or foreign file is one `UserError` line naming it.
+`<data_dir>` itself. Every header is checked (magic number, element type, rank, sizes), the payload length, and the
+labels' values (in [0, classes)), so a truncated, foreign or corrupt file is one `UserError` line naming it.
 """
 
 import gzip
@@ -28,6 +28,7 @@ _FILES = {
     "test_labels": ("t10k-labels-idx1-ubyte", 1),
 }
 _SIZES = {"train": 60_000, "test": 10_000}
+IDX_CLASSES = 10  # every idx dataset here has 10 classes, labelled 0..9
 DIGITS_TRAIN = 1500  # the first 1500 of scikit-learn's 1797 digits train, the other 297 test
 
 
@@ -105,7 +106,10 @@ def load_idx_dataset(name: str, data_dir: str | None = None, full: bool = True) 
     for key, (stem, rank) in _FILES.items():
         split = key.split("_")[0]
         what = f"{name} {split} {'images' if rank == 3 else 'labels'} in idx format"
-        arrays[key] = read_idx(_find_idx(directory, stem), what, rank, _SIZES[split] if full else None)
+        path = _find_idx(directory, stem)
+        arrays[key] = read_idx(path, what, rank, _SIZES[split] if full else None)
+        if rank == 1:
+            check_labels(arrays[key], IDX_CLASSES, path, what)
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(images) != len(labels):
@@ -116,7 +120,21 @@ def load_idx_dataset(name: str, data_dir: str | None = None, full: bool = True) 
         arrays["train_labels"].astype(np.int32),
         (arrays["test_images"][..., None] / np.float32(255)).astype(np.float32),
         arrays["test_labels"].astype(np.int32),
+        IDX_CLASSES,
     )
+
+
+def check_labels(labels: np.ndarray, num_classes: int, path: str, what: str) -> None:
+    """A `UserError` naming `path` when a label is outside [0, num_classes) (a corrupt file would otherwise train
+    on out-of-range classes and surface as a non-finite loss)."""
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise datasets.corrupt(
+            path,
+            what,
+            f"{int(bad.sum())} labels outside [0, {num_classes}) (the first, item {first}, is {int(labels[first])})",
+        )
 
 
 def load_digits() -> ImageData:

@@ -1,17 +1,26 @@
-"""Generative models learning on the embedded 8x8 digits: the GAN in process, the VAE through the launcher."""
+"""Generative models learning on the embedded 8x8 digits: the GAN in process, the VAE through the launcher; the
+feature classifier's cache; resume == uninterrupted."""
 
+import hashlib
 import json
 import os
+import shutil
 
 import chex
 import jax
 import numpy as np
 import pytest
 
-from generative import dcgan
+from generative import common, dcgan, vae
 from generative.configs import dcgan as dcgan_config
+from generative.configs import vae as vae_config
 from lepton_jax import epochs, parallel
+from lepton_jax import run as run_lib
+from lepton_jax.errors import UserError
+from lepton_jax.interrupt import Interrupted
+from lepton_jax.vision import classifier
 from lepton_jax.vision import data as image_data
+from lepton_jax.vision.configs import classifier as classifier_config
 from tests.conftest import run_python
 
 
@@ -104,6 +113,7 @@ def test_vae_run_reports_sample_metrics_and_pictures(vae_run):
         "perf/wall_seconds",
     ):
         assert key in results and np.isfinite(results[key]), key
+    assert len(results["params_sha256"]) == 64
     assert results["eval/fid_mean"] > results["eval/fid_floor"] > 0
     assert 0 < results["eval/mean_confidence_mean"] <= 1
     for picture in ("samples.png", "reconstructions.png", "learning_curve.png"):
@@ -137,3 +147,119 @@ def test_unrolled_seeds_equal_vmapped_seeds():
     chex.assert_trees_all_close(weights(unrolled), weights(vmapped), atol=1e-4)
     params = unrolled.generator.params
     assert not np.allclose(jax.tree.leaves(params)[0][0], jax.tree.leaves(params)[0][1])  # the seeds differ
+
+
+def test_vae_resumed_equals_uninterrupted(tmp_path, interrupt_first_step):
+    """params_sha256 (of both seeds' stacked parameters) after an interrupted and resumed run is the uninterrupted
+    run's."""
+    config = vae_config.get_config("digits,smoke")
+    config.num_epochs, config.report_epochs, config.fid_samples, config.is_samples = 2, (1,), 0, 0
+    state, full = vae.run(config, str(tmp_path / "full"))
+    assert jax.tree.leaves(state.params)[0].shape[0] == 2 and full["params_sha256"] == run_lib.params_sha256(
+        state.params
+    )
+    with interrupt_first_step(), pytest.raises(Interrupted, match="epoch 1/2"):
+        vae.run(config, str(tmp_path / "split"))
+    _, resumed = vae.run(config, str(tmp_path / "split"))
+    assert resumed["resumed_from_epoch"] == 1 and resumed["params_sha256"] == full["params_sha256"]
+
+
+def _classifier_of(vae_run) -> str:
+    return os.path.join(os.path.dirname(vae_run[0]), "classifier")  # the smoke classifier the launcher run trained
+
+
+def _refusal(config) -> str:
+    """The one-line refusal of `check_classifier_workdir(config)`."""
+    with pytest.raises(UserError) as error:
+        common.check_classifier_workdir(config)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"--config.classifier_workdir={config.classifier_workdir} ")
+    return message
+
+
+def test_classifier_cache_is_keyed_by_the_classifier_config(vae_run):
+    """A smoke classifier never stands in for a full one, nor the other way round."""
+    smoke, full = vae_config.get_config("digits,smoke"), vae_config.get_config("digits")
+    # By default each classifier config has its own directory: the launcher's default workdir of that config.
+    for config, arg in ((smoke, "digits,smoke"), (full, "digits")):
+        launcher_hash = classifier_config.get_config(arg).to_json_best_effort(sort_keys=True)
+        digest = hashlib.sha256(launcher_hash.encode()).hexdigest()[:8]
+        assert common.classifier_workdir(config) == os.path.join("runs", f"classifier-digits-{digest}")
+    assert common.classifier_workdir(smoke) != common.classifier_workdir(full)
+    smoke.data_dir = "/elsewhere"  # where the data lives is not another classifier
+    assert common.classifier_workdir(smoke) == common.classifier_workdir(vae_config.get_config("digits,smoke"))
+    # A given directory is used only for the classifier config it was trained with.
+    smoke.classifier_workdir = full.classifier_workdir = _classifier_of(vae_run)
+    assert common.check_classifier_workdir(smoke) == "finished"
+    assert _refusal(full).endswith(
+        "holds the classifier of --config.smoke_classifier=True (changed: num_epochs); pass "
+        "--config.smoke_classifier=True to use it, or point --config.classifier_workdir elsewhere (unset, it is "
+        f"{common.classifier_workdir(vae_config.get_config('digits'))})"
+    )
+    with open(os.path.join(_classifier_of(vae_run), "results.json")) as f:
+        assert len(json.load(f)["params_sha256"]) == 64
+
+
+def test_unfinished_classifier_run_is_resumed_never_used(vae_run, tmp_path, interrupt_first_step):
+    """A classifier run without results.json (cut short after its first epoch) is resumed before its features are
+    used, to exactly the parameters of an uninterrupted run; an unreadable one is one line naming the flag."""
+    with open(os.path.join(_classifier_of(vae_run), "results.json")) as f:
+        uninterrupted = json.load(f)
+    config = vae_config.get_config("digits,smoke")
+    config.classifier_workdir = str(tmp_path / "classifier")
+    config.data_dir = str(tmp_path)  # another data path: the same classifier (resumed with the path it began with)
+    data = image_data.load("digits")
+    with interrupt_first_step(), pytest.raises(Interrupted, match="epoch 1/2"):
+        classifier.run(common.feature_classifier_config(config), config.classifier_workdir, data)
+    assert common.check_classifier_workdir(config) == "partial"
+    _, extra = common.make_evaluator(config, data)
+    with open(tmp_path / "classifier" / "results.json") as f:
+        resumed = json.load(f)
+    assert resumed["resumed_from_epoch"] == 1 and resumed["params_sha256"] == uninterrupted["params_sha256"]
+    assert extra["eval/classifier_test_accuracy"] == uninterrupted["test/accuracy_mean"]
+
+    # Unfinished, and its checkpoints unreadable: the error from resuming names the classifier's flag.
+    os.remove(tmp_path / "classifier" / "results.json")
+    for directory, _, files in os.walk(tmp_path / "classifier" / "checkpoints"):
+        for name in files:
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(b"garbage")
+    with pytest.raises(UserError) as error:
+        common.make_evaluator(config, data)
+    message = str(error.value)
+    assert message.startswith(f"feature classifier in --config.classifier_workdir={tmp_path}/classifier: no intact")
+    assert "\n" not in message
+
+
+def test_unusable_classifier_workdirs_are_refused_in_one_line(vae_run, tmp_path):
+    config = vae_config.get_config("digits,smoke")
+    (tmp_path / "file").write_text("not a run")
+    config.classifier_workdir = str(tmp_path / "file")
+    assert "is a file, not a directory" in _refusal(config)
+    config.classifier_workdir = str(tmp_path / "file" / "classifier")
+    assert f"cannot be created: {tmp_path}/file is not a directory" in _refusal(config)
+    config.classifier_workdir = "/proc/lepton-classifier"  # not writable, whoever runs the tests (root included)
+    assert "cannot be created in /proc" in _refusal(config)
+    config.classifier_workdir = vae_run[0]  # a VAE run, not a classifier's
+    assert "holds a classifier of another config (changed: architecture, " in _refusal(config)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    config.classifier_workdir = str(tmp_path / "other")
+    assert "holds no config.json, so no classifier run" in _refusal(config)
+    copy = tmp_path / "copy"
+    shutil.copytree(_classifier_of(vae_run), copy)
+    shutil.rmtree(copy / "checkpoints")
+    config.classifier_workdir = str(copy)
+    assert "has results.json but no checkpoint to restore" in _refusal(config)
+    config.fid_samples = 0  # no FID: no classifier, nothing to check
+    assert common.check_classifier_workdir(config) is None
+
+
+@pytest.mark.parametrize("trainer", [vae, dcgan])
+def test_classifier_workdir_is_checked_before_training(tmp_path, trainer):
+    config = (vae_config if trainer is vae else dcgan_config).get_config("digits,smoke")
+    (tmp_path / "file").write_text("not a run")
+    config.classifier_workdir = str(tmp_path / "file")
+    with pytest.raises(UserError, match="^--config.classifier_workdir=.* is a file, not a directory"):
+        trainer.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # nothing was trained

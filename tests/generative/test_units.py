@@ -125,6 +125,18 @@ def test_idx_loader_rejects_truncated_and_foreign_files(tmp_path):
         image_data.load("cifar", str(tmp_path))
 
 
+def test_idx_loader_rejects_labels_out_of_range(tmp_path):
+    _write_dataset(tmp_path / "mnist")
+    labels = np.array([3, 0, 12, 9], np.uint8)  # 10 classes: 12 is no label
+    _write_idx(tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz", labels)
+    with pytest.raises(UserError) as error:
+        image_data.load_idx_dataset("mnist", str(tmp_path), full=False)
+    assert str(error.value) == (
+        f"corrupt file {tmp_path}/mnist/t10k-labels-idx1-ubyte.gz: 1 labels outside [0, 10) (the first, item 2, "
+        "is 12) (expected mnist test labels in idx format)"
+    )
+
+
 def test_digits_are_embedded():
     data = image_data.load("digits")
     assert data.train_images.shape == (1500, 8, 8, 1) and data.test_images.shape == (297, 8, 8, 1)

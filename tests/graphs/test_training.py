@@ -15,6 +15,7 @@ from graphs.configs import gcn as gcn_config
 from graphs.configs import gin as gin_config
 from lepton_jax import seeds
 from lepton_jax.errors import UserError
+from lepton_jax.interrupt import Interrupted
 from tests.conftest import launch, run_python
 
 
@@ -80,7 +81,7 @@ def test_gin_smoke_run_on_folds(tmp_path, monkeypatch):
         records = [json.loads(line) for line in f]
     assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["train/loss"]) for r in records)
     assert all(0.0 <= r["val/accuracy"] <= 1.0 for r in records)
-    assert len(results["per_seed/test/accuracy_val_selected"]) == 2
+    assert len(results["per_seed/test/accuracy_val_selected"]) == 2 and len(results["params_sha256"]) == 64
     assert all(1 <= e <= 3 for e in results["per_seed/val_selected_epoch"])
     np.testing.assert_allclose(
         np.mean(results["per_seed/test/accuracy_val_selected"]), results["test/accuracy_val_selected_mean"]
@@ -105,11 +106,39 @@ def test_validation_split_is_stratified_disjoint_and_seeded():
     np.testing.assert_array_equal(held, again[1])
 
 
+def _gin_on_synthetic_graphs(monkeypatch, tmp_path):
+    monkeypatch.setattr(graph_classification, "load_tu", lambda directory, name: synthetic_graphs())
+    config = gin_config.get_config("mutag,smoke")
+    config.data_dir = str(tmp_path)
+    config.num_layers, config.hidden, config.batch_size = 2, 8, 4
+    return graph_classification.train_and_evaluate, config
+
+
+@pytest.mark.parametrize("trainer", ["node_classification", "link_prediction", "graph_classification"])
+def test_resumed_graph_run_equals_uninterrupted(tmp_path, monkeypatch, interrupt_first_step, trainer):
+    """params_sha256 (all seeds' or folds' stacked parameters) after an interrupted and resumed run is the
+    uninterrupted run's."""
+    if trainer == "graph_classification":
+        train_and_evaluate, config = _gin_on_synthetic_graphs(monkeypatch, tmp_path)
+    elif trainer == "link_prediction":
+        train_and_evaluate, config = link_prediction.train_and_evaluate, gae_config.get_config("karate,smoke")
+    else:  # the programs of the karate demo below (4 seeds), compiled once for both tests
+        train_and_evaluate, config = node_classification.train_and_evaluate, gcn_config.get_config("karate")
+        config.num_seeds, config.num_epochs, config.checkpoint_every_epochs = 4, 6, 3
+    full = train_and_evaluate(config, str(tmp_path / "full"))
+    with interrupt_first_step(), pytest.raises(Interrupted, match="epoch 1/"):
+        train_and_evaluate(config, str(tmp_path / "split"))
+    resumed = train_and_evaluate(config, str(tmp_path / "split"))
+    assert resumed["resumed_from_epoch"] == 1 and resumed["perf/epochs"] == full["perf/epochs"] > 1
+    assert len(full["params_sha256"]) == 64 and resumed["params_sha256"] == full["params_sha256"]
+
+
 def test_karate_demo_through_the_launcher(tmp_path):
     workdir = str(tmp_path / "karate")
     args = ["--config=graphs/configs/gcn.py:karate", "--config.num_seeds=4", "--config.num_epochs=200"]
     results = launch(args, workdir)
     assert results["num_seeds"] == 4 and len(results["per_seed/test/accuracy"]) == 4
+    assert len(results["params_sha256"]) == 64
     # Two labelled members are enough for most of the other 32 (Kipf & Welling's demo).
     assert results["test/accuracy_mean"] >= 0.8, results["per_seed/test/accuracy"]
     for key in ("test/accuracy_std", "test/macro_f1_mean", "perf/epoch_seconds", "perf/wall_seconds"):

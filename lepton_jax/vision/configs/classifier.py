@@ -1,6 +1,6 @@
 """The CNN image classifier of `lepton_jax/vision/classifier.py` (also the generative models' FID/KID features).
 
-    python -m scripts.train --config=lepton_jax/vision/configs/classifier.py:mnist --workdir=runs/classifier-mnist
+    python -m scripts.train --config=lepton_jax/vision/configs/classifier.py:mnist  # into runs/classifier-mnist-<hash8>
 
 Arg: the dataset (`mnist` default, `fashion_mnist`, `kmnist`, or `digits` = scikit-learn's embedded 8x8 digits, no
 files needed), optionally with `,smoke` for a seconds-long run. Expected: MNIST test accuracy about 99.1 % after 4
