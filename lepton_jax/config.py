@@ -1,17 +1,30 @@
-"""Config helpers: validation and saving.
+"""Config helpers: the declared keys and their validation at launch, and saving.
 
 Configs are Python files returning an `ml_collections.ConfigDict` from `get_config(arg)`. Values that follow from
 others (number of updates, minibatch size, ...) are computed from the config each time they are needed, by the
 pillar that needs them (RL's in `lepton_jax/rl/config.py`), never written back into it, so a
 `--config.num_envs=...` override can never leave a stale derived value behind.
+
+**Every key is declared once**, as a `Key` (its type and what values are allowed): the keys every trainer shares in
+`KEYS` below, an area's own in its table (`lepton_jax/rl/config.py` for RL, each pillar's `configs` package
+`KEYS`). `validate(config, keys, checks)` runs at launch, before anything is built or compiled: an undeclared key,
+a value of the wrong type or out of range is one `UserError` line naming the key, the value and what is allowed;
+`checks` are the relations between keys (`num_steps` divisible by `num_minibatches`, a batch no larger than the
+buffer, names used only at the end). Hyperparameter sweeps check each swept value with the same `Key`.
 """
 
+import dataclasses
 import json
+import math
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import ml_collections
 
 from lepton_jax.errors import UserError
+
+INT_MAX = 2**31 - 1  # sizes are int32 on device
 
 
 def require(condition: bool, message: str) -> None:
@@ -20,8 +33,165 @@ def require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """What one config key holds: `kind` ("int", "float", "bool", "str", "ints", "path"), and the values allowed.
+
+    `ok(value)` says whether a value of the right kind is allowed, `allowed` says so in words ("> 0", "one of a, b").
+    "ints" is a tuple of sizes (each in [1, INT_MAX]); "path" is a string or None (a default chosen at run time).
+    """
+
+    kind: str
+    allowed: str = ""
+    ok: Callable[[Any], bool] = lambda value: True
+
+    def problem(self, value) -> str | None:
+        """None when `value` may be used; else what is allowed, in words."""
+        kinds = {
+            "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) <= INT_MAX,
+            "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+            "bool": lambda v: isinstance(v, bool),
+            "str": lambda v: isinstance(v, str),
+            "path": lambda v: v is None or (isinstance(v, str) and v != ""),
+            "ints": lambda v: (
+                isinstance(v, (tuple, list))
+                and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= INT_MAX for x in v)
+            ),
+        }
+        words = {
+            "int": "an integer",
+            "float": "a finite number",
+            "bool": "True or False",
+            "str": "a string",
+            "path": "a path",
+            "ints": "a tuple of sizes >= 1",
+        }
+        if not kinds[self.kind](value):
+            return words[self.kind] + (f" {self.allowed}" if self.allowed else "")
+        if not self.ok(value):
+            return f"{words[self.kind]} {self.allowed}" if self.kind in ("int", "float", "ints") else self.allowed
+        return None
+
+
+def count(low: int = 1, high: int = INT_MAX) -> Key:
+    """An integer in [low, high]."""
+    allowed = f">= {low}" if high == INT_MAX else f"in [{low}, {high}]"
+    return Key("int", allowed, lambda v: low <= v <= high)
+
+
+def number(low: float = -math.inf, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Key:
+    """A finite number between `low` and `high` (each end closed unless `*_open`)."""
+    if high == math.inf:
+        allowed = f"{'>' if low_open else '>='} {low:g}"
+    elif low == -math.inf:
+        allowed = f"{'<' if high_open else '<='} {high:g}"
+    else:
+        allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return Key(
+        "float",
+        allowed,
+        lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high),
+    )
+
+
+def one_of(*choices: str) -> Key:
+    return Key("str", f"one of {', '.join(choices)}", lambda v: v in choices)
+
+
+def sizes(min_len: int = 0) -> Key:
+    """A tuple of layer sizes (each >= 1), at least `min_len` of them."""
+    return Key("ints", f"with at least {min_len} entries" if min_len else "", lambda v: len(v) >= min_len)
+
+
+FLAG = Key("bool")
+TEXT = Key("str", "(not empty)", lambda v: v.strip() != "")
+ANY_TEXT = Key("str")
+PATH = Key("path")
+POSITIVE = number(0, low_open=True)
+NON_NEGATIVE = number(0)
+UNIT = number(0, 1)  # a probability or a discount
+DROPOUT = number(0, 1, high_open=True)
+
+# The keys every trainer may have: the run's identity, seeds, the checkpoint cadence, the common optimiser and
+# network settings. An area declares its own keys in its table (never one of these again).
+KEYS = {
+    "trainer": TEXT,
+    "seed": count(0),
+    "num_seeds": count(1, 4096),
+    "keep_checkpoints": count(1),
+    "lr": POSITIVE,
+    "max_grad_norm": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "batch_size": count(1),
+    "num_epochs": count(1),
+    "hidden_sizes": sizes(),
+    "hidden": count(1),
+    "activation": one_of("elu", "gelu", "identity", "relu", "tanh"),  # `lepton_jax.layers`
+    "dropout": DROPOUT,
+    "seed_loop": one_of("vmap", "map", "unroll", "auto"),  # `lepton_jax.seeds.MODES`
+    "data_dir": PATH,
+    "dataset": TEXT,
+    "eval_every_epochs": count(1),
+    "checkpoint_every_epochs": count(1),
+}
+
+
+def flatten(config, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """`(dotted name, value)` of every leaf of `config` (`sweep.lr`, ...)."""
+    for name in config.keys():
+        value = config[name]
+        if hasattr(value, "keys"):
+            yield from flatten(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name, value
+
+
+def check(name: str, value, key: Key) -> None:
+    """One value against its `Key`: a `UserError` naming the key, the value and what is allowed."""
+    problem = key.problem(value)
+    if problem is not None:
+        raise UserError(f"config.{name}={value!r} is not allowed: it must be {problem}")
+
+
+def validate(config, keys: dict[str, Key], checks: Iterable[Callable[[Any], None]] = ()) -> None:
+    """Checks every key of `config` against its declaration (`KEYS` and the area's `keys`), then the `checks`.
+
+    A key under `sweep.` holds comma-separated values of the key it names (each checked by `lepton_jax.rl.sweep`
+    with that key's declaration); here it must be a string.
+
+    Raises:
+      UserError: the first key that is undeclared, of the wrong type or out of range, or a failed check.
+    """
+    declared = {**KEYS, **keys}
+    for name, value in flatten(config):
+        if name.startswith("sweep."):
+            key = ANY_TEXT if name[len("sweep.") :] in declared else None
+        else:
+            key = declared.get(name)
+        if key is None:
+            raise UserError(
+                f"config.{name} is not a declared key of trainer '{config.get('trainer')}' "
+                "(a key is declared, with what values it may take, in its area's KEYS)"
+            )
+        check(name, value, key)
+    for check_fn in checks:
+        check_fn(config)
+
+
 def to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
+
+
+def read_json(path: str, what: str) -> dict:
+    """A JSON object from `path`; a corrupt or unreadable file is one `UserError` line naming it and `what` it is."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} ({what}) cannot be read: {error}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} ({what}) cannot be read: not a JSON object")
+    return value
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -29,8 +199,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     new = to_dict(config)
     if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
+        old = read_json(path, "the config of the run in this workdir; restore it, or use a new --workdir")
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             raise UserError(

@@ -31,6 +31,9 @@ def std_name(key: str) -> str:
     return key[: -len("_mean")] + "_std" if key.endswith("_mean") else key + "_std"
 
 
+_FRACTIONS = ("accuracy", "auc", "/ap")  # metrics in [0, 1]
+
+
 def curves(
     records: list[dict],
     keys,
@@ -59,7 +62,10 @@ def curves(
         y = np.array([r[key] for r in rows], float)
         s = np.array([r.get(std_name(key)) or 0.0 for r in rows], float)
         (line,) = ax.plot(x, y, "-" if len(rows) > 30 else "o-", label=label, markersize=3)
-        ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.2)
+        low, high = y - s, y + s
+        if any(word in key for word in _FRACTIONS):  # a band of a fraction stays within [0, 1]
+            low, high = np.clip(low, 0, 1), np.clip(high, 0, 1)
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

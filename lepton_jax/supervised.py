@@ -100,7 +100,9 @@ def fit(config, workdir: str, task: Task, desc: str = "") -> tuple[Any, dict]:
                 last_eval = jax.device_get(task.evaluate(state))
                 record.update(summarize(last_eval))
             run.log(epoch, record)
-            postfix = {k: v for k, v in record.items() if "loss" in k or "accuracy" in k}
+            # The bar shows the plotted metrics (a few chosen ones), by their short names.
+            shown = task.plot_keys or [k for k in record if "loss" in k and not k.endswith("_std")][:2]
+            postfix = {k.removeprefix("train/"): record[k] for k in shown if k in record}
             run.end_step(epoch, state, n=1, seconds=seconds, save=epoch % ckpt_every == 0, last=last, postfix=postfix)
     if last_eval is None:  # nothing was left to train: evaluate the restored final state
         last_eval = jax.device_get(task.evaluate(state))

@@ -5,27 +5,34 @@
         --config.num_seeds=8 --config.lr=3e-4
     python -m scripts.train --config.sweep.lr=1e-3,3e-3,1e-2   # 3 learning rates x 4 seeds in one program
 
-Re-running the same command on the same workdir resumes from the newest intact checkpoint. Ctrl-C (or SIGTERM)
-saves a checkpoint first. Mistakes in flags or inputs end with one line on stderr and exit code 2.
+Before anything is built, the whole config is validated (every key against its declaration) and the workdir is
+made. Re-running the same command on the same workdir resumes from the newest intact checkpoint, or, when the run
+has finished, says so and leaves it as it is. Ctrl-C (or SIGTERM) saves a checkpoint first. Mistakes in flags or
+inputs end with one line on stderr and exit code 2 (the exit codes: `scripts/cli.py`).
 """
 
+import dataclasses
 import hashlib
 import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
+
+from scripts import cli
 
 _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agents", "configs", "ppo.py"
 )
 
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Config file[:arg].", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<trainer>-<env>-<config hash>.")
+# Read by `scripts.cli` (with its `--config.KEY=VALUE` overrides), defined here for `--help`.
+flags.DEFINE_string("config", _DEFAULT_CONFIG, "Config file[:arg]; override keys with --config.KEY=VALUE.")
+_RESTART = flags.DEFINE_bool(
+    "restart", False, "Start the run in --workdir afresh, its old checkpoints and logs moved aside (kept)."
+)
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize (multi-host runs).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (auto-detected if unset).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (auto-detected if unset).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (auto-detected if unset).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (auto-detected if unset).", 1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (auto-detected if unset).", 0)
 
 
 def default_workdir(config) -> str:
@@ -34,64 +41,49 @@ def default_workdir(config) -> str:
     return os.path.join("runs", f"{config.trainer}-{name}-{digest}")
 
 
-def _unknown_key(argv) -> str | None:
-    """For a `--config.A.B=V` flag naming a key the config lacks: a line saying which, and the keys there are."""
-    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), _DEFAULT_CONFIG)
-    try:
-        config = config_flags.config_flags.ConfigFileFlagParser(name="config").parse(config_arg)
-    except Exception:  # the file itself is wrong: the caller shows the original error
-        return None
-    for arg in argv:
-        if not arg.startswith("--config."):
-            continue
-        node, path = config, []
-        for part in arg[len("--config.") :].split("=", 1)[0].split("."):
-            if not hasattr(node, "keys") or part not in node.keys():
-                where = ".".join(["config", *path])
-                keys = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a group)"
-                return f"{arg.split('=', 1)[0]}: {where} has no key '{part}'; its keys: {keys}"
-            node, path = node[part], [*path, part]
-    return None
+@dataclasses.dataclass
+class Launch:
+    config: object
+    workdir: str
 
 
-def _parse_flags(argv):
-    """absl's flag parsing, with a one-line error (exit 2) for a misspelled `--config.KEY` instead of a traceback."""
-    try:
-        return app.parse_flags_with_usage(argv)
-    except (AttributeError, KeyError, TypeError) as error:
-        print(f"error: {_unknown_key(argv) or error}", file=sys.stderr)
-        sys.exit(2)
-
-
-def main(argv):
-    del argv
-    from lepton_jax import parallel, registry
-    from lepton_jax.errors import UserError
-    from lepton_jax.interrupt import Interrupted
-    from lepton_jax.metrics import TrainingDiverged
+def prepare(argv: list[str]) -> Launch:
+    """Everything checked at launch, before anything is built: the flags, the config file and its overrides, every
+    config value, and the workdir (created). A mistake is a one-line `UserError`."""
     from scripts import trainers
 
+    value, overrides, rest = cli.split_config_args(argv[1:])
+    cli.parse_flags([argv[0], *rest])
+    config = cli.load_config(value or _DEFAULT_CONFIG)
+    cli.apply_overrides(config, overrides)
+    config.lock()
+    trainers.load()
+    trainers.validate(config)
+    workdir = cli.WORKDIR.value if flags.FLAGS["workdir"].present else default_workdir(config)
+    cli.check_workdir(workdir)
+    return Launch(config, workdir)
+
+
+def train(argv: list[str]) -> None:
+    launch = prepare(argv)
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
-    config = _CONFIG.value
-    workdir = _WORKDIR.value or default_workdir(config)
+    from lepton_jax import parallel, registry
+    from lepton_jax import run as run_lib
+
+    config, workdir = launch.config, launch.workdir
+    if _DISTRIBUTED.value:
+        parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    train_and_evaluate = registry.get(config.trainer)
+    if _RESTART.value and parallel.is_main_process():
+        run_lib.restart_workdir(workdir)
+    if parallel.is_main_process():
+        print(f"workdir: {workdir}", file=sys.stderr)
     try:
-        if _DISTRIBUTED.value:
-            parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-        trainers.load()
-        train_and_evaluate = registry.get(config.trainer)
-        if parallel.is_main_process():
-            print(f"workdir: {workdir}", file=sys.stderr)
         results = train_and_evaluate(config, workdir)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
-    except Interrupted as error:
-        print(str(error), file=sys.stderr)
-        sys.exit(128 + error.signum)
+    except run_lib.AlreadyComplete as done:
+        print(f"already complete: results in {done.path} (a new run needs a new --workdir or --restart)")
+        return
     if parallel.is_main_process():
         headline = ("eval/", "test/", "perf/wall", "perf/steps")
         summary = {
@@ -104,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    sys.exit(cli.run(train, sys.argv))

@@ -1,1 +1,51 @@
-"""Configs for the agents; each returns an `ml_collections.ConfigDict` from `get_config(arg)`."""
+"""Configs for the agents; each returns an `ml_collections.ConfigDict` from `get_config(arg)`.
+
+`KEYS` declares the agents' keys beyond the RL loop's (`lepton_jax.rl.config.KEYS`) and `CHECKS` the relations
+between them, both checked at launch (`lepton_jax.config.validate`).
+"""
+
+from lepton_jax.config import FLAG, POSITIVE, count, number, one_of, require
+from lepton_jax.rl import config as rl_config
+
+KEYS = {
+    **rl_config.KEYS,
+    # DQN (`agents/dqn.py`)
+    "rollout_steps": count(1),
+    "gradient_steps": count(1),
+    "buffer_size": count(1),
+    "learning_starts": count(0),
+    "loss": one_of("huber", "mse"),
+    "huber_delta": POSITIVE,
+    "target_update_interval": count(1),
+    "tau": number(0, 1, low_open=True),
+    "double_dqn": FLAG,
+    "dueling": FLAG,
+    "n_step": count(1),
+}
+
+
+def check_replay(config) -> None:
+    """A DQN config: at least one update, and a batch that fits in the buffer."""
+    if "buffer_size" not in config:
+        return
+    rl_config.num_updates(config, config.num_envs * config.rollout_steps)
+    require(
+        config.batch_size <= config.buffer_size,
+        f"config.batch_size ({config.batch_size}) is larger than config.buffer_size ({config.buffer_size})",
+    )
+
+
+def check_env(config) -> None:
+    """The env exists (gymnax's, or a probe), and has discrete actions for DQN."""
+    from lepton_jax.errors import UserError
+    from lepton_jax.rl import envs
+
+    try:
+        spec = envs.make_env(config.env_name)
+    except UserError as error:
+        raise UserError(f"config.env_name: {error}") from None
+    if "buffer_size" in config:
+        require(not spec.continuous, f"DQN needs discrete actions; {spec.name} has continuous ones")
+
+
+CHECKS = (rl_config.check_sweep, rl_config.check_on_policy, check_replay, check_env)

@@ -7,9 +7,10 @@ MINATAR_GAMES = ("Breakout", "Asterix", "Freeway", "SpaceInvaders")
 
 
 def base(
-    trainer: str, arg: str | None, presets: dict, sweep: tuple[str, ...] = ()
+    trainer: str, arg: str | None, presets: dict, sweep: tuple[str, ...] = (), default_env: str = "CartPole-v1"
 ) -> tuple[ml_collections.ConfigDict, bool, dict]:
-    """Parses `ENV[,smoke]` and returns the shared part of a config, whether `smoke` was asked, and ENV's preset.
+    """Parses `ENV[,smoke]` (ENV is `default_env` when not given) and returns the shared part of a config, whether
+    `smoke` was asked, and ENV's preset.
 
     The caller adds its algorithm's keys, then calls `finish` (the preset, then the smoke sizes if smoke).
 
@@ -18,11 +19,11 @@ def base(
     comma-separated values (`--config.sweep.lr=1e-3,3e-3`): every value x every seed trains in one program, the
     update reading the run's value for `<name>` (see `lepton_jax/rl/sweep.py`). Several swept names make a grid.
     """
-    parts = [p for p in (arg or "CartPole-v1").split(",") if p]
+    parts = [p for p in (arg or "").split(",") if p]
     names = [p for p in parts if p != "smoke"]
     c = ml_collections.ConfigDict()
     c.trainer = trainer
-    c.env_name = names[0] if names else "CartPole-v1"
+    c.env_name = names[0] if names else default_env
     c.seed = 0
     c.num_seeds = 4
     # The loop: updates per jitted chunk; evaluation and checkpoints every few chunks.

@@ -1,0 +1,44 @@
+"""Configs of the GNN trainers; each returns an `ml_collections.ConfigDict` from `get_config(arg)`.
+
+`KEYS` declares the graph trainers' own keys (the shared ones are `lepton_jax.config.KEYS`) and `CHECKS` the
+relations between them, both checked at launch (`lepton_jax.config.validate`).
+"""
+
+from lepton_jax.config import DROPOUT, FLAG, count, number, one_of, require
+
+KEYS = {
+    "model": one_of("gcn", "gat", "mpnn"),  # `graphs.models`
+    "heads": count(1),
+    "output_heads": count(1),
+    "attention_dropout": DROPOUT,
+    "message_hidden": count(1),
+    "normalize_features": FLAG,
+    "weight_decay_on": one_of("all", "first_layer", "none"),
+    "patience": count(1),
+    # link prediction
+    "embedding_size": count(1),
+    "loss": one_of("dense", "sampled"),
+    "test_fraction": number(0, 1, low_open=True, high_open=True),
+    "val_fraction": number(0, 1, high_open=True),
+    # graph classification
+    "num_folds": count(1),
+    "num_layers": count(1),
+    "learn_eps": FLAG,
+    "lr_halve_every_epochs": count(1),
+}
+
+
+def check_splits(config) -> None:
+    """Link prediction keeps some edges for training; graph classification's validation share is under a half."""
+    if config.trainer == "link_prediction":
+        require(
+            config.val_fraction + config.test_fraction < 1,
+            f"config.val_fraction + config.test_fraction ({config.val_fraction} + {config.test_fraction}) "
+            "must be < 1: some edges must remain for training",
+        )
+        require(config.model == "gcn", f"link prediction uses a GCN encoder (config.model=gcn), got '{config.model}'")
+    if config.trainer == "graph_classification":
+        require(0.0 <= config.val_fraction < 0.5, f"config.val_fraction={config.val_fraction} must be in [0, 0.5)")
+
+
+CHECKS = (check_splits,)

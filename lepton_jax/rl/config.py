@@ -7,12 +7,55 @@ configs import it, and loading a config (or rejecting a misspelled flag) stays a
 
 from typing import NamedTuple
 
-from lepton_jax.config import require
+from lepton_jax.config import FLAG, NON_NEGATIVE, POSITIVE, TEXT, UNIT, count, number, require
 
 # The hyperparameters each agent's update can take traced (`Agent.sweepable`, see `lepton_jax.rl.sweep`); the one
 # list of each: the agent returns it and its configs offer every name as `config.sweep.<name>`.
 ON_POLICY_SWEEPABLE = ("lr", "gamma", "ent_coef")  # `lepton_jax.rl.onpolicy`: PPO, A2C, REINFORCE
 DQN_SWEEPABLE = ("lr", "gamma", "eps_end", "exploration_fraction")  # `agents/dqn.py`
+
+# The keys of the RL loop (`lepton_jax.rl.loop`), of the on-policy update (`lepton_jax.rl.onpolicy`) and of every
+# sweepable hyperparameter (a swept value is checked against the same declaration); `lepton_jax.config` explains.
+KEYS = {
+    "env_name": TEXT,
+    "total_timesteps": count(1),  # per seed
+    "num_envs": count(1),
+    "chunk_updates": count(1),
+    "eval_every_chunks": count(1),
+    "eval_episodes": count(1),
+    "checkpoint_every_chunks": count(1),
+    "gamma": UNIT,
+    "reward_scale": POSITIVE,
+    "bootstrap_truncated": FLAG,
+    "ent_coef": NON_NEGATIVE,
+    "eps_start": UNIT,
+    "eps_end": UNIT,
+    "exploration_fraction": number(0, 1, low_open=True),
+    "num_steps": count(1),
+    "update_epochs": count(1),
+    "num_minibatches": count(1),
+    "anneal_lr": FLAG,
+    "gae_lambda": UNIT,
+    "clip_eps": POSITIVE,
+    "clip_value_loss": FLAG,
+    "vf_coef": NON_NEGATIVE,
+    "normalize_advantages": FLAG,
+    "complete_episodes_only": FLAG,
+}
+
+
+def check_sweep(config) -> None:
+    """The launch check of `config.sweep`: every swept value is a valid value of its key (`lepton_jax.rl.sweep`)."""
+    if "sweep" in config:
+        from lepton_jax.rl import sweep
+
+        sweep.parse(config, tuple(config.sweep.keys()))
+
+
+def check_on_policy(config) -> None:
+    """The launch check of an on-policy config: its derived sizes exist (see `on_policy_derived`)."""
+    if "num_steps" in config:
+        on_policy_derived(config)
 
 
 def num_updates(config, steps_per_update: int) -> int:

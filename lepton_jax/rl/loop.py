@@ -226,7 +226,10 @@ def run(config, workdir: str, make_agent, after_training=None):
     last_returns = np.full(runs.num_runs, np.nan)  # each run's mean return of its last update's finished episodes
     diverged = {}  # swept value -> the update its loss stopped being finite
     eval_record = None
-    with scaffold.steps(num_updates, desc=config.env_name, x_per_step=steps_per_update, bar_unit="step"):
+    # Three steps/s figures, each labelled: the bar's rate counts env steps of one seed ("seed-step/s"), `all_sps`
+    # the env steps of all runs per second in the last chunk, results.json's `perf/steps_per_second` the same over
+    # the whole training (compile excluded).
+    with scaffold.steps(num_updates, desc=config.env_name, x_per_step=steps_per_update, bar_unit="seed-step"):
         while update < num_updates:
             n = min(chunk, num_updates - update)
             tick = time.perf_counter()
@@ -255,7 +258,7 @@ def run(config, workdir: str, make_agent, after_training=None):
                 last=last,
                 postfix={
                     "ret": _nan_stat(np.nanmean, last_returns),
-                    "sps": f"{runs.num_runs * n * steps_per_update / seconds:,.0f}",
+                    "all_sps": f"{runs.num_runs * n * steps_per_update / seconds:,.0f}",
                 },
             )
 

@@ -38,10 +38,15 @@ def _draw_cartpole(ax, obs):
     ax.set_aspect("equal")
 
 
-def episode_strip(spec: envs.EnvSpec, act, params, key, path: str, num_frames: int = 12) -> None:
-    """Writes `path`: `num_frames` evenly spaced frames of one episode (image observations, or CartPole)."""
+def check_renderable(spec: envs.EnvSpec) -> None:
+    """A `UserError` unless `episode_strip` can draw `spec`'s env (image observations, or CartPole)."""
     if (spec.obs_shape is None or len(spec.obs_shape) != 3) and spec.name != "CartPole-v1":
         raise UserError(f"--render draws image-observation envs (MinAtar, ...) and CartPole-v1, not {spec.name}")
+
+
+def episode_strip(spec: envs.EnvSpec, act, params, key, path: str, num_frames: int = 12) -> None:
+    """Writes `path`: `num_frames` evenly spaced frames of one episode (image observations, or CartPole)."""
+    check_renderable(spec)
     plt = plotting.pyplot()
 
     obs = rollout_observations(spec, act, params, key, spec.max_episode_steps)

@@ -24,7 +24,6 @@ sweeps nothing.
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -33,16 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lepton_jax import config as config_lib
 from lepton_jax.errors import UserError
-
-# What a value of each sweepable hyperparameter must satisfy, and how that is said in an error.
-_VALID = {
-    "lr": (lambda v: v > 0, "> 0"),
-    "gamma": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "ent_coef": (lambda v: v >= 0, ">= 0"),
-    "eps_end": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "exploration_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
-}
+from lepton_jax.rl import config as rl_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +82,11 @@ class Sweep:
         return values.reshape((self.num_points, self.num_seeds) + values.shape[1:])
 
 
+def _declared(name: str) -> config_lib.Key:
+    """The declaration of a sweepable key: the one its plain value is checked with (`lepton_jax.config`)."""
+    return {**config_lib.KEYS, **rl_config.KEYS}.get(name, config_lib.number())
+
+
 def _parse_values(name: str, text) -> tuple[float, ...]:
     example = f"e.g. --config.sweep.{name}=0.001,0.003"
     parts = [part.strip() for part in str(text).split(",")]
@@ -101,9 +98,9 @@ def _parse_values(name: str, text) -> tuple[float, ...]:
             raise UserError(
                 f"config.sweep.{name}='{text}': '{part}' is not a number; give comma-separated numbers, {example}"
             ) from None
-        valid, rule = _VALID.get(name, (lambda v: True, ""))
-        if not math.isfinite(value) or not valid(value):
-            raise UserError(f"config.sweep.{name}='{text}': {part} is not a valid {name} (must be {rule or 'finite'})")
+        problem = _declared(name).problem(value)
+        if problem is not None:
+            raise UserError(f"config.sweep.{name}='{text}': {part} is not a valid {name} (must be {problem})")
         values.append(value)
     # Values that float32 cannot tell apart would be the same runs twice.
     if len({np.float32(v) for v in values}) < len(values):

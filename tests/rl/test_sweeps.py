@@ -61,8 +61,8 @@ def test_no_sweep_is_the_seeds_alone():
     [
         ("ppo", "lr", "1e-3,abc", r"config.sweep.lr='1e-3,abc': 'abc' is not a number; give comma-separated numbers"),
         ("ppo", "lr", "1e-3,,3e-3", r"'' is not a number"),
-        ("ppo", "lr", "0,1e-3", r"0 is not a valid lr \(must be > 0\)"),
-        ("ppo", "gamma", "0.9,1.5", r"1.5 is not a valid gamma \(must be in \[0, 1\]\)"),
+        ("ppo", "lr", "0,1e-3", r"0 is not a valid lr \(must be a finite number > 0\)"),
+        ("ppo", "gamma", "0.9,1.5", r"1.5 is not a valid gamma \(must be a finite number in \[0, 1\]\)"),
         ("dqn", "eps_end", "nan", r"nan is not a valid eps_end"),
         ("ppo", "lr", "1e-3,0.001", r"repeats a value"),
         ("dqn", "ent_coef", "0.1", r"cannot sweep 'ent_coef'; it can sweep lr, gamma, eps_end, exploration_fraction"),

@@ -13,7 +13,7 @@ from graphs.rl.configs.s2v_dqn import graph_config
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, smoke, preset = common.base("graph_ppo", arg or "MVC-ER-15-20", {})
+    c, smoke, preset = common.base("graph_ppo", arg, {}, default_env="MVC-ER-15-20")
     ppo.defaults(c)  # the project's PPO, then what differs on graphs:
     graph_config(c)
     c.total_timesteps = 200_000  # per seed

@@ -21,7 +21,7 @@ ILP_TIME_LIMIT = 60.0
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, smoke, preset = common.base("graph_dqn", arg or "MVC-ER-15-20", {})
+    c, smoke, preset = common.base("graph_dqn", arg, {}, default_env="MVC-ER-15-20")
     dqn.defaults(c)  # the project's DQN, then what differs on graphs:
     graph_config(c)
     c.total_timesteps = 200_000  # per seed
