@@ -1,15 +1,23 @@
-"""Turns SIGINT/SIGTERM into a request the training loop honours at the next chunk boundary.
+"""Ctrl-C and SIGTERM, at any phase of a run: one line saying what was saved, and exit code 128 + signal.
 
-The loop saves a checkpoint and raises `Interrupted`; the launcher prints one line and exits with 128 + signal.
-A second Ctrl-C while waiting aborts at once (KeyboardInterrupt), for when a chunk is very long.
+Two guards, both raising `Interrupted` (the launcher prints its message and exits with 128 + signal):
+
+- `InterruptGuard`, around the training steps: a signal is a request that the loop honours at its next step
+  boundary, after saving a checkpoint. A second Ctrl-C while waiting stops at once, for when a step is very long.
+- `StopAtOnce`, for everything else (building the model, restoring, compiling, the final evaluation): a signal
+  stops at once, with the message its `describe()` gives (what is saved, and how to go on).
+
+`Interrupted` is a `BaseException`, like `KeyboardInterrupt`: raised from a signal handler it may surface inside any
+code, and an `except Exception` there (a checkpoint reader's "not readable" fallback, say) must not swallow it.
 """
 
 import signal
 import threading
+from collections.abc import Callable
 
 
-class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint."""
+class Interrupted(BaseException):
+    """The run stopped on a signal; the message says what was saved."""
 
     def __init__(self, signum: int, message: str):
         super().__init__(message)
@@ -17,10 +25,16 @@ class Interrupted(Exception):
 
 
 class InterruptGuard:
-    """Context manager: while active, SIGINT/SIGTERM set `signum` instead of killing the process."""
+    """Context manager: while active, SIGINT/SIGTERM set `signum` instead of stopping the process.
 
-    def __init__(self):
+    Args:
+      describe: the message of a second Ctrl-C, which stops at once (`Interrupted`); without it that second Ctrl-C is
+        a `KeyboardInterrupt`.
+    """
+
+    def __init__(self, describe: Callable[[], str] | None = None):
         self.signum: int | None = None
+        self.describe = describe
         self._previous = {}
 
     @property
@@ -30,7 +44,9 @@ class InterruptGuard:
     def _handle(self, signum, frame):
         del frame
         if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            if self.describe is None:
+                raise KeyboardInterrupt
+            raise Interrupted(signum, self.describe())
         self.signum = signum
 
     def __enter__(self):
@@ -42,4 +58,20 @@ class InterruptGuard:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous = {}
         return False
+
+
+class StopAtOnce(InterruptGuard):
+    """Context manager: while active, SIGINT/SIGTERM raise `Interrupted(signum, describe())` at once.
+
+    The exception surfaces when the main thread next runs Python code (a compile in progress finishes first).
+    """
+
+    def __init__(self, describe: Callable[[], str]):
+        super().__init__(describe)
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signum = signum
+        raise Interrupted(signum, self.describe())

@@ -52,6 +52,7 @@ def _task(num_epochs=6, lr=0.3, patience_epochs=None):
 def test_resume_equals_uninterrupted_and_workdir(tmp_path):
     full, results = supervised.fit(_config(), str(tmp_path / "full"), _task(6))
     supervised.fit(_config(), str(tmp_path / "split"), _task(3))  # stopped after 3 epochs...
+    os.remove(tmp_path / "split" / "results.json")  # ...as if cut short (a finished run is not re-run)...
     resumed, resumed_results = supervised.fit(_config(), str(tmp_path / "split"), _task(6))  # ...and continued
     np.testing.assert_array_equal(full.params["w"], resumed.params["w"])
     assert resumed_results["resumed_from_epoch"] == 3 and results["resumed_from_epoch"] == 0
