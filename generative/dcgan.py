@@ -320,7 +320,8 @@ def run(config, workdir: str):
         state, metrics = epoch_fn(state, train_images)
         if plots and (epoch + 1) % config.sample_every_epochs == 0:
             grid = sample(state.generator, fixed_noise)[0]
-            common.save_grid(grid, f"{plots}/samples_epoch{epoch + 1:03d}.png", 10)
+            title = f"DCGAN on {config.dataset}: fixed noise after epoch {epoch + 1} (seed 0)"
+            common.save_grid(grid, f"{plots}/samples_epoch{epoch + 1:03d}.png", 10, title)
         return state, metrics
 
     def evaluate(state):
@@ -340,7 +341,8 @@ def run(config, workdir: str):
             )
             results.update(common.evaluate_seeds(evaluator, samples))
         if plots:
-            common.save_grid(sample(state.generator, fixed_noise)[0], f"{plots}/samples.png", 10)
+            title = f"DCGAN on {config.dataset}: 100 samples of the final generator (seed 0)"
+            common.save_grid(sample(state.generator, fixed_noise)[0], f"{plots}/samples.png", 10, title)
         return results
 
     task = supervised.Task(

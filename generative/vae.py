@@ -295,16 +295,28 @@ def _pictures(config, model: VAE, params, data, test_bits, workdir: str) -> None
         return
     x = test_bits[:16]
     logits, mean, _ = model.apply(params, x, jax.random.PRNGKey(0))
-    common.save_grid(np.concatenate([data.test_images[:16], jax.nn.sigmoid(logits)]), f"{out}/reconstructions.png", 16)
+    pairs = np.concatenate([data.test_images[:16], jax.nn.sigmoid(logits)])
+    title = f"VAE on {data.name}: 16 test images and their reconstructions (seed 0)"
+    common.save_grid(pairs, f"{out}/reconstructions.png", 16, title, row_labels=("original", "reconstruction"))
     z = jax.random.normal(jax.random.PRNGKey(config.seed + 11), (100, model.latent_dim))
-    common.save_grid(jax.nn.sigmoid(model.apply(params, z, method=VAE.decode)), f"{out}/samples.png", 10)
+    title = f"VAE on {data.name}: 100 samples, z ~ N(0, I) (seed 0)"
+    common.save_grid(jax.nn.sigmoid(model.apply(params, z, method=VAE.decode)), f"{out}/samples.png", 10, title)
     if model.latent_dim != 2:
         return
     from scipy.stats import norm
 
     grid = norm.ppf(np.linspace(0.05, 0.95, 20))
     z = np.stack(np.meshgrid(grid, grid[::-1]), -1).reshape(-1, 2)  # row by row, top = large z_2
-    common.save_grid(jax.nn.sigmoid(model.apply(params, jnp.asarray(z), method=VAE.decode)), f"{out}/manifold.png", 20)
+    decoded = jax.nn.sigmoid(model.apply(params, jnp.asarray(z), method=VAE.decode))
+    axes = "at the N(0, 1) quantiles 0.05 ... 0.95"
+    common.save_grid(
+        decoded,
+        f"{out}/manifold.png",
+        20,
+        f"VAE on {data.name}: the decoded 2-D latent space (seed 0)",
+        xlabel=f"z_1 {axes}, left to right",
+        ylabel=f"z_2 {axes}, bottom to top",
+    )
     means = np.asarray(epochs.map_in_chunks(lambda b: model.apply(params, b, method=VAE.encode)[0], test_bits, 1000))
     fig, ax = plotting.pyplot().subplots(figsize=(6, 5), dpi=120)
     points = ax.scatter(means[:, 0], means[:, 1], c=data.test_labels, cmap="tab10", s=2)

@@ -38,11 +38,14 @@ WORKDIR = flags.DEFINE_string(
 
 def run(work: Callable[[list[str]], None], argv: list[str]) -> int:
     """Runs `work(argv)` and returns the launcher's exit code, printing one line for what a user can fix."""
-    from lepton_jax.interrupt import Interrupted
+    from lepton_jax.interrupt import Interrupted, StopAtOnce
     from lepton_jax.metrics import TrainingDiverged
 
+    # Outside a run's scaffold (which says what it saved), a signal stops at once with this line.
+    outside = "interrupted outside training (while starting, or after the run's files were written); nothing to save"
     try:
-        work(argv)
+        with StopAtOnce(lambda: outside):
+            work(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
@@ -53,7 +56,7 @@ def run(work: Callable[[list[str]], None], argv: list[str]) -> int:
         print(str(error), file=sys.stderr, flush=True)
         return 128 + error.signum
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C) before training started; nothing was saved", file=sys.stderr, flush=True)
+        print(f"{outside} (Ctrl-C)", file=sys.stderr, flush=True)
         return 128 + signal.SIGINT
     return 0
 

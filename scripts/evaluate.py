@@ -21,7 +21,7 @@ from absl import flags, logging
 from scripts import cli
 
 _EPISODES = flags.DEFINE_integer("episodes", 32, "Deterministic episodes per seed.", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 12345, "Seed of the evaluation episodes.", lower_bound=0)
+_SEED = flags.DEFINE_integer("eval_seed", 12345, "Seed of the evaluation episodes.", lower_bound=0)
 _RENDER = flags.DEFINE_bool("render", False, "Also write plots/episode.png of one episode.")
 _FRAMES = flags.DEFINE_integer("frames", 12, "Frames in the rendered strip.", lower_bound=1)
 

@@ -128,7 +128,7 @@ EVALUATE_CASES = [
     ("episodes 0", ["--workdir={rl}", "--episodes=0"], "episodes"),
     ("episodes negative", ["--workdir={rl}", "--episodes=-3"], "episodes"),
     ("frames 0", ["--workdir={rl}", "--render", "--frames=0"], "frames"),
-    ("seed negative", ["--workdir={rl}", "--seed=-1"], "seed"),
+    ("eval_seed negative", ["--workdir={rl}", "--eval_seed=-1"], "eval_seed"),
     ("episodes not a number", ["--workdir={rl}", "--episodes=many"], "episodes"),
     ("render an env it cannot draw", ["--workdir={pendulum}", "--render"], "--render draws"),
 ]
