@@ -46,6 +46,24 @@ def check_env(config) -> None:
         raise UserError(f"config.env_name: {error}") from None
     if "buffer_size" in config:
         require(not spec.continuous, f"DQN needs discrete actions; {spec.name} has continuous ones")
+        _check_replay_memory(config, spec)
+
+
+def _check_replay_memory(config, spec) -> None:
+    """The replay buffers of all seeds fit in this machine's memory (float32 observations, a lower bound)."""
+    import math
+    import os
+
+    if spec.obs_shape is None:
+        return
+    transition = 4 * (math.prod(spec.obs_shape) + 4)  # the observation, action, reward, done, truncated
+    needed = config.num_seeds * config.buffer_size * transition
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    require(
+        needed < memory,
+        f"config.buffer_size={config.buffer_size} x config.num_seeds={config.num_seeds} needs about "
+        f"{needed / 2**30:.1f} GiB of replay memory for {spec.name}; this machine has {memory / 2**30:.1f} GiB",
+    )
 
 
 CHECKS = (rl_config.check_sweep, rl_config.check_on_policy, check_replay, check_env)

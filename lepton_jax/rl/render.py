@@ -51,15 +51,20 @@ def episode_strip(spec: envs.EnvSpec, act, params, key, path: str, num_frames: i
 
     obs = rollout_observations(spec, act, params, key, spec.max_episode_steps)
     picks = np.unique(np.linspace(0, len(obs) - 1, num_frames).astype(int))
-    fig, axes = plt.subplots(1, len(picks), figsize=(1.6 * len(picks), 1.9), dpi=100, squeeze=False)
-    for ax, t in zip(axes[0], picks):
+    cols = min(6, len(picks))
+    rows = -(-len(picks) // cols)
+    height = 1.4 if spec.name == "CartPole-v1" else 2.8  # CartPole's frame is wide and low; MinAtar's square
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, height * rows + 0.6), dpi=110, squeeze=False)
+    for ax in axes.flat[len(picks) :]:
+        ax.axis("off")
+    for ax, t in zip(axes.flat, picks):
         if spec.name == "CartPole-v1":
             _draw_cartpole(ax, obs[t])
         else:  # (H, W, C) one-hot channels -> one colour per channel
             frame = obs[t].astype(np.float32)
             ax.imshow(np.where(frame.any(-1), frame.argmax(-1) + 1, 0), cmap="tab10", vmin=0, vmax=10)
-        ax.set_title(f"t={t}", fontsize=8)
+        ax.set_title(f"step {t}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{spec.name}: one episode, {len(obs)} steps", fontsize=9)
+    fig.suptitle(f"{spec.name}: one episode of the greedy policy, {len(obs)} steps, {len(picks)} shown", fontsize=11)
     plotting.save(fig, path)

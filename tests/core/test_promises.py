@@ -75,6 +75,7 @@ TRAIN_CASES = [
     ("dqn tau < 0", [DQN, "--config.tau=-0.5"], "config.tau"),
     ("dqn buffer_size 0", [DQN, "--config.buffer_size=0"], "config.buffer_size=0"),
     ("dqn batch larger than buffer", [DQN, "--config.batch_size=1000"], "larger than config.buffer_size"),
+    ("dqn buffer larger than memory", [DQN, "--config.buffer_size=2000000000"], "GiB of replay memory"),
     ("dqn n_step 0", [DQN, "--config.n_step=0"], "config.n_step=0"),
     ("dqn unknown loss", [DQN, "--config.loss=l1"], "one of huber, mse"),
     ("dqn exploration_fraction 0", [DQN, "--config.exploration_fraction=0"], "config.exploration_fraction"),
