@@ -199,7 +199,11 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     new = to_dict(config)
     if os.path.exists(path):
-        old = read_json(path, "the config of the run in this workdir; restore it, or use a new --workdir")
+        old = read_json(
+            path,
+            "the config of the run in this workdir; restore it, use a new --workdir, or --restart to start "
+            "afresh with the old files kept",
+        )
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             raise UserError(
