@@ -35,6 +35,19 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 
+def start_python(args, cache: bool = True) -> subprocess.Popen:
+    """Starts `python ARGS` from the repo root (text pipes for stdout and stderr), e.g. to signal it mid-run.
+
+    `cache=False` keeps it off the session's compilation cache, so that it compiles for seconds as a real run does.
+    """
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PYTHONPATH=ROOT)
+    if not cache:
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def run_python(args, env_extra=None, timeout=300, **kwargs):
     """Runs `python ARGS` from the repo root; returns the CompletedProcess (text mode)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", **(env_extra or {}))

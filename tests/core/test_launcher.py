@@ -4,13 +4,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import ROOT, run_python
+from tests.conftest import run_python, start_python
 
 # A smoke run long enough to interrupt: 40 chunks of 2 updates, a checkpoint after each.
 SMOKE = ["-m", "scripts.train", "--config=agents/configs/ppo.py:smoke", "--config.total_timesteps=5120"]
@@ -60,15 +58,7 @@ def test_smoke_run_fills_the_workdir(reference_run):
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, reference_run):
     workdir = str(tmp_path / "run")
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, *SMOKE, f"--workdir={workdir}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_python([*SMOKE, f"--workdir={workdir}"])
     metrics = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:

@@ -24,7 +24,7 @@ from lepton_jax.errors import UserError
 from lepton_jax.interrupt import Interrupted
 from lepton_jax.metrics import MetricsWriter, strict_json
 from lepton_jax.rl import loop
-from tests.conftest import ROOT, run_python
+from tests.conftest import run_python, start_python
 
 SMOKE = ["-m", "scripts.train", "--config=agents/configs/ppo.py:smoke"]  # 8 updates, a checkpoint every 2
 
@@ -249,17 +249,7 @@ def test_recovery_from_a_corrupt_checkpoint_is_one_warning_line(tmp_path, finish
 # 8. Ctrl-C / SIGTERM outside the training steps: one line saying what was saved, exit 128 + signal.
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_during_compile_is_one_line(tmp_path, signum):
-    # Off the shared compilation cache, so that compiling takes seconds, as in a real run.
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PYTHONPATH=ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, *SMOKE, f"--workdir={tmp_path / 'run'}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_python([*SMOKE, f"--workdir={tmp_path / 'run'}"], cache=False)  # compiling takes seconds
     timer = threading.Timer(120, proc.kill)  # a hang fails the test rather than blocking it
     timer.start()
     try:
