@@ -1,0 +1,71 @@
+"""The results registry: RESULTS.md is what it renders, and `scripts.reproduce` tells reproduced from drifted."""
+
+import json
+import os
+
+from scripts import reproduce, results
+from tests.conftest import run_python
+
+
+def test_results_md_is_generated_from_the_registry():
+    registry = results.load()
+    assert results.problems(registry) == []
+    with open(results.TEMPLATE) as f:
+        rendered = results.render(registry, f.read())
+    with open(results.RESULTS_MD) as f:
+        assert f.read() == rendered, "RESULTS.md differs from the registry: run python -m scripts.results"
+
+
+def test_every_row_names_a_full_command_without_a_workdir():
+    for row in results.load()["rows"]:
+        assert row["command"].startswith("python -m scripts."), row["id"]
+        assert "..." not in row["command"] and "--workdir" not in row["command"], row["id"]
+
+
+def test_budget_picks_the_cheapest_rows_that_fit():
+    rows = [{"id": "a", "wall_seconds": 600}, {"id": "b", "wall_seconds": 60}, {"id": "c", "wall_seconds": 120}]
+    assert [r["id"] for r in reproduce.select(rows, None, 3.5)] == ["b", "c"]
+    assert [r["id"] for r in reproduce.select(rows, ["a", "c"], None)] == ["a", "c"]
+    assert reproduce.select(rows, ["z*"], None) == []
+
+
+def test_tolerance_is_the_widest_given():
+    row = {"mean": 1.0, "std": 0.5, "seeds": 4, "tolerance": {"stds": 2, "abs": 0.1}}
+    assert reproduce.allowed_difference(row) == 1.0
+    assert reproduce.compare(row, 1.9)[0] == "reproduced" and reproduce.compare(row, 2.1)[0] == "drifted"
+    assert reproduce.allowed_difference(row | {"tolerance": {"stderrs": 2}}) == 0.5
+    assert reproduce.compare(row | {"tolerance": {"exact": True}}, 1.0 + 1e-9)[0] == "drifted"
+
+
+def test_reproduce_reruns_rows_and_flags_drift(tmp_path):
+    """Two rows of the smoke PPO command: one recorded within its tolerance of any outcome, one far from it."""
+    row = {
+        "table": "t",
+        "label": "smoke",
+        "command": "python -m scripts.train --config=agents/configs/ppo.py:smoke",
+        "metric": "eval/return",
+        "std": 1.0,
+        "seeds": 2,
+        "wall_seconds": 10,
+    }
+    registry = {
+        "tables": [{"id": "t", "columns": [["run", "label"]]}],
+        "rows": [
+            row | {"id": "smoke/holds", "mean": 20.0, "tolerance": {"abs": 1e6}},
+            row | {"id": "smoke/drifted", "mean": 1e7, "tolerance": {"stds": 2}},
+        ],
+    }
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps(registry))
+    out = tmp_path / "out"
+    result = run_python(["-m", "scripts.reproduce", f"--registry={path}", f"--outdir={out}"], timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    with open(out / "report.json") as f:
+        report = json.load(f)
+    assert [(e["id"], e["status"]) for e in report["rows"]] == [
+        ("smoke/holds", "reproduced"),
+        ("smoke/drifted", "drifted"),
+    ]
+    assert os.path.isfile(out / "smoke__holds" / "results.json")
+    assert result.stderr.strip().splitlines()[-1] == "error: 1 of 2 rows did not reproduce: smoke/drifted"
+    assert "[2/2] smoke/drifted" in result.stdout and "recorded stds" in result.stdout
