@@ -48,19 +48,25 @@ def measured(row: dict) -> str:
     """`**mean ± std**` as recorded (a minus sign for negatives), or the mean alone for a single run."""
     mean, std = row["mean"], row.get("std")
     if mean is None:
-        return "not run"
+        return "not run" + _joined(row.get("measured_note"))
     decimals = row.get("decimals", _digits(mean, std))
     text = f"{mean:,.{decimals}f}".replace("-", "−")
     if std is not None:
         text += f" ± {std:,.{decimals}f}"
     text = f"**{text}**" if row.get("bold", True) else text
-    return text + (f" {row['measured_note']}" if row.get("measured_note") else "")
+    return text + _joined(row.get("measured_note"))
+
+
+def _joined(note: str | None) -> str:
+    """A note after a figure: a space before it, none where the note begins with its own punctuation."""
+    return "" if not note else note if note[0] in ",;:" else f" {note}"
 
 
 def wall(row: dict) -> str:
     seconds = row.get("wall_seconds")
-    text = "–" if seconds is None else f"{seconds:g} s"
-    return f"{text}{', ' + row['wall_note'] if row.get('wall_note') else ''}"
+    if seconds is None:
+        return row.get("wall_note") or "–"
+    return f"{seconds:g} s" + _joined(row.get("wall_note"))
 
 
 def cell(row: dict, field: str) -> str:
@@ -82,7 +88,8 @@ def render_table(table: dict, rows: list[dict]) -> str:
     headers = [header for header, _ in table["columns"]]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        lines.append("| " + " | ".join(cell(row, field) for _, field in table["columns"]) + " |")
+        cells = [cell(row, field) for _, field in table["columns"]]
+        lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
     return "\n".join(lines)
 
 
