@@ -34,6 +34,12 @@ _BUDGET = flags.DEFINE_float("budget", None, "Minutes: re-run the rows whose rec
 _LIST = flags.DEFINE_bool("list", False, "List the rows (after --rows/--budget) and exit.")
 _OUT = flags.DEFINE_string("outdir", None, "Where the workdirs and report.json go (default runs/reproduce-<time>).")
 _REGISTRY = flags.DEFINE_string("registry", results.REGISTRY, "The registry file.")
+_RECORD = flags.DEFINE_bool(
+    "record",
+    False,
+    "Write each re-run into its row's history (with the commit and hardware); a reproduced row whose "
+    "commit was not recorded gets this one. Then `python -m scripts.results` regenerates RESULTS.md.",
+)
 
 
 def select(rows: list[dict], patterns: list[str] | None, budget_minutes: float | None) -> list[dict]:
@@ -149,9 +155,45 @@ def reproduce(argv: list[str]) -> None:
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(f"report: {os.path.join(out, 'report.json')}")
+    if _RECORD.value:
+        record(_REGISTRY.value, registry, report, summary["hardware"])
     bad = [e["id"] for e in report if e["status"] != "reproduced"]
     if bad:
         raise Drift(f"{len(bad)} of {len(report)} rows did not reproduce: {', '.join(bad)}")
+
+
+def commit() -> str:
+    """The checkout's short commit, `+dirty` when it has uncommitted changes to tracked files."""
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=results.ROOT, capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "-uno") else "")
+
+
+def record(path: str, registry: dict, report: list[dict], machine: str) -> None:
+    """Adds each re-run to its row's `history`; a reproduced row with no commit gets this one."""
+    here = commit()
+    rows = {row["id"]: row for row in registry["rows"]}
+    for entry in report:
+        row = rows[entry["id"]]
+        row.setdefault("history", []).append(
+            {
+                "mean": entry.get("mean"),
+                "std": entry.get("std"),
+                "commit": here,
+                "hardware": machine,
+                "wall_seconds": round(entry["wall_seconds"], 1),
+                "note": f"re-run by scripts.reproduce: {entry['status']}",
+            }
+        )
+        if entry["status"] == "reproduced" and not row.get("commit"):
+            row["commit"] = here
+    with open(path + ".tmp", "w") as f:
+        json.dump(registry, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    print(f"recorded in {path}; run python -m scripts.results to regenerate RESULTS.md")
 
 
 class Drift(Exception):

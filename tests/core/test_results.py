@@ -58,7 +58,8 @@ def test_reproduce_reruns_rows_and_flags_drift(tmp_path):
     path = tmp_path / "registry.json"
     path.write_text(json.dumps(registry))
     out = tmp_path / "out"
-    result = run_python(["-m", "scripts.reproduce", f"--registry={path}", f"--outdir={out}"], timeout=300)
+    args = ["-m", "scripts.reproduce", f"--registry={path}", f"--outdir={out}", "--record"]
+    result = run_python(args, timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
     with open(out / "report.json") as f:
         report = json.load(f)
@@ -69,3 +70,7 @@ def test_reproduce_reruns_rows_and_flags_drift(tmp_path):
     assert os.path.isfile(out / "smoke__holds" / "results.json")
     assert result.stderr.strip().splitlines()[-1] == "error: 1 of 2 rows did not reproduce: smoke/drifted"
     assert "[2/2] smoke/drifted" in result.stdout and "recorded stds" in result.stdout
+    recorded = json.loads(path.read_text())["rows"]  # --record: each re-run in its row's history
+    assert [len(r["history"]) for r in recorded] == [1, 1]
+    assert recorded[0]["commit"] and recorded[0]["history"][0]["note"].endswith("reproduced")
+    assert "commit" not in recorded[1]  # a drifted row keeps what it had
