@@ -85,10 +85,12 @@ def cell(row: dict, field: str) -> str:
 
 
 def render_table(table: dict, rows: list[dict]) -> str:
-    headers = [header for header, _ in table["columns"]]
+    """The table's columns, then the commit each row was measured (or last reproduced) at: "–" when not recorded."""
+    columns = [*table["columns"], ["commit", "commit"]]
+    headers = [header for header, _ in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        cells = [cell(row, field) for _, field in table["columns"]]
+        cells = [cell(row, field) for _, field in columns]
         lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
     return "\n".join(lines)
 
