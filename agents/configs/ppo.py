@@ -47,6 +47,8 @@ MINATAR = {
     "chunk_updates": 20,
 }
 PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
+# Their published PPO returns at 10^7 steps (gymnax-blines' README), drawn as the baseline in MinAtar figures.
+GYMNAX_BASELINES = {"Breakout-MinAtar": 28, "Asterix-MinAtar": 15, "Freeway-MinAtar": 58, "SpaceInvaders-MinAtar": 131}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -69,3 +69,36 @@ def sweep_summary(results: dict, labels, path: str, title: str = "") -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     save(fig, path)
+
+
+def against_baselines(panels, path: str, title: str = "") -> None:
+    """One panel per run: its evaluation return (mean ± std over seeds) against env steps, and its baseline.
+
+    Args:
+      panels: `(panel title, metrics.jsonl records, baseline return or None)` per run.
+      path: the PNG to write.
+    """
+    plt = pyplot()
+
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.5), dpi=120, squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (name, records, baseline) in zip(axes.flat, panels):
+        rows_ = [r for r in records if r.get("eval/return_mean") is not None]
+        x = np.array([r["step"] for r in rows_], float)
+        y = np.array([r["eval/return_mean"] for r in rows_], float)
+        s = np.array([r.get("eval/return_std") or 0.0 for r in rows_], float)
+        (line,) = ax.plot(x, y, "-" if len(rows_) > 30 else "o-", markersize=3, label="ours (eval, mean ± std)")
+        ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.2)
+        if baseline is not None:
+            ax.axhline(baseline, color="black", linestyle="--", lw=1, label=f"baseline {baseline:g}")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("env steps (per seed)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("episode return")
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)

@@ -68,3 +68,21 @@ def test_minatar_presets_follow_the_published_baselines():
     smoke = ppo_config.get_config("Breakout-MinAtar,smoke")  # the smoke sizes win over the preset
     assert smoke.total_timesteps < 10_000 and smoke.env_name == "Breakout-MinAtar"
     assert ppo_config.get_config("CartPole-v1").num_envs == 4  # other envs keep the defaults
+
+
+def test_plot_curves_draws_runs_against_their_baselines(tmp_path, capsys):
+    """scripts.plot_curves: one panel per workdir with its baseline; a mistake is one error line (exit 2)."""
+    import json
+
+    from scripts import cli, plot_curves
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps({"trainer": "ppo", "env_name": "Breakout-MinAtar", "num_seeds": 2}))
+    rows = [{"step": 1000 * i, "eval/return_mean": float(i), "eval/return_std": 0.5} for i in range(1, 4)]
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "curves.png"
+    assert cli.run(plot_curves.plot, ["plot", f"--workdirs={workdir}", f"--plot={out}"]) == 0
+    assert out.stat().st_size > 10_000
+    code = cli.run(plot_curves.plot, ["plot", f"--workdirs={workdir}", "--baselines=1,2", f"--plot={out}"])
+    assert code == 2 and capsys.readouterr().err.strip().startswith("error: --baselines: give one per workdir")
