@@ -108,7 +108,14 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     num_updates = rl_config.num_updates(config, steps_per_update)
     capacity = max(config.buffer_size // config.num_envs, config.n_step + 1)
     target_every = max(1, config.target_update_interval // steps_per_update)  # in updates
-    net = network or QNetwork(spec.action_dim, tuple(config.hidden_sizes), config.activation, config.dueling)
+    net = network or QNetwork(
+        spec.action_dim,
+        tuple(config.hidden_sizes),
+        config.activation,
+        config.dueling,
+        spec.obs_shape,
+        int(config.get("conv_filters", 0)),
+    )
 
     def apply(params, obs):
         return net.apply(params, flatten_obs(obs, spec.obs_shape))

@@ -21,6 +21,8 @@ KEYS = {
     "double_dqn": FLAG,
     "dueling": FLAG,
     "n_step": count(1),
+    # the torso of every agent's network (`lepton_jax.rl.networks.torso`)
+    "conv_filters": count(0),
 }
 
 

@@ -32,6 +32,9 @@ def base(
     c.eval_episodes = 16
     c.checkpoint_every_chunks = 4
     c.keep_checkpoints = 3
+    # The torso: an MLP of `hidden_sizes` (0), or on image observations a 3x3 convolution of this many filters first
+    # (the MinAtar paper's: 16, with hidden_sizes=(128,)); `lepton_jax/rl/networks.py`.
+    c.conv_filters = 0
     if sweep:
         c.sweep = ml_collections.ConfigDict({name: "" for name in sweep})
     return c, "smoke" in parts, presets.get(c.env_name, {})

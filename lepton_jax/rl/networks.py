@@ -1,5 +1,10 @@
 """Policy and value networks on the shared `lepton_jax.layers.MLP`: an actor-critic with separate torsos (PPO's
-usual choice) and a (dueling) Q-network."""
+usual choice) and a (dueling) Q-network.
+
+A torso is an MLP over the flat observation, or, with `conv_filters > 0` and an image observation (MinAtar's
+(10, 10, C) grids), the MinAtar paper's convolutional torso (Young & Tian 2019): one 3x3 convolution of
+`conv_filters` filters (16 there), ReLU, then the MLP (128 units there) on its flattened output.
+"""
 
 from collections.abc import Sequence
 
@@ -13,8 +18,30 @@ from lepton_jax.layers import MLP
 from lepton_jax.rl.distributions import Categorical, DiagGaussian
 
 
-def torso(hidden_sizes: Sequence[int], activation: str) -> MLP:
-    """The shared `MLP` with orthogonal(sqrt 2) weights and zero biases (the usual RL torso), over a flat (B, D)."""
+class ConvTorso(nn.Module):
+    """A 3x3 convolution (`filters`, VALID, ReLU) over the image `obs_shape`, then the MLP; input flat (..., D)."""
+
+    obs_shape: tuple[int, ...]
+    filters: int
+    hidden_sizes: Sequence[int]
+    activation: str
+
+    @nn.compact
+    def __call__(self, x):
+        lead = x.shape[:-1]
+        x = x.reshape((-1, *self.obs_shape))
+        x = nn.Conv(self.filters, (3, 3), padding="VALID", kernel_init=orthogonal(np.sqrt(2)))(x)
+        x = nn.relu(x).reshape(lead + (-1,))
+        return MLP(tuple(self.hidden_sizes), self.activation, kernel_init=orthogonal(np.sqrt(2)))(x)
+
+
+def torso(
+    hidden_sizes: Sequence[int], activation: str, obs_shape: tuple[int, ...] | None = None, conv_filters: int = 0
+) -> nn.Module:
+    """The usual RL torso, orthogonal(sqrt 2) weights and zero biases, over a flat (B, D): the shared `MLP`, or with
+    `conv_filters` and an image `obs_shape` (H, W, C) the convolutional `ConvTorso`."""
+    if conv_filters and obs_shape is not None and len(obs_shape) == 3:
+        return ConvTorso(tuple(obs_shape), conv_filters, tuple(hidden_sizes), activation)
     return MLP(tuple(hidden_sizes), activation, kernel_init=orthogonal(np.sqrt(2)))
 
 
@@ -29,14 +56,16 @@ class ActorCritic(nn.Module):
     continuous: bool = False
     hidden_sizes: Sequence[int] = (64, 64)
     activation: str = "tanh"
+    obs_shape: tuple[int, ...] | None = None  # with `conv_filters`: the image shape of the flat input
+    conv_filters: int = 0
 
     def setup(self):
-        self.actor_torso = torso(self.hidden_sizes, self.activation)
+        self.actor_torso = torso(self.hidden_sizes, self.activation, self.obs_shape, self.conv_filters)
         # A small last layer keeps the initial policy close to uniform (or to a zero-mean Gaussian).
         self.actor_head = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=nn.initializers.zeros)
         if self.continuous:
             self.log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
-        self.critic_torso = torso(self.hidden_sizes, self.activation)
+        self.critic_torso = torso(self.hidden_sizes, self.activation, self.obs_shape, self.conv_filters)
         self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)
 
     def __call__(self, obs):
@@ -69,10 +98,12 @@ class QNetwork(nn.Module):
     hidden_sizes: Sequence[int] = (120, 84)
     activation: str = "relu"
     dueling: bool = False
+    obs_shape: tuple[int, ...] | None = None
+    conv_filters: int = 0
 
     @nn.compact
     def __call__(self, obs):
-        x = torso(self.hidden_sizes, self.activation)(obs)
+        x = torso(self.hidden_sizes, self.activation, self.obs_shape, self.conv_filters)(obs)
         advantages = nn.Dense(self.action_dim, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)(x)
         if not self.dueling:
             return advantages

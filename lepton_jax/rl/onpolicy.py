@@ -55,7 +55,14 @@ class ActorCriticFns(struct.PyTreeNode):
 
 def actor_critic(config, spec: envs.EnvSpec, network: nn.Module | None = None) -> ActorCriticFns:
     """The agent's network functions: `network`, or by default an MLP `ActorCritic` sized by the config."""
-    net = network or ActorCritic(spec.action_dim, spec.continuous, tuple(config.hidden_sizes), config.activation)
+    net = network or ActorCritic(
+        spec.action_dim,
+        spec.continuous,
+        tuple(config.hidden_sizes),
+        config.activation,
+        spec.obs_shape,
+        int(config.get("conv_filters", 0)),
+    )
     return ActorCriticFns(net, spec.obs_shape)
 
 
