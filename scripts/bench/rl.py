@@ -1,6 +1,7 @@
-"""Benchmarks this project's PPO and DQN against rejax and stable-baselines3 on CartPole-v1, and PPO's scaling.
+"""Benchmarks this project's PPO and DQN against rejax and stable-baselines3 on CartPole-v1, PPO against rejax on a
+MinAtar game, and how PPO's speed scales.
 
-    python -m scripts.bench.rl --out=/tmp/bench_rl.json [--algos=ppo,dqn] [--num_seeds=4]   # from the repo root
+    python -m scripts.bench.rl --out=/tmp/bench_rl.json [--algos=ppo,dqn,minatar] [--num_seeds=4]   # from the repo root
 
 One run trains the same problem with three implementations and prints, per implementation, compile seconds,
 training seconds, training env-steps/s (and gradient steps/s for DQN) and the final deterministic evaluation
@@ -16,7 +17,7 @@ return, then the ratios:
   compiling and training are timed apart; with `--num_seeds=N > 1` also PPO's `jit(vmap(train))` over N seeds.
 - rejax 0.1.3: it needs gymnax==0.0.9 (five-value `step`) while the project needs gymnax 1.x, so it runs in its own
   venv (`<--peer_venv_dir>/rejax-venv`, created and pip-installed on first use) in a subprocess that runs
-  `peers/rejax_cartpole.py` and writes JSON back. Timed the same way as ours.
+  `peers/rejax_gymnax.py` and writes JSON back. Timed the same way as ours.
 - stable-baselines3 (PyTorch, CPU) on gymnasium's CartPole-v1, in `<--peer_venv_dir>/sb3-venv`, installed from
   `requirements-bench.txt`, running `peers/sb3_cartpole.py`; torch is never imported by this process.
   `--sb3_timesteps` / `--sb3_dqn_timesteps` run fewer steps (the rate is then measured on what was actually run,
@@ -25,6 +26,11 @@ return, then the ratios:
 Then a scaling table for PPO: training steps/s for each `--scaling_envs` value at num_steps=128 and
 `--scaling_updates` updates. On 2 idle CPU cores the whole run takes about 10 minutes, most of it SB3 and the
 first-time venv installs (~1-2 min, once).
+
+`minatar` (`--minatar_game`, Breakout-MinAtar by default): the gymnax-baselines PPO preset (`agents/configs/ppo.py`,
+MLP 256-256 on the flattened 10x10xC grid, 64 envs x 128 steps) for `--minatar_timesteps` steps, one seed, ours
+against rejax (whose gymnax 0.0.9 has the same MinAtar games); then steps/s for every `--minatar_widths` x
+`--minatar_envs` pair (two hidden layers of that width; num_steps=128, `--scaling_updates` updates). About 5 minutes.
 """
 
 import json
@@ -46,7 +52,9 @@ from scripts.bench import common
 _PEERS = flags.DEFINE_list("peers", ["ours", "rejax", "sb3"], "Implementations to run: ours, rejax, sb3.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the single-seed runs (the headline comparison).")
 _NUM_SEEDS = flags.DEFINE_integer("num_seeds", 1, "If > 1, also train ours and rejax vmapped over this many seeds.")
-_ALGOS = flags.DEFINE_list("algos", ["ppo", "dqn"], "Algorithms to compare: ppo, dqn.")
+_ALGOS = flags.DEFINE_list(
+    "algos", ["ppo", "dqn", "minatar"], "Comparisons to run: ppo, dqn (CartPole-v1), minatar (PPO on --minatar_game)."
+)
 _TOTAL = flags.DEFINE_integer("total_timesteps", 500_000, "Env steps per seed for ours and rejax.")
 _SB3_TIMESTEPS = flags.DEFINE_integer("sb3_timesteps", None, "Env steps for SB3 PPO (default: as ours).")
 _SB3_DQN_TIMESTEPS = flags.DEFINE_integer(
@@ -56,6 +64,14 @@ _REPEATS = flags.DEFINE_integer("repeats", 1, "Timed training runs of each compi
 _EVAL_EPISODES = flags.DEFINE_integer("eval_episodes", 100, "Episodes of the final deterministic evaluation.")
 _SCALING_ENVS = flags.DEFINE_list(
     "scaling_envs", ["16", "64", "256", "1024", "4096"], "num_envs values of the scaling table (empty: skip it)."
+)
+_MINATAR_GAME = flags.DEFINE_string("minatar_game", "Breakout-MinAtar", "The game of the MinAtar comparison.")
+_MINATAR_TOTAL = flags.DEFINE_integer("minatar_timesteps", 2_000_000, "Env steps of the MinAtar comparison (one seed).")
+_MINATAR_WIDTHS = flags.DEFINE_list(
+    "minatar_widths", ["64", "256", "512"], "MLP widths (two hidden layers) of the MinAtar scaling table."
+)
+_MINATAR_ENVS = flags.DEFINE_list(
+    "minatar_envs", ["16", "64", "256", "1024"], "num_envs values of the MinAtar scaling table (empty: skip it)."
 )
 _SCALING_UPDATES = flags.DEFINE_integer("scaling_updates", 10, "Updates per scaling run (num_steps stays 128).")
 _PEER_VENV_DIR = flags.DEFINE_string(
@@ -72,15 +88,16 @@ REJAX_PINS = (
 
 
 def run_peer(peer: str, algo: str, problem: dict) -> dict:
-    """Runs `peers/<peer>_cartpole.py` for `algo` in the peer's venv and returns its JSON result."""
+    """Runs the peer's worker (`peers/rejax_gymnax.py` or `peers/sb3_cartpole.py`) for `algo`; returns its JSON."""
     python = {"rejax": _rejax_python, "sb3": _sb3_python}[peer]()
     args = [algo, json.dumps(problem)]
-    return common.run_worker(python, f"{peer}_cartpole", args, timeout=_PEER_TIMEOUT.value)
+    worker = {"rejax": "rejax_gymnax", "sb3": "sb3_cartpole"}[peer]
+    return common.run_worker(python, worker, args, timeout=_PEER_TIMEOUT.value)
 
 
-def make_config(**overrides):
-    """The project's CartPole-v1 PPO config with `overrides` assigned."""
-    config = ppo_config.get_config("CartPole-v1")
+def make_config(preset: str = "CartPole-v1", **overrides):
+    """The project's PPO config of `preset` with `overrides` assigned."""
+    config = ppo_config.get_config(preset)
     for key, value in overrides.items():
         config[key] = value
     return config
@@ -196,8 +213,8 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_tables(results: dict, ratios: dict, scaling: list, title: str = "PPO") -> None:
-    print(f"\n{title} on CartPole-v1, same hyperparameters (2-core CPU unless noted); steps/s is training only")
+def print_tables(results: dict, ratios: dict, scaling: list, title: str = "PPO on CartPole-v1") -> None:
+    print(f"\n{title}, same hyperparameters (2-core CPU unless noted); steps/s is training only")
     header = (
         f"{'run':<22}{'seeds':>6}{'compile s':>11}{'train s':>9}{'env steps':>11}{'steps/s':>11}"
         f"{'eval return':>13}  version"
@@ -229,22 +246,24 @@ def _ratios(results: dict, per_second: str = "steps_per_s", what: str = "trainin
     }
 
 
-def run_all(config, problem: dict, module, algo: str) -> dict:
-    """Ours (one seed, and vmapped over --num_seeds), rejax and SB3 on the same problem; adds steps_per_s."""
+def run_all(config, problem: dict, module, algo: str, num_seeds: int | None = None) -> dict:
+    """Ours (one seed, and vmapped over `num_seeds`, default --num_seeds), rejax and SB3 (CartPole only) on the same
+    problem; adds steps_per_s."""
+    num_seeds = _NUM_SEEDS.value if num_seeds is None else num_seeds
     results = {}
     if "ours" in _PEERS.value:
         print(f"ours: {algo}, single seed...", flush=True)
         results["ours"] = bench_ours(config, _SEED.value, 1, _EVAL_EPISODES.value, module)
-        if _NUM_SEEDS.value > 1:
-            print(f"ours: {algo}, vmap over {_NUM_SEEDS.value} seeds...", flush=True)
-            results["ours (vmap)"] = bench_ours(config, _SEED.value, _NUM_SEEDS.value, _EVAL_EPISODES.value, module)
+        if num_seeds > 1:
+            print(f"ours: {algo}, vmap over {num_seeds} seeds...", flush=True)
+            results["ours (vmap)"] = bench_ours(config, _SEED.value, num_seeds, _EVAL_EPISODES.value, module)
     if "rejax" in _PEERS.value:
         print(f"rejax: {algo}...", flush=True)
         peer = run_peer("rejax", algo, problem)
         results["rejax"] = peer["single"]
         if "vmap" in peer:
             results["rejax (vmap)"] = peer["vmap"]
-    if "sb3" in _PEERS.value:
+    if "sb3" in _PEERS.value and problem.get("env", "CartPole-v1") == "CartPole-v1":  # SB3 has no MinAtar
         print(f"sb3: {algo}, {problem['sb3_timesteps']:,} steps...", flush=True)
         results["sb3"] = run_peer("sb3", algo, problem)["single"]
     for r in results.values():
@@ -281,7 +300,47 @@ def bench_ppo(load_before: float) -> dict:
             }
         )
     ratios = _ratios(results)
-    print_tables(results, ratios, scaling, "PPO")
+    print_tables(results, ratios, scaling)
+    return {"problem": problem, "results": results, "ratios": ratios, "scaling": scaling}
+
+
+def bench_minatar(load_before: float) -> dict:
+    """Ours against rejax on a MinAtar game with the gymnax-baselines preset, then steps/s by width x num_envs."""
+    game = _MINATAR_GAME.value
+    config = make_config(game, total_timesteps=_MINATAR_TOTAL.value, num_seeds=1)
+    problem = problem_of(config)
+    problem.update(env=game, seed=_SEED.value, num_seeds=1, repeats=_REPEATS.value, eval_episodes=_EVAL_EPISODES.value)
+    print(f"PPO on {game}:", json.dumps(problem), flush=True)
+    results = run_all(config, problem, ppo, "ppo", num_seeds=1)
+    scaling = []
+    for width in [int(w) for w in _MINATAR_WIDTHS.value]:
+        for num_envs in [int(n) for n in _MINATAR_ENVS.value]:
+            print(f"scaling: width={width} num_envs={num_envs}...", flush=True)
+            steps = num_envs * 128 * _SCALING_UPDATES.value
+            scaled = make_config(
+                game, hidden_sizes=(width, width), num_envs=num_envs, num_steps=128, total_timesteps=steps
+            )
+            r = bench_ours(scaled, _SEED.value)
+            scaling.append(
+                {
+                    "width": width,
+                    "num_envs": num_envs,
+                    "updates": _SCALING_UPDATES.value,
+                    "compile_s": r["compile_s"],
+                    "train_s": r["train_s"],
+                    "steps": r["steps"],
+                    "steps_per_s": r["steps"] / r["train_s"],
+                }
+            )
+    ratios = _ratios(results)
+    print_tables(results, ratios, [], f"PPO (gymnax-baselines preset) on {game}")
+    if scaling:
+        print(f"\nScaling of ours on {game}: training env steps/s (num_steps=128, {_SCALING_UPDATES.value} updates)")
+        envs_list = sorted({r["num_envs"] for r in scaling})
+        print(f"{'width':>7}" + "".join(f"{f'{n} envs':>13}" for n in envs_list))
+        for width in sorted({r["width"] for r in scaling}):
+            row = {r["num_envs"]: r["steps_per_s"] for r in scaling if r["width"] == width}
+            print(f"{width:>7}" + "".join(f"{row[n]:>13,.0f}" for n in envs_list))
     return {"problem": problem, "results": results, "ratios": ratios, "scaling": scaling}
 
 
@@ -300,7 +359,7 @@ def bench_dqn(load_before: float) -> dict:
     for r in results.values():
         r["gradient_steps_per_s"] = r["gradient_steps"] / r["train_s"]
     ratios = {**_ratios(results), **_ratios(results, "gradient_steps_per_s", "gradient steps/s")}
-    print_tables(results, ratios, [], "DQN")
+    print_tables(results, ratios, [], "DQN on CartPole-v1")
     return {"problem": problem, "results": results, "ratios": ratios}
 
 
@@ -315,15 +374,17 @@ def _sb3_python() -> str:
 
 def main(argv):
     del argv
-    unknown = (set(_PEERS.value) - {"ours", "rejax", "sb3"}) | (set(_ALGOS.value) - {"ppo", "dqn"})
+    unknown = (set(_PEERS.value) - {"ours", "rejax", "sb3"}) | (set(_ALGOS.value) - {"ppo", "dqn", "minatar"})
     if unknown:
-        raise app.UsageError(f"unknown --peers/--algos {sorted(unknown)}; valid: ours, rejax, sb3 / ppo, dqn")
+        raise app.UsageError(f"unknown --peers/--algos {sorted(unknown)}; valid: ours, rejax, sb3 / ppo, dqn, minatar")
     load_before = common.warn_if_busy()  # timings on 2 cores are only comparable on an idle machine
     report = {"command": sys.argv}
     if "ppo" in _ALGOS.value:
         report["ppo"] = bench_ppo(load_before)
     if "dqn" in _ALGOS.value:
         report["dqn"] = bench_dqn(load_before)
+    if "minatar" in _ALGOS.value:
+        report["minatar"] = bench_minatar(load_before)
     report["machine"] = common.machine(load_before)
     if _OUT.value:
         with open(_OUT.value, "w") as f:

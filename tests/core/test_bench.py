@@ -61,7 +61,7 @@ def help_runs():
 
 def test_there_is_a_worker_for_every_peer():
     names = {os.path.basename(p)[:-3] for p in PEER_FILES}
-    assert {"rejax_cartpole", "sb3_cartpole", "torch_generative", "pyg_gnn"} <= names
+    assert {"rejax_gymnax", "sb3_cartpole", "torch_generative", "pyg_gnn"} <= names
 
 
 @pytest.mark.parametrize("path", PEER_FILES, ids=os.path.basename)

@@ -1,6 +1,7 @@
-"""rejax's PPO or DQN on CartPole-v1, timed like ours: `python -I rejax_cartpole.py {ppo,dqn} PROBLEM_JSON OUT_PATH`.
+"""rejax's PPO or DQN on a gymnax env, timed like ours: `python -I rejax_gymnax.py {ppo,dqn} PROBLEM_JSON OUT_PATH`.
 
-Runs in the rejax venv (rejax 0.1.3, gymnax 0.0.9; see `scripts/bench/rl.py`), never in the project's: compiles
+The env is the problem's `env` (default CartPole-v1; a MinAtar game too: rejax's MLP flattens the grid as ours
+does). Runs in the rejax venv (rejax 0.1.3, gymnax 0.0.9; see `scripts/bench/rl.py`), never in the project's: compiles
 `algo.train` ahead of time (one seed, and `vmap` over `num_seeds` when that is > 1), keeps the fastest of `repeats`
 timed runs, then evaluates each seed's greedy policy for `eval_episodes` episodes. Writes JSON to OUT_PATH.
 """
@@ -63,7 +64,7 @@ def no_eval(algo):
 
 def run_ppo(p: dict) -> dict:
     algo = PPO.create(
-        env="CartPole-v1",
+        env=p.get("env", "CartPole-v1"),
         num_envs=p["num_envs"],
         num_steps=p["num_steps"],
         num_epochs=p["update_epochs"],
@@ -101,7 +102,7 @@ def run_ppo(p: dict) -> dict:
 
 def run_dqn(p: dict) -> dict:
     algo = DQN.create(
-        env="CartPole-v1",
+        env=p.get("env", "CartPole-v1"),
         num_envs=p["num_envs"],
         buffer_size=p["buffer_size"],
         fill_buffer=p["learning_starts"],
