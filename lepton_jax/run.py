@@ -8,7 +8,8 @@ A `Run` owns the workdir of one training run:
 - one metrics writer (console progress bar with an ETA, `metrics.jsonl`, TensorBoard), which on resume drops the
   records past the checkpoint so the file continues exactly as an uninterrupted run's would;
 - the interrupt guard (SIGINT/SIGTERM: checkpoint, then `Interrupted`) and the NaN guard;
-- timings (`perf/...`), the hash of the final parameters, `results.json` written once, and the learning-curve plot.
+- timings (`perf/...`), the hash of the final parameters, the code's commit (`code_commit`), `results.json` written
+  once, and the learning-curve plot.
 
 The trainer drives its own loop (the RL loop's jitted chunks, the epoch loop's epochs) and calls the scaffold at
 each step boundary:
@@ -39,7 +40,8 @@ What a `Run` promises, whatever the trainer:
 
 **results.json key convention** (every trainer): a metric measured per seed (or fold, or run) is reported as
 `<name>_mean` and `<name>_std` over the seeds and `per_seed/<name>`, the list of per-seed values (`seed_summary`);
-quantities of the whole run (`perf/...`, `params_sha256`, `num_seeds`, configuration echoes) keep their own names.
+quantities of the whole run (`perf/...`, `params_sha256`, `code_commit`, `num_seeds`, configuration echoes) keep their
+own names.
 Sweeps prefix each value's entries with `sweep/<value>/`.
 """
 
@@ -51,6 +53,7 @@ import hashlib
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -81,6 +84,21 @@ class AlreadyComplete(Exception):
     def __init__(self, path: str, results: dict):
         super().__init__(f"already complete: results in {path}")
         self.path, self.results = path, results
+
+
+def code_commit() -> str | None:
+    """The short commit of the checkout this code runs from, `+dirty` when tracked files differ from it; None when
+    it is not a git checkout (an installed copy) or git is missing."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True).stdout
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        return head + ("+dirty" if git("status", "--porcelain", "-uno").strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def params_sha256(params) -> str:
@@ -209,6 +227,8 @@ class Run:
         self._stop = StopAtOnce(self._interrupted_message)
         self._stop.__enter__()
         try:
+            # The code as it was at launch (or at this resume): a later commit made while the run trains is not it.
+            self.code_commit = code_commit() if parallel.is_main_process() else None
             if parallel.is_main_process():
                 os.makedirs(workdir, exist_ok=True)
                 self._lock = WorkdirLock(workdir)
@@ -329,6 +349,8 @@ class Run:
                 results["perf/compile_seconds"] = self.compile_seconds
             if params is not None:
                 results["params_sha256"] = params_sha256(params)
+            if self.code_commit is not None:
+                results["code_commit"] = self.code_commit
             if parallel.is_main_process():
                 if plot is not None:
                     records = metrics_lib.read_jsonl(os.path.join(self.workdir, "metrics.jsonl"))

@@ -164,11 +164,9 @@ def reproduce(argv: list[str]) -> None:
 
 def commit() -> str:
     """The checkout's short commit, `+dirty` when it has uncommitted changes to tracked files."""
+    from lepton_jax.run import code_commit
 
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=results.ROOT, capture_output=True, text=True).stdout.strip()
-
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "-uno") else "")
+    return code_commit() or "unknown"
 
 
 def record(path: str, registry: dict, report: list[dict], machine: str) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -43,8 +44,10 @@ def test_smoke_run_fills_the_workdir(reference_run):
         "num_seeds",
         "num_devices",
         "params_sha256",
+        "code_commit",
     ):
         assert key in results, key
+    assert re.fullmatch(r"[0-9a-f]{7,40}(\+dirty)?", results["code_commit"]), results["code_commit"]  # a git checkout
     assert results["perf/env_steps"] == 5120 and results["num_seeds"] == 2
     assert 8 <= results["eval/return_mean"] <= 500  # CartPole returns are in [8, 500]
     with open(os.path.join(reference_run, "metrics.jsonl")) as f:
