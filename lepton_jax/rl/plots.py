@@ -72,10 +72,11 @@ def sweep_summary(results: dict, labels, path: str, title: str = "") -> None:
 
 
 def against_baselines(panels, path: str, title: str = "") -> None:
-    """One panel per run: its evaluation return (mean ± std over seeds) against env steps, and its baseline.
+    """One panel per game: evaluation curves (mean ± std over seeds, when known) against env steps, and a baseline.
 
     Args:
-      panels: `(panel title, metrics.jsonl records, baseline return or None)` per run.
+      panels: `(panel title, series, baseline return or None)` per panel; `series` is a list of
+        `(label, steps, means, stds or None)`.
       path: the PNG to write.
     """
     plt = pyplot()
@@ -85,13 +86,14 @@ def against_baselines(panels, path: str, title: str = "") -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.5), dpi=120, squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
-    for ax, (name, records, baseline) in zip(axes.flat, panels):
-        rows_ = [r for r in records if r.get("eval/return_mean") is not None]
-        x = np.array([r["step"] for r in rows_], float)
-        y = np.array([r["eval/return_mean"] for r in rows_], float)
-        s = np.array([r.get("eval/return_std") or 0.0 for r in rows_], float)
-        (line,) = ax.plot(x, y, "-" if len(rows_) > 30 else "o-", markersize=3, label="ours (eval, mean ± std)")
-        ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.2)
+    for ax, (name, series, baseline) in zip(axes.flat, panels):
+        for label, x, y, s in series:
+            x, y = np.asarray(x, float), np.asarray(y, float)
+            (line,) = ax.plot(x, y, "-" if len(x) > 30 else "o-", markersize=3, label=label)
+            if s is not None:
+                ax.fill_between(
+                    x, y - np.asarray(s, float), y + np.asarray(s, float), color=line.get_color(), alpha=0.2
+                )
         if baseline is not None:
             ax.axhline(baseline, color="black", linestyle="--", lw=1, label=f"baseline {baseline:g}")
         ax.set_title(name, fontsize=10)

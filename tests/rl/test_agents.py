@@ -86,3 +86,45 @@ def test_plot_curves_draws_runs_against_their_baselines(tmp_path, capsys):
     assert out.stat().st_size > 10_000
     code = cli.run(plot_curves.plot, ["plot", f"--workdirs={workdir}", "--baselines=1,2", f"--plot={out}"])
     assert code == 2 and capsys.readouterr().err.strip().startswith("error: --baselines: give one per workdir")
+
+
+def test_plot_curves_draws_a_registry_table(tmp_path, monkeypatch, capsys):
+    """scripts.plot_curves --table: one panel per env from the rows' recorded eval curves; bad tables are one line."""
+    import json
+
+    from scripts import cli, plot_curves, results
+
+    def row(label, env, curve):
+        command = f"python -m scripts.train --config=agents/configs/{label.lower()}.py:{env}"
+        return {
+            "id": f"{label}/{env}",
+            "table": "t",
+            "label": label,
+            "seeds": 4,
+            "command": command,
+            "extra": {"eval curve": curve},
+        }
+
+    rows = [
+        row("PPO", "Breakout-MinAtar", "1.3: 10.6, 10: 40.6"),
+        row("DQN", "Breakout-MinAtar", "0.1: 3.0, 10.0: 88.7"),
+        row("PPO", "Freeway-MinAtar", "0.3: 14.3, 10.0: 60.4"),
+        {"id": "other", "table": "u", "command": "x"},
+    ]
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"tables": [], "rows": rows}))
+    monkeypatch.setattr(results, "REGISTRY", str(registry))
+    panels = plot_curves.registry_panels("t", {"Breakout-MinAtar": 28})
+    assert [(env, [s[0].split()[0] for s in series], base) for env, series, base in panels] == [
+        ("Breakout-MinAtar", ["PPO", "DQN"], 28),
+        ("Freeway-MinAtar", ["PPO"], None),
+    ]
+    assert panels[0][1][0][1:3] == ([1.3e6, 10e6], [10.6, 40.6])
+    out = tmp_path / "table.png"
+    assert cli.run(plot_curves.plot, ["plot", "--table=t", f"--plot={out}"]) == 0
+    assert out.stat().st_size > 10_000
+    capsys.readouterr()
+    assert cli.run(plot_curves.plot, ["plot", "--table=nope", f"--plot={out}"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --table: the results registry has no table 'nope'"
+    assert cli.run(plot_curves.plot, ["plot", "--table=u", f"--plot={out}"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --table: row other records no eval curve"
