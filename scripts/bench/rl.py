@@ -29,7 +29,9 @@ first-time venv installs (~1-2 min, once).
 
 `minatar` (`--minatar_game`, Breakout-MinAtar by default): the gymnax-baselines PPO preset (`agents/configs/ppo.py`,
 MLP 256-256 on the flattened 10x10xC grid, 64 envs x 128 steps) for `--minatar_timesteps` steps, one seed, ours
-against rejax (whose gymnax 0.0.9 has the same MinAtar games); then steps/s for every `--minatar_widths` x
+against rejax (whose gymnax 0.0.9 has the same MinAtar games), ours again without the time-limit bootstrap (rejax has
+none), and each venv's raw env-step rate (`peers/gymnax_env_rate.py`: random actions, no network); then steps/s for
+every `--minatar_widths` x
 `--minatar_envs` pair (two hidden layers of that width; num_steps=128, `--scaling_updates` updates). About 5 minutes.
 """
 
@@ -312,6 +314,20 @@ def bench_minatar(load_before: float) -> dict:
     problem.update(env=game, seed=_SEED.value, num_seeds=1, repeats=_REPEATS.value, eval_episodes=_EVAL_EPISODES.value)
     print(f"PPO on {game}:", json.dumps(problem), flush=True)
     results = run_all(config, problem, ppo, "ppo", num_seeds=1)
+    if "ours" in _PEERS.value:
+        # What a gap to rejax is made of: our time-limit bootstrap (one more critic pass, over the pre-reset
+        # observations, per update; rejax has none) and the env itself (rejax's venv has an older gymnax).
+        print("ours: ppo without the time-limit bootstrap...", flush=True)
+        no_bootstrap = make_config(game, total_timesteps=_MINATAR_TOTAL.value, num_seeds=1, bootstrap_truncated=False)
+        r = bench_ours(no_bootstrap, _SEED.value, 1, _EVAL_EPISODES.value)
+        results["ours, no trunc. bootstrap"] = r | {"steps_per_s": r["steps"] / r["train_s"]}
+    env_problem = {"env": game, "num_envs": config.num_envs, "num_steps": config.num_steps, "blocks": 40, "repeats": 3}
+    env_rates = {}
+    for name in ("ours", "rejax"):
+        if name in _PEERS.value:
+            print(f"{name}: raw env steps/s of its gymnax...", flush=True)
+            python = sys.executable if name == "ours" else _rejax_python()
+            env_rates[name] = common.run_worker(python, "gymnax_env_rate", [json.dumps(env_problem)])
     scaling = []
     for width in [int(w) for w in _MINATAR_WIDTHS.value]:
         for num_envs in [int(n) for n in _MINATAR_ENVS.value]:
@@ -334,6 +350,10 @@ def bench_minatar(load_before: float) -> dict:
             )
     ratios = _ratios(results)
     print_tables(results, ratios, [], f"PPO (gymnax-baselines preset) on {game}")
+    for name, r in env_rates.items():
+        print(
+            f"raw env steps/s, {name} ({r['version']}, {config.num_envs} envs, random actions): {r['steps_per_s']:,.0f}"
+        )
     if scaling:
         print(f"\nScaling of ours on {game}: training env steps/s (num_steps=128, {_SCALING_UPDATES.value} updates)")
         envs_list = sorted({r["num_envs"] for r in scaling})
@@ -341,7 +361,7 @@ def bench_minatar(load_before: float) -> dict:
         for width in sorted({r["width"] for r in scaling}):
             row = {r["num_envs"]: r["steps_per_s"] for r in scaling if r["width"] == width}
             print(f"{width:>7}" + "".join(f"{row[n]:>13,.0f}" for n in envs_list))
-    return {"problem": problem, "results": results, "ratios": ratios, "scaling": scaling}
+    return {"problem": problem, "results": results, "ratios": ratios, "scaling": scaling, "env_rates": env_rates}
 
 
 def bench_dqn(load_before: float) -> dict:

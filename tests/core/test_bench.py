@@ -61,7 +61,18 @@ def help_runs():
 
 def test_there_is_a_worker_for_every_peer():
     names = {os.path.basename(p)[:-3] for p in PEER_FILES}
-    assert {"rejax_gymnax", "sb3_cartpole", "torch_generative", "pyg_gnn"} <= names
+    assert {"rejax_gymnax", "sb3_cartpole", "torch_generative", "pyg_gnn", "gymnax_env_rate"} <= names
+
+
+def test_env_rate_worker_times_the_envs_of_the_projects_gymnax():
+    """The raw env-rate worker runs under the project's python too (the MinAtar benchmark times both venvs' gymnax)."""
+    import json
+
+    from scripts.bench import common
+
+    problem = {"env": "Breakout-MinAtar", "num_envs": 2, "num_steps": 4, "blocks": 2, "repeats": 1}
+    r = common.run_worker(sys.executable, "gymnax_env_rate", [json.dumps(problem)])
+    assert r["steps"] == 16 and r["steps_per_s"] > 0 and r["version"].startswith("gymnax 1.")
 
 
 @pytest.mark.parametrize("path", PEER_FILES, ids=os.path.basename)
