@@ -218,13 +218,13 @@ def fmt(value, spec: str) -> str:
 def print_tables(results: dict, ratios: dict, scaling: list, title: str = "PPO on CartPole-v1") -> None:
     print(f"\n{title}, same hyperparameters (2-core CPU unless noted); steps/s is training only")
     header = (
-        f"{'run':<22}{'seeds':>6}{'compile s':>11}{'train s':>9}{'env steps':>11}{'steps/s':>11}"
+        f"{'run':<27}{'seeds':>6}{'compile s':>11}{'train s':>9}{'env steps':>11}{'steps/s':>11}"
         f"{'eval return':>13}  version"
     )
     print(header + "\n" + "-" * len(header))
     for name, r in results.items():
         print(
-            f"{name:<22}{r['num_seeds']:>6}{fmt(r['compile_s'], '.1f'):>11}{r['train_s']:>9.1f}{r['steps']:>11,}"
+            f"{name:<27}{r['num_seeds']:>6}{fmt(r['compile_s'], '.1f'):>11}{r['train_s']:>9.1f}{r['steps']:>11,}"
             f"{r['steps_per_s']:>11,.0f}{fmt(r.get('eval_return'), '.1f'):>13}  {r['version']}"
             + (f", {r['gradient_steps'] / r['train_s']:,.0f} gradient steps/s" if "gradient_steps" in r else "")
         )
