@@ -12,6 +12,7 @@ code, and an `except Exception` there (a checkpoint reader's "not readable" fall
 """
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -75,3 +76,30 @@ class StopAtOnce(InterruptGuard):
         del frame
         self.signum = signum
         raise Interrupted(signum, self.describe())
+
+    def __enter__(self):
+        self._dropped = None
+        self._unraisable_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+        return super().__enter__()
+
+    def _unraisable(self, unraisable):
+        if isinstance(unraisable.exc_value, Interrupted):  # ours: re-raised by __exit__, silently till then
+            self._dropped = unraisable.exc_value
+        else:
+            self._unraisable_hook(unraisable)
+
+    def __exit__(self, exc_type, *exc):
+        super().__exit__(exc_type, *exc)
+        sys.unraisablehook = self._unraisable_hook
+        # Python drops an exception raised inside a garbage-collector callback (jax registers one) with only an
+        # "Exception ignored" note: a signal that landed there is honoured here, at the end of the phase at the latest.
+        if exc_type is None:
+            self.raise_dropped()
+        return False
+
+    def raise_dropped(self) -> None:
+        """Raises `Interrupted` now if a signal's exception was dropped (reported as unraisable) since `__enter__`."""
+        if getattr(self, "_dropped", None) is not None:
+            signum, self._dropped = self._dropped.signum, None
+            raise Interrupted(signum, self.describe())

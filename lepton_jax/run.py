@@ -281,6 +281,7 @@ class Run:
           The interrupt guard (`guard.requested` is set by SIGINT/SIGTERM).
         """
         with self._closing_on_error():
+            self._stop.raise_dropped()  # a signal dropped while starting up stops here, before training
             self._x_per_step = x_per_step
             resume_x = self.start_step * x_per_step if self.resumed else None
             self._writer = metrics_lib.MetricsWriter(self.workdir, resume_step=resume_x)
@@ -373,11 +374,13 @@ class Run:
             if closer is not None:
                 with contextlib.suppress(Exception):
                     closer.close()
-        self._stop.__exit__(None, None, None)
-        if self._lock is not None:
-            self._lock.release()
-        if _OPEN.get(self._key) is self:
-            del _OPEN[self._key]
+        try:
+            self._stop.__exit__(None, None, None)  # raises a signal that a gc callback dropped
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+            if _OPEN.get(self._key) is self:
+                del _OPEN[self._key]
 
     @contextlib.contextmanager
     def _closing_on_error(self):

@@ -282,3 +282,22 @@ def test_interrupt_during_the_final_evaluation_says_the_checkpoint_is_saved(tmp_
     assert os.listdir(tmp_path / "run" / "checkpoints") == ["1"]
     run.close()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_swallowed_mid_phase_still_stops_the_phase(capsys):
+    """A StopAtOnce signal whose exception is dropped (as Python drops one raised in a gc callback) stops at the end of
+    the phase, and the dropped exception prints nothing."""
+    import signal
+    import sys
+    import types
+
+    from lepton_jax.interrupt import Interrupted, StopAtOnce
+
+    with pytest.raises(Interrupted) as raised:
+        with StopAtOnce(lambda: "interrupted during start-up"):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except Interrupted as dropped:  # what a gc callback does with it: report it as unraisable
+                sys.unraisablehook(types.SimpleNamespace(exc_value=dropped, exc_type=Interrupted))
+    assert raised.value.signum == signal.SIGINT and str(raised.value) == "interrupted during start-up"
+    assert capsys.readouterr().err == ""
