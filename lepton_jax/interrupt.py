@@ -71,6 +71,7 @@ class StopAtOnce(InterruptGuard):
 
     def __init__(self, describe: Callable[[], str]):
         super().__init__(describe)
+        self._dropped: Interrupted | None = None  # a signal's exception that a gc callback dropped
 
     def _handle(self, signum, frame):
         del frame
@@ -100,6 +101,6 @@ class StopAtOnce(InterruptGuard):
 
     def raise_dropped(self) -> None:
         """Raises `Interrupted` now if a signal's exception was dropped (reported as unraisable) since `__enter__`."""
-        if getattr(self, "_dropped", None) is not None:
+        if self._dropped is not None:
             signum, self._dropped = self._dropped.signum, None
             raise Interrupted(signum, self.describe())

@@ -287,11 +287,9 @@ def test_interrupt_during_the_final_evaluation_says_the_checkpoint_is_saved(tmp_
 def test_a_signal_swallowed_mid_phase_still_stops_the_phase(capsys):
     """A StopAtOnce signal whose exception is dropped (as Python drops one raised in a gc callback) stops at the end of
     the phase, and the dropped exception prints nothing."""
-    import signal
-    import sys
     import types
 
-    from lepton_jax.interrupt import Interrupted, StopAtOnce
+    from lepton_jax.interrupt import StopAtOnce
 
     with pytest.raises(Interrupted) as raised:
         with StopAtOnce(lambda: "interrupted during start-up"):
