@@ -32,6 +32,9 @@ MINATAR = {
     "exploration_fraction": 0.1,
     "target_update_interval": 1_000,
     "hidden_sizes": (256, 256),
+    # 500 updates (64k env steps per seed) per compiled chunk: the same trained parameters as the default 50, in half
+    # the time (measured on SpaceInvaders, 10^6 steps: 157 s against 328 s), and evaluations every 128k steps.
+    "chunk_updates": 500,
 }
 PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 
