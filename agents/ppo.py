@@ -62,12 +62,16 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     tx = onpolicy.optimizer(config, num_gradient_steps)
     update = functools.partial(_update, spec=spec, fns=fns, num_gradient_steps=num_gradient_steps)
 
-    def act(params, obs):
-        dist, _ = fns.apply(params, obs)
-        return dist.mode()
-
     init = onpolicy.make_init(config, spec, fns, tx)
-    return Agent(init, sweep.bind(config, update), act, d.num_updates, d.steps_per_update, onpolicy.SWEEPABLE)
+    return Agent(
+        init,
+        sweep.bind(config, update),
+        fns.act,
+        d.num_updates,
+        d.steps_per_update,
+        onpolicy.SWEEPABLE,
+        fns.sample,
+    )
 
 
 def _update(hp, state: PPOState, *, spec, fns: onpolicy.ActorCriticFns, num_gradient_steps: int):

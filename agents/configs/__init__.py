@@ -27,9 +27,14 @@ KEYS = {
 
 
 def check_replay(config) -> None:
-    """A DQN config: at least one update, and a batch that fits in the buffer."""
+    """A DQN config: at least one update, a batch that fits in the buffer, and no sampled evaluation."""
     if "buffer_size" not in config:
         return
+    require(
+        not config.get("eval_sampled", False),
+        "config.eval_sampled: DQN's policy is greedy (its ε-greedy training returns are train/episode_return); "
+        "set it to False",
+    )
     rl_config.num_updates(config, config.num_envs * config.rollout_steps)
     require(
         config.batch_size <= config.buffer_size,

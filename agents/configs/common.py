@@ -30,6 +30,9 @@ def base(
     c.chunk_updates = 50
     c.eval_every_chunks = 2
     c.eval_episodes = 16
+    # Also evaluate the stochastic policy (actions drawn from it, as the gymnax baselines evaluate): results'
+    # `eval/sampled_return`, beside the greedy policy's `eval/return`. Policy-gradient agents only.
+    c.eval_sampled = False
     c.checkpoint_every_chunks = 4
     c.keep_checkpoints = 3
     # The torso: an MLP of `hidden_sizes` (0), or on image observations a 3x3 convolution of this many filters first

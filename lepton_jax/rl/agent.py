@@ -34,6 +34,8 @@ class Agent(NamedTuple):
     num_updates: int
     steps_per_update: int  # env steps per update, per seed
     sweepable: tuple[str, ...] = ()  # hyperparameters `update` can take traced from `state.hparams` (module doc)
+    # (params, obs batch, key) -> actions drawn from the policy, for `config.eval_sampled`; None: deterministic
+    sample: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
 
 
 def with_hparams(agent: Agent, rng: jax.Array, hparams: dict | None):

@@ -23,6 +23,7 @@ KEYS = {
     "chunk_updates": count(1),
     "eval_every_chunks": count(1),
     "eval_episodes": count(1),
+    "eval_sampled": FLAG,
     "checkpoint_every_chunks": count(1),
     "gamma": UNIT,
     "reward_scale": POSITIVE,

@@ -176,18 +176,21 @@ def mean_episode_return(runner: EnvRunner) -> jax.Array:
 
 
 def evaluate(
-    spec: EnvSpec, act: Callable[[Any, jax.Array], jax.Array], params: Any, key: jax.Array, num_episodes: int
+    spec: EnvSpec, act: Callable[..., jax.Array], params: Any, key: jax.Array, num_episodes: int, sample: bool = False
 ) -> jax.Array:
     """Returns of `num_episodes` episodes under the deterministic policy `act(params, obs) -> action`.
 
-    All episodes run in parallel for the env's step limit; rewards after an episode's first end are ignored.
+    With `sample`, `act(params, obs, key)` draws the actions (a stochastic policy); its keys are folded from the
+    env's step keys, so the episodes' env randomness is the one a deterministic evaluation with `key` sees. All
+    episodes run in parallel for the env's step limit; rewards after an episode's first end are ignored.
     """
     reset_key, key = jax.random.split(key)
     runner = reset(spec, reset_key, num_episodes)
 
     def body(carry, step_key):
         runner, total, alive = carry
-        runner, result = step(spec, runner, act(params, runner.obs), step_key)
+        action = act(params, runner.obs, jax.random.fold_in(step_key, 1)) if sample else act(params, runner.obs)
+        runner, result = step(spec, runner, action, step_key)
         total = total + result.reward * alive
         alive = alive * (1.0 - jnp.logical_or(result.terminated, result.truncated))
         return (runner, total, alive), None

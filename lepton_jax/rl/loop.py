@@ -84,6 +84,22 @@ def _nan_stat(fn, values) -> float:
     return float(fn(values)) if np.isfinite(values).any() else float("nan")
 
 
+def eval_policies(config, agent, spec: envs.EnvSpec, num_episodes: int) -> dict:
+    """`{results name: (params, key) -> returns of num_episodes}` for one run: the greedy policy's (`eval/return`)
+    and, with `config.eval_sampled`, the stochastic policy's (`eval/sampled_return`: actions drawn from it, as the
+    gymnax baselines evaluate) on the same episodes.
+
+    Raises:
+      UserError: `config.eval_sampled` for an agent whose policy is deterministic.
+    """
+    policies = {"eval/return": lambda p, k: envs.evaluate(spec, agent.act, p, k, num_episodes)}
+    if config.get("eval_sampled", False):
+        if agent.sample is None:
+            raise UserError(f"config.eval_sampled: {config.trainer}'s policy is deterministic; set it to False")
+        policies["eval/sampled_return"] = lambda p, k: envs.evaluate(spec, agent.sample, p, k, num_episodes, True)
+    return policies
+
+
 def _eval_keys(config, runs: sweep.Sweep, update: int) -> jax.Array:
     # An eval stream of its own: evaluating never touches the training state or its rng. Seed s of every swept
     # value is evaluated on the episodes that seed s of a separate run would be.
@@ -129,9 +145,10 @@ def _check_finite(runs: sweep.Sweep, loss, first_update: int, diverged: dict) ->
         )
 
 
-def _seed_results(eval_per_seed, last_returns) -> dict:
-    """results.json's entries of an ordinary run: final eval return and last training return, per seed."""
-    results = run_lib.seed_summary({"eval/return": eval_per_seed})
+def _seed_results(eval_per_seed: dict, last_returns) -> dict:
+    """results.json's entries of an ordinary run: final eval returns ({name: per-seed values}) and last training
+    return, per seed."""
+    results = run_lib.seed_summary(eval_per_seed)
     returns = np.asarray(last_returns, np.float64)
     results["train/episode_return_mean"] = _nan_stat(np.nanmean, returns)
     results["train/episode_return_std"] = _nan_stat(np.nanstd, returns)
@@ -150,7 +167,8 @@ def _sweep_results(runs: sweep.Sweep, eval_record, last_returns, params, diverge
     _, eval_per_point = eval_record
     for p, (label, last) in enumerate(zip(runs.labels, runs.by_point(np.asarray(last_returns)))):
         prefix = f"sweep/{label}/"
-        results |= {prefix + k: v for k, v in _seed_results(eval_per_point[p], last).items()}
+        point_evals = {name: values[p] for name, values in eval_per_point.items()}
+        results |= {prefix + k: v for k, v in _seed_results(point_evals, last).items()}
         results[prefix + "diverged_runs"] = int((~finite[p]).sum())
         if label in diverged:
             results[prefix + "diverged_at_update"] = diverged[label]
@@ -208,18 +226,20 @@ def run(config, workdir: str, make_agent, after_training=None):
         donate_argnums=0,
     )
     chunk_fn = scaffold.compile(chunk_fn, abstract, jax.ShapeDtypeStruct((), np.int32, sharding=replicated))
-    evaluate = jax.jit(
-        jax.vmap(lambda p, k: envs.evaluate(spec, agent.act, p, k, config.eval_episodes)), out_shardings=replicated
-    )
-    eval_fn = scaffold.compile(evaluate, abstract.train_state.params, keys)
+    eval_fns = {}
+    for name, evaluate in eval_policies(config, agent, spec, config.eval_episodes).items():
+        evaluate = jax.jit(jax.vmap(evaluate), out_shardings=replicated)
+        eval_fns[name] = scaffold.compile(evaluate, abstract.train_state.params, keys)
 
     def run_eval(update):
-        returns = np.asarray(eval_fn(state.train_state.params, _eval_keys(config, runs, update)))  # (runs, episodes)
-        per_seed = runs.by_point(returns.mean(axis=1))  # (values, seeds)
-        record = {}
-        for label, values in zip(runs.labels, per_seed):
-            record[f"eval/return_mean{_suffix(label)}"] = values.mean()
-            record[f"eval/return_std{_suffix(label)}"] = values.std()
+        keys = _eval_keys(config, runs, update)
+        record, per_seed = {}, {}
+        for name, eval_fn in eval_fns.items():
+            returns = np.asarray(eval_fn(state.train_state.params, keys))  # (runs, episodes)
+            per_seed[name] = runs.by_point(returns.mean(axis=1))  # (values, seeds)
+            for label, values in zip(runs.labels, per_seed[name]):
+                record[f"{name}_mean{_suffix(label)}"] = values.mean()
+                record[f"{name}_std{_suffix(label)}"] = values.std()
         return record, per_seed
 
     update = start_update
@@ -269,7 +289,7 @@ def run(config, workdir: str, make_agent, after_training=None):
     if runs.active:
         results = _sweep_results(runs, eval_record, last_returns, state.train_state.params, diverged)
     else:
-        results = _seed_results(eval_record[1][0], last_returns)
+        results = _seed_results({name: values[0] for name, values in eval_record[1].items()}, last_returns)
     results |= {
         "perf/env_steps": num_updates * steps_per_update,
         "perf/train_seconds": train_seconds,

@@ -33,7 +33,8 @@ class OnPolicyState:
 
 
 class ActorCriticFns(struct.PyTreeNode):
-    """`apply(params, obs) -> (dist, value)` and `critic(params, obs) -> value` over obs of any leading shape.
+    """`apply(params, obs) -> (dist, value)`, `critic(params, obs) -> value` and the policy's `act` (its mode) and
+    `sample` over obs of any leading shape.
 
     `net` is any module whose `__call__` returns `(dist, value)` and whose `value` method returns the value alone
     (`ActorCritic` here; a graph network for graph environments). Observations that carry an `action_mask` get
@@ -51,6 +52,14 @@ class ActorCriticFns(struct.PyTreeNode):
 
     def critic(self, params, obs):
         return self.net.apply(params, flatten_obs(obs, self.obs_shape), method="value")
+
+    def act(self, params, obs):
+        """The deterministic policy: the distribution's mode (the agents' `Agent.act`)."""
+        return self.apply(params, obs)[0].mode()
+
+    def sample(self, params, obs, key):
+        """Actions drawn from the policy (the agents' `Agent.sample`)."""
+        return self.apply(params, obs)[0].sample(key)
 
 
 def actor_critic(config, spec: envs.EnvSpec, network: nn.Module | None = None) -> ActorCriticFns:
@@ -165,11 +174,8 @@ def make_policy_gradient_agent(config, spec: envs.EnvSpec, targets_fn, network: 
         _policy_gradient_update, spec=spec, fns=fns, targets_fn=targets_fn, num_updates=d.num_updates
     )
 
-    def act(params, obs):
-        return fns.apply(params, obs)[0].mode()
-
     init = make_init(config, spec, fns, tx)
-    return Agent(init, sweep.bind(config, update), act, d.num_updates, d.steps_per_update, SWEEPABLE)
+    return Agent(init, sweep.bind(config, update), fns.act, d.num_updates, d.steps_per_update, SWEEPABLE, fns.sample)
 
 
 def _policy_gradient_update(hp, state: OnPolicyState, *, spec, fns: ActorCriticFns, targets_fn, num_updates: int):

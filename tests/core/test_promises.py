@@ -79,6 +79,7 @@ TRAIN_CASES = [
     ("dqn n_step 0", [DQN, "--config.n_step=0"], "config.n_step=0"),
     ("dqn unknown loss", [DQN, "--config.loss=l1"], "one of huber, mse"),
     ("dqn exploration_fraction 0", [DQN, "--config.exploration_fraction=0"], "config.exploration_fraction"),
+    ("dqn sampled evaluation", [DQN, "--config.eval_sampled=True"], "DQN's policy is greedy"),
     ("dqn continuous env", [DQN, "--config.env_name=Pendulum-v1"], "DQN needs discrete actions"),
     ("a2c gamma < 0", [A2C, "--config.gamma=-0.1"], "config.gamma"),
     ("reinforce vf_coef < 0", [REINFORCE, "--config.vf_coef=-1"], "config.vf_coef"),

@@ -43,6 +43,33 @@ def test_ppo_learns_cartpole_vmapped_over_seeds():
     assert float(returns.mean()) >= 200, returns.mean(axis=1)
 
 
+def test_sampled_evaluation_draws_actions_on_the_greedy_evaluations_episodes():
+    spec = envs.make_env("CartPole-v1")
+    config = ppo_config.get_config("smoke")
+    agent = ppo.make_agent(config, spec)
+    params = agent.init(jax.random.PRNGKey(0)).train_state.params
+    key = jax.random.PRNGKey(1)
+    greedy = envs.evaluate(spec, agent.act, params, key, 8)
+    # A "sampler" that ignores its key is the greedy policy: the same episodes, so the same returns.
+    same = envs.evaluate(spec, lambda p, obs, k: agent.act(p, obs), params, key, 8, sample=True)
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(greedy))
+    # Actions drawn from the (untrained, near-uniform) policy: a random walk, unlike the argmax.
+    sampled = envs.evaluate(spec, agent.sample, params, key, 8, sample=True)
+    assert not np.array_equal(np.asarray(sampled), np.asarray(greedy))
+    assert len(set(np.asarray(sampled).tolist())) > 1  # each episode draws its own actions
+
+
+def test_eval_sampled_reports_both_returns_and_leaves_the_greedy_one_unchanged(tmp_path):
+    config = ppo_config.get_config("smoke")
+    _, plain = loop.run(config, str(tmp_path / "plain"), ppo.make_agent)
+    config.eval_sampled = True
+    _, both = loop.run(config, str(tmp_path / "both"), ppo.make_agent)
+    assert "eval/sampled_return_mean" not in plain
+    assert both["per_seed/eval/return"] == plain["per_seed/eval/return"]
+    assert len(both["per_seed/eval/sampled_return"]) == config.num_seeds
+    assert np.isfinite(both["eval/sampled_return_mean"])
+
+
 def test_continuous_actions_are_clipped_to_the_box():
     spec = envs.make_env("Pendulum-v1")
     assert spec.continuous and spec.action_dim == 1
