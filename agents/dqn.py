@@ -30,6 +30,7 @@ from lepton_jax.rl import envs, loop, replay, sweep
 from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.agent import make_train as _make_train
 from lepton_jax.rl.networks import QNetwork, flatten_obs
+from lepton_jax.techniques import optim
 
 
 @struct.dataclass
@@ -95,9 +96,10 @@ def dqn_loss(params, target_params, apply, batch: Row, hp):
     return loss, {"loss": loss, "q_mean": q.mean()}
 
 
-def optimizer(hp):
-    """Adam after global-norm clipping; `hp` is the config (at init) or the run's `sweep.HyperParams` (a swept lr)."""
-    return optax.chain(optax.clip_by_global_norm(hp.max_grad_norm), optax.adam(hp.lr))
+def optimizer(hp, num_updates: int):
+    """The factory's optimiser (`lepton_jax/techniques/optim.py`; DQN's default: Adam after global-norm clipping)
+    over the run's gradient steps; `hp` is the config (at init) or the run's `sweep.HyperParams` (a swept lr)."""
+    return optim.make(hp, num_updates * hp.gradient_steps, hp.gradient_steps)
 
 
 def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
@@ -123,7 +125,7 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     def act(params, obs):  # greedy among the valid actions
         return jnp.argmax(envs.masked_logits(apply(params, obs), obs), axis=-1)
 
-    tx = optimizer(config)
+    tx = optimizer(config, num_updates)
 
     def init(rng):
         rng, init_key, env_key = jax.random.split(rng, 3)
@@ -135,12 +137,18 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         return DQNState(train_state, params, runner, replay.init(example, capacity), jnp.zeros((), jnp.int32), rng)
 
     update = functools.partial(
-        _update, spec=spec, apply=apply, act=act, steps_per_update=steps_per_update, target_every=target_every
+        _update,
+        spec=spec,
+        apply=apply,
+        act=act,
+        steps_per_update=steps_per_update,
+        target_every=target_every,
+        num_updates=num_updates,
     )
     return Agent(init, sweep.bind(config, update), act, num_updates, steps_per_update, SWEEPABLE)
 
 
-def _update(hp, state: DQNState, *, spec, apply, act, steps_per_update: int, target_every: int):
+def _update(hp, state: DQNState, *, spec, apply, act, steps_per_update: int, target_every: int, num_updates: int):
     """One DQN update: ε-greedy steps into the buffer, then (once learning has started) gradient steps and the
     target network's move. `hp` is the run's `sweep.HyperParams`."""
 
@@ -161,7 +169,8 @@ def _update(hp, state: DQNState, *, spec, apply, act, steps_per_update: int, tar
         grads, metrics = jax.grad(dqn_loss, has_aux=True)(
             state.train_state.params, state.target_params, apply, batch, hp
         )
-        run_tx = optimizer(hp) if hp.is_swept("lr") else None  # a swept learning rate is this run's, traced
+        # A swept learning rate is this run's, traced.
+        run_tx = optimizer(hp, num_updates) if hp.is_swept("lr") else None
         return state.replace(train_state=sweep.apply_gradients(state.train_state, grads, run_tx), rng=rng), metrics
 
     def learn(state: DQNState):

@@ -59,7 +59,7 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     d = on_policy_derived(config)
     fns = onpolicy.actor_critic(config, spec, network)
     num_gradient_steps = d.num_updates * config.update_epochs * config.num_minibatches
-    tx = onpolicy.optimizer(config, num_gradient_steps)
+    tx = onpolicy.optimizer(config, num_gradient_steps, config.update_epochs * config.num_minibatches)
     update = functools.partial(_update, spec=spec, fns=fns, num_gradient_steps=num_gradient_steps)
 
     init = onpolicy.make_init(config, spec, fns, tx)
@@ -91,7 +91,7 @@ def _learn(hp, apply, num_gradient_steps: int, train_state, traj: Transition, ad
     num_steps, num_envs, num_minibatches = hp.num_steps, hp.num_envs, hp.num_minibatches
     steps_per_minibatch = num_steps // num_minibatches
     # A swept learning rate is traced: this run's optimiser (same state structure, same annealing) is built here.
-    run_tx = onpolicy.swept_optimizer(hp, num_gradient_steps)
+    run_tx = onpolicy.swept_optimizer(hp, num_gradient_steps, hp.update_epochs * hp.num_minibatches)
 
     def epoch(carry, _):
         train_state, rng = carry

@@ -25,7 +25,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 from flax import struct
 from flax.training.train_state import TrainState
@@ -33,6 +32,7 @@ from flax.training.train_state import TrainState
 from generative import common
 from lepton_jax import epochs, parallel, registry, supervised
 from lepton_jax import run as run_lib
+from lepton_jax.techniques import optim
 from lepton_jax.vision import data as image_data
 
 _INIT = nn.initializers.normal(0.02)
@@ -188,11 +188,12 @@ def make_models(config, image_shape) -> tuple[Generator, Discriminator]:
     )
 
 
-def make_init(config, generator: Generator, discriminator: Discriminator, image_shape):
-    """`key -> GANState` for one seed."""
+def make_init(config, generator: Generator, discriminator: Discriminator, image_shape, steps_per_epoch: int = 1):
+    """`key -> GANState` for one seed; each network gets the factory's optimiser (`lepton_jax/techniques/optim.py`;
+    the DCGAN's default: Adam with beta1 0.5)."""
 
     def tx():
-        return optax.adam(config.lr, b1=config.beta1, b2=config.beta2)
+        return optim.make(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
 
     def init(key):
         g_key, d_key, rng = jax.random.split(key, 3)
@@ -346,7 +347,11 @@ def run(config, workdir: str):
         return results
 
     task = supervised.Task(
-        init=epochs.init_seeds(make_init(config, generator, discriminator, data.image_shape), config.num_seeds, mesh),
+        init=epochs.init_seeds(
+            make_init(config, generator, discriminator, data.image_shape, len(data.train_images) // config.batch_size),
+            config.num_seeds,
+            mesh,
+        ),
         train_epoch=train_epoch,
         evaluate=evaluate,
         num_epochs=config.num_epochs,

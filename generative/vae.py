@@ -18,7 +18,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 from flax.training.train_state import TrainState
 
@@ -26,6 +25,7 @@ from generative import common
 from lepton_jax import epochs, metrics, parallel, plotting, registry, seeds, supervised
 from lepton_jax import run as run_lib
 from lepton_jax.config import require
+from lepton_jax.techniques import optim
 from lepton_jax.vision import data as image_data
 
 ARCHITECTURES = ("mlp", "conv")
@@ -166,8 +166,9 @@ def make_train_step(model: VAE):
     return train_step
 
 
-def make_init(config, model: VAE, image_shape):
-    tx = optax.adam(config.lr)
+def make_init(config, model: VAE, image_shape, steps_per_epoch: int = 1):
+    """`key -> VAEState` for one seed; the factory's optimiser (`lepton_jax/techniques/optim.py`; default Adam)."""
+    tx = optim.make(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
 
     def init(key):
         init_key, z_key, rng = jax.random.split(key, 3)
@@ -216,7 +217,11 @@ def run(config, workdir: str):
         return results
 
     task = supervised.Task(
-        init=epochs.init_seeds(make_init(config, model, data.image_shape), config.num_seeds, mesh),
+        init=epochs.init_seeds(
+            make_init(config, model, data.image_shape, len(data.train_images) // config.batch_size),
+            config.num_seeds,
+            mesh,
+        ),
         train_epoch=lambda state, epoch: epoch_fn(state, train_images),
         evaluate=lambda state: evaluate(state.params),
         num_epochs=config.num_epochs,

@@ -17,12 +17,14 @@ from graphs import models
 from graphs.data import NodeDataset
 from graphs.jraph_compat import jraph
 from lepton_jax.config import require
+from lepton_jax.techniques import optim
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-    """Adam with L2 weight decay added to the gradient (as `torch.optim.Adam(weight_decay=...)` and the papers' L2 loss
-    terms, `wd/2 * |w|^2`) on the parameters `config.weight_decay_on` names: "all", "first_layer" (Kipf & Welling's
-    GCN) or "none".
+def make_optimizer(config, total_steps: int = 1) -> optax.GradientTransformation:
+    """The factory's optimiser (`lepton_jax/techniques/optim.py`; the graph configs' default: Adam with L2 weight
+    decay added to the gradient, as `torch.optim.Adam(weight_decay=...)` and the papers' L2 loss terms,
+    `wd/2 * |w|^2`), decaying the parameters `config.weight_decay_on` names: "all", "first_layer" (Kipf & Welling's
+    GCN) or "none". `total_steps`: the run's optimiser steps (one per epoch for full-batch training).
     """
     require(
         config.weight_decay_on in ("all", "first_layer", "none"),
@@ -33,13 +35,13 @@ def make_optimizer(config) -> optax.GradientTransformation:
         flat = traverse_util.flatten_dict(params)
         first = sorted({path[1] for path in flat})[0] if flat else None
         return traverse_util.unflatten_dict(
-            {path: config.weight_decay_on == "all" or path[1] == first for path in flat}
+            {
+                path: config.weight_decay_on == "all" or (config.weight_decay_on == "first_layer" and path[1] == first)
+                for path in flat
+            }
         )
 
-    chain = [optax.adam(config.lr)]
-    if config.weight_decay_on != "none" and config.weight_decay > 0:
-        chain.insert(0, optax.masked(optax.add_decayed_weights(config.weight_decay), decayed))
-    return optax.chain(*chain)
+    return optim.make(config, total_steps, decay_mask=decayed)
 
 
 @struct.dataclass

@@ -30,6 +30,7 @@ from graphs.data import GraphDataset, load_tu
 from graphs.jraph_compat import jraph
 from lepton_jax import datasets, registry, run, supervised
 from lepton_jax.config import require
+from lepton_jax.techniques import optim
 
 
 class GINTrainState(TrainState):
@@ -46,12 +47,14 @@ class FoldState:
 
 
 def learning_rate(config, epoch: int) -> float:
-    return config.lr * 0.5 ** (epoch // config.lr_halve_every_epochs)
+    """The rate of `epoch`: the factory's schedule counted in epochs (GIN sets the rate once per epoch)."""
+    rate = optim.learning_rate(config, config.num_epochs)
+    return float(rate(epoch)) if callable(rate) else float(rate)
 
 
 def make_steps(config, model: models.GIN, example: jraph.GraphsTuple):
     """`(init, train_step, eval_step)` for one fold; batches are padded `GraphsTuple`s with per-graph labels."""
-    tx = optax.inject_hyperparams(optax.adam)(learning_rate=config.lr)
+    tx = optax.inject_hyperparams(lambda learning_rate: optim.make(config, rate=learning_rate))(learning_rate=config.lr)
 
     def init(key):
         key, init_key = jax.random.split(key)

@@ -49,7 +49,7 @@ def stacked_splits(dataset, config) -> batching.LinkSplit:
 
 def make_steps(config, model, features):
     """`(init, train_step, evaluate)` for one seed; `split` is that seed's `LinkSplit`."""
-    tx = common.make_optimizer(config)
+    tx = common.make_optimizer(config, config.num_epochs)
     num_nodes = features.shape[0]
 
     def graph_of(split):

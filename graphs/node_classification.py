@@ -45,7 +45,7 @@ def make_steps(config, model: nn.Module):
     """The steps of one seed (vmap them over seeds): `init(key, graph) -> state`, `epoch_step(state, graph, labels,
     epoch) -> (state, metrics)`, `evaluate(params, graph, labels) -> metrics` and the bare
     `train_step(train_state, graph, labels, key) -> (train_state, metrics)` (for tests)."""
-    tx = common.make_optimizer(config)
+    tx = common.make_optimizer(config, config.num_epochs)
 
     def init(key, graph):
         key, init_key = jax.random.split(key)

@@ -112,16 +112,30 @@ NON_NEGATIVE = number(0)
 UNIT = number(0, 1)  # a probability or a discount
 DROPOUT = number(0, 1, high_open=True)
 
-# The keys every trainer may have: the run's identity, seeds, the checkpoint cadence, the common optimiser and
+# The optimiser factory's choices (`lepton_jax/techniques/optim.py`, which explains every optimiser key).
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "linear", "cosine", "step")
+
+# The keys every trainer may have: the run's identity, seeds, the checkpoint cadence, the optimiser and the common
 # network settings. An area declares its own keys in its table (never one of these again).
 KEYS = {
     "trainer": TEXT,
     "seed": count(0),
     "num_seeds": count(1, 4096),
     "keep_checkpoints": count(1),
+    "optimizer": one_of(*OPTIMIZERS),
     "lr": POSITIVE,
-    "max_grad_norm": POSITIVE,
+    "schedule": one_of(*SCHEDULES),
+    "warmup": number(0, 1, high_open=True),
+    "lr_decay_every": count(1),
+    "lr_decay_factor": number(0, 1, low_open=True),
+    "momentum": number(0, 1, high_open=True),
+    "beta1": number(0, 1, high_open=True),
+    "beta2": number(0, 1, high_open=True),
+    "opt_eps": POSITIVE,
     "weight_decay": NON_NEGATIVE,
+    "max_grad_norm": NON_NEGATIVE,  # 0: no clipping
+    "accumulate": count(1),
     "batch_size": count(1),
     "num_epochs": count(1),
     "hidden_sizes": sizes(),
@@ -134,6 +148,31 @@ KEYS = {
     "eval_every_epochs": count(1),
     "checkpoint_every_epochs": count(1),
 }
+
+
+def optimizer_keys(config: ml_collections.ConfigDict, **defaults) -> ml_collections.ConfigDict:
+    """Puts every optimiser key of `lepton_jax/techniques/optim.py` in `config` (so each can be set by a flag),
+    with the factory's defaults (Adam at 1e-3, a constant rate, no clipping, weight decay, warm-up or accumulation)
+    except the trainer's own `defaults`; keys the config already holds are kept."""
+    values = {
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "schedule": "constant",
+        "warmup": 0.0,
+        "lr_decay_every": 1,
+        "lr_decay_factor": 0.1,
+        "momentum": 0.9,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "opt_eps": 1e-8,
+        "weight_decay": 0.0,
+        "max_grad_norm": 0.0,
+        "accumulate": 1,
+    } | defaults
+    for name, value in values.items():
+        if name not in config:
+            config[name] = value
+    return config
 
 
 def flatten(config, prefix: str = "") -> Iterable[tuple[str, Any]]:

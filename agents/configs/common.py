@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from lepton_jax import config as config_lib
+
 # The MinAtar games with published gymnax baselines; the agents' configs give each the same preset.
 MINATAR_GAMES = ("Breakout", "Asterix", "Freeway", "SpaceInvaders")
 
@@ -44,7 +46,9 @@ def base(
 
 
 def finish(c: ml_collections.ConfigDict, preset: dict, smoke: bool, smoke_sizes: dict) -> ml_collections.ConfigDict:
-    """Applies the env's preset, then (for `smoke`) a seconds-long run: 2 seeds and `smoke_sizes`."""
+    """Adds the optimiser keys the algorithm did not set (`lepton_jax/techniques/optim.py`), applies the env's
+    preset, then (for `smoke`) a seconds-long run: 2 seeds and `smoke_sizes`."""
+    config_lib.optimizer_keys(c)
     for key, value in preset.items():
         c[key] = value
     if smoke:

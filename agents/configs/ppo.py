@@ -41,7 +41,7 @@ MINATAR = {
     "num_minibatches": 8,
     "update_epochs": 4,
     "lr": 5e-4,
-    "anneal_lr": False,
+    "schedule": "constant",
     "gamma": 0.999,
     "hidden_sizes": (256, 256),
     "activation": "relu",
@@ -67,7 +67,8 @@ def defaults(c: ml_collections.ConfigDict) -> None:
     c.update_epochs = 4
     c.num_minibatches = 4
     c.lr = 2.5e-4
-    c.anneal_lr = True
+    c.schedule = "linear"  # Adam (eps 1e-5), the rate annealed to 0 over the run
+    c.opt_eps = 1e-5
     c.max_grad_norm = 0.5
     c.gamma = 0.99
     c.gae_lambda = 0.95

@@ -4,7 +4,7 @@
 them, both checked at launch (`lepton_jax.config.validate`).
 """
 
-from lepton_jax.config import FLAG, PATH, Key, count, number, one_of, require, sizes
+from lepton_jax.config import FLAG, PATH, Key, count, one_of, require, sizes
 
 # 0 skips the FID/KID; a covariance needs at least 2 samples.
 SAMPLES = Key("int", "0 (none) or >= 2", lambda v: v == 0 or 2 <= v <= 10**7)
@@ -22,8 +22,6 @@ KEYS = {
     "is_batch": count(1),
     "is_examples": count(1),
     # DCGAN
-    "beta1": number(0, 1, high_open=True),
-    "beta2": number(0, 1, high_open=True),
     "gen_features": count(1),
     "gen_hidden": count(0),  # 0: no fully connected layer
     "disc_features": count(1),

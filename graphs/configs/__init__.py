@@ -24,7 +24,6 @@ KEYS = {
     "num_folds": count(1),
     "num_layers": count(1),
     "learn_eps": FLAG,
-    "lr_halve_every_epochs": count(1),
 }
 
 

@@ -3,6 +3,8 @@ shrink."""
 
 import ml_collections
 
+from lepton_jax import config as config_lib
+
 
 def parse_arg(arg: str | None, default: str) -> tuple[str, bool]:
     """`"cora,smoke"` -> `("cora", True)`; an empty arg gives `default`."""
@@ -21,7 +23,7 @@ def base(trainer: str, dataset: str) -> ml_collections.ConfigDict:
     c.eval_every_epochs = 10
     c.checkpoint_every_epochs = 50
     c.keep_checkpoints = 2
-    return c
+    return config_lib.optimizer_keys(c)  # Adam; each config sets its rate and weight decay
 
 
 def shrink(c: ml_collections.ConfigDict, **sizes) -> ml_collections.ConfigDict:

@@ -35,7 +35,6 @@ KEYS = {
     "num_steps": count(1),
     "update_epochs": count(1),
     "num_minibatches": count(1),
-    "anneal_lr": FLAG,
     "gae_lambda": UNIT,
     "clip_eps": POSITIVE,
     "clip_value_loss": FLAG,

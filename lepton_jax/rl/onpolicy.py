@@ -8,7 +8,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import linen as nn
 from flax import struct
 from flax.training.train_state import TrainState
@@ -19,6 +18,7 @@ from lepton_jax.rl.config import ON_POLICY_SWEEPABLE, on_policy_derived
 from lepton_jax.rl.distributions import Categorical
 from lepton_jax.rl.gae import Transition, bootstrap_truncated
 from lepton_jax.rl.networks import ActorCritic, flatten_obs
+from lepton_jax.techniques import optim
 
 # What the update here and PPO's can take traced; declared in `lepton_jax.rl.config`, where the configs read it too.
 SWEEPABLE = ON_POLICY_SWEEPABLE
@@ -75,25 +75,23 @@ def actor_critic(config, spec: envs.EnvSpec, network: nn.Module | None = None) -
     return ActorCriticFns(net, spec.obs_shape)
 
 
-def optimizer(hp, num_gradient_steps: int):
-    """Adam (eps 1e-5) with global-norm clipping (`hp.max_grad_norm`, none when 0) and, with `hp.anneal_lr`, the
-    learning rate annealed linearly to 0 over the run's `num_gradient_steps`.
+def optimizer(hp, num_gradient_steps: int, steps_per_update: int = 1):
+    """The factory's optimiser (`lepton_jax/techniques/optim.py`; the on-policy configs' default: Adam, eps 1e-5,
+    global-norm clipping, the rate annealed linearly to 0 over the run's `num_gradient_steps`).
 
     Flattened (`optax.flatten`) so the optimiser's arithmetic runs on one vector instead of one small array per
     layer, which is markedly faster on CPU. `hp` is the config (at init) or the run's `sweep.HyperParams`, whose
     `lr` may be traced: the schedule then anneals each run's own learning rate.
     """
-    schedule = optax.linear_schedule(hp.lr, 0.0, num_gradient_steps) if hp.anneal_lr else hp.lr
-    parts = [optax.clip_by_global_norm(hp.max_grad_norm)] if hp.max_grad_norm else []
-    return optax.flatten(optax.chain(*parts, optax.adam(schedule, eps=1e-5)))
+    return optim.make(hp, num_gradient_steps, steps_per_update, flatten=True)
 
 
-def swept_optimizer(hp, num_gradient_steps: int):
+def swept_optimizer(hp, num_gradient_steps: int, steps_per_update: int = 1):
     """This run's optimiser when its learning rate is swept (built from the traced `hp.lr`), else None.
 
     Pass it to `sweep.apply_gradients`: None steps with the state's own optimiser, built at init from the config.
     """
-    return optimizer(hp, num_gradient_steps) if hp.is_swept("lr") else None
+    return optimizer(hp, num_gradient_steps, steps_per_update) if hp.is_swept("lr") else None
 
 
 def make_init(config, spec: envs.EnvSpec, fns: ActorCriticFns, tx):
@@ -155,7 +153,7 @@ def make_policy_gradient_agent(config, spec: envs.EnvSpec, targets_fn, network: 
     """An agent that takes one gradient step of `policy_gradient_loss` per rollout of `config.num_steps` steps.
 
     Args:
-      config: needs num_envs, num_steps, total_timesteps, lr, anneal_lr, max_grad_norm, gamma, vf_coef, ent_coef,
+      config: needs num_envs, num_steps, total_timesteps, the optimiser keys, gamma, vf_coef, ent_coef,
         normalize_advantages, reward_scale, bootstrap_truncated, hidden_sizes, activation.
       spec: the env.
       targets_fn: `(traj, last_value, hp) -> (advantages, value targets, mask)`, all (T, N): what distinguishes

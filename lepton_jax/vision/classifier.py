@@ -33,6 +33,7 @@ from lepton_jax import run as run_lib
 from lepton_jax.config import to_dict
 from lepton_jax.errors import UserError
 from lepton_jax.metrics import TrainingDiverged
+from lepton_jax.techniques import optim
 from lepton_jax.vision import data as image_data
 
 EVAL_CHUNK = 1000  # test images per forward pass in evaluation (bounds the activations' memory)
@@ -71,8 +72,9 @@ def make_model(config, num_classes: int = 10) -> CNN:
 
 
 def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1) -> Any:
-    """`key -> ClassifierState` for one seed; Adam with a cosine decay to 0 over the run's steps."""
-    tx = optax.adam(optax.cosine_decay_schedule(config.lr, max(1, config.num_epochs * steps_per_epoch)))
+    """`key -> ClassifierState` for one seed; the factory's optimiser (`lepton_jax/techniques/optim.py`; the
+    classifier's default: Adam with a cosine decay to 0) over the run's steps."""
+    tx = optim.make(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
 
     def init(key):
         init_key, rng = jax.random.split(key)

@@ -160,7 +160,6 @@ def problem_of(config) -> dict:
         "update_epochs",
         "num_minibatches",
         "lr",
-        "anneal_lr",
         "gamma",
         "gae_lambda",
         "clip_eps",
@@ -170,7 +169,8 @@ def problem_of(config) -> dict:
         "max_grad_norm",
         "activation",
     )
-    return _problem(config, keys, config.num_envs * config.num_steps)
+    # The peers take the rate as annealed linearly to 0 (our schedule="linear") or constant.
+    return _problem(config, keys, config.num_envs * config.num_steps) | {"anneal_lr": config.schedule == "linear"}
 
 
 def _problem(config, keys, per_update: int) -> dict:

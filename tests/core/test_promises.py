@@ -41,7 +41,7 @@ TRAIN_CASES = [
     ("number that is text", [PPO, "--config.lr=abc"], "--config.lr=abc: not a number"),
     ("integer that is fractional", [PPO, "--config.num_envs=1.5"], "not an integer"),
     ("tuple that is text", [PPO, "--config.hidden_sizes=abc"], "not a tuple"),
-    ("bool that is text", [PPO, "--config.anneal_lr=maybe"], "True or False"),
+    ("bool that is text", [PPO, "--config.eval_sampled=maybe"], "True or False"),
     ("unknown trainer", [PPO, "--config.trainer=nope"], "unknown trainer 'nope'"),
     ("unknown env (config arg)", ["--config=agents/configs/ppo.py:NoSuchEnv-v0"], "unknown env 'NoSuchEnv-v0'"),
     ("unknown env (key)", [PPO, "--config.env_name=NoSuchEnv-v0"], "Breakout-MinAtar"),

@@ -9,6 +9,8 @@ epochs (~4 min on 2 idle CPU cores); digits about 97 % in seconds.
 
 import ml_collections
 
+from lepton_jax import config as config_lib
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     parts = [p for p in (arg or "mnist").split(",") if p]
@@ -24,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_seeds = 1
     c.conv_features = (32, 64)
     c.hidden = 256
-    c.lr = 1e-3  # Adam, cosine-decayed to 0 over the run
+    config_lib.optimizer_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
     c.batch_size = 128
     c.num_epochs = 4
     c.eval_every_epochs = 1
