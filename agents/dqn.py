@@ -30,7 +30,7 @@ from lepton_jax.rl import envs, loop, replay, sweep
 from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.agent import make_train as _make_train
 from lepton_jax.rl.networks import QNetwork, flatten_obs
-from lepton_jax.techniques import optim
+from lepton_jax.techniques import optim, precision
 
 
 @struct.dataclass
@@ -118,6 +118,7 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         spec.obs_shape,
         int(config.get("conv_filters", 0)),
     )
+    net = precision.module(net, config)  # computing in `config.precision`'s type
 
     def apply(params, obs):
         return net.apply(params, flatten_obs(obs, spec.obs_shape))
@@ -166,7 +167,7 @@ def _update(hp, state: DQNState, *, spec, apply, act, steps_per_update: int, tar
     def gradient_step(state: DQNState, _):
         rng, key = jax.random.split(state.rng)
         batch = replay.sample(state.replay, key, hp.batch_size, hp.n_step)
-        grads, metrics = jax.grad(dqn_loss, has_aux=True)(
+        grads, metrics = precision.grad(dqn_loss, state.train_state.opt_state, has_aux=True)(
             state.train_state.params, state.target_params, apply, batch, hp
         )
         # A swept learning rate is this run's, traced.

@@ -23,6 +23,7 @@ from lepton_jax.rl.agent import Agent
 from lepton_jax.rl.agent import make_train as _make_train
 from lepton_jax.rl.config import on_policy_derived
 from lepton_jax.rl.gae import Transition, gae
+from lepton_jax.techniques import precision
 
 PPOState = onpolicy.OnPolicyState  # train_state, env, rng
 
@@ -111,7 +112,7 @@ def _learn(hp, apply, num_gradient_steps: int, train_state, traj: Transition, ad
 
         def minibatch_step(train_state, minibatch):
             batch, adv, tgt = minibatch
-            grads, terms = jax.grad(ppo_loss, has_aux=True)(
+            grads, terms = precision.grad(ppo_loss, train_state.opt_state, has_aux=True)(
                 train_state.params, apply, batch, adv, tgt, hp.clip_eps, hp.vf_coef, hp.ent_coef, hp.clip_value_loss
             )
             return sweep.apply_gradients(train_state, grads, run_tx), terms

@@ -32,7 +32,7 @@ from flax.training.train_state import TrainState
 from generative import common
 from lepton_jax import epochs, parallel, registry, supervised
 from lepton_jax import run as run_lib
-from lepton_jax.techniques import optim
+from lepton_jax.techniques import optim, precision
 from lepton_jax.vision import data as image_data
 
 _INIT = nn.initializers.normal(0.02)
@@ -181,10 +181,11 @@ class GANState:
 
 
 def make_models(config, image_shape) -> tuple[Generator, Discriminator]:
+    """The two networks, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`)."""
     # A config saved before `gen_hidden` / `disc_hidden` existed means the all-convolutional nets.
     return (
-        Generator(tuple(image_shape), config.gen_features, config.get("gen_hidden", 0)),
-        Discriminator(config.disc_features, config.get("disc_hidden", 0)),
+        precision.module(Generator(tuple(image_shape), config.gen_features, config.get("gen_hidden", 0)), config),
+        precision.module(Discriminator(config.disc_features, config.get("disc_hidden", 0)), config),
     )
 
 
@@ -248,7 +249,9 @@ def make_train_step(config):
             )
             return discriminator_loss(real_logits, fake_logits), (updates["batch_stats"], real_logits, fake_logits)
 
-        (d_loss, (d_stats, real_logits, fake_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
+        (d_loss, (d_stats, real_logits, fake_logits)), d_grads = precision.value_and_grad(
+            d_loss_fn, d.opt_state, has_aux=True
+        )(d.params)
         d = d.apply_gradients(grads=d_grads).replace(batch_stats=d_stats)
 
         def g_loss_fn(fake):  # through the updated discriminator; its statistics from this pass are not kept
@@ -257,7 +260,8 @@ def make_train_step(config):
             )
             return generator_loss(logits), logits
 
-        (g_loss, logits_after), fake_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+        # With f16, the generator's loss scale: its gradients reach the generator through the vjp below.
+        (g_loss, logits_after), fake_grads = precision.value_and_grad(g_loss_fn, g.opt_state, has_aux=True)(fake)
         (g_grads,) = generator_vjp(fake_grads)
         g = g.apply_gradients(grads=g_grads).replace(batch_stats=g_stats)
         metrics = {

@@ -25,7 +25,7 @@ from generative import common
 from lepton_jax import epochs, metrics, parallel, plotting, registry, seeds, supervised
 from lepton_jax import run as run_lib
 from lepton_jax.config import require
-from lepton_jax.techniques import optim
+from lepton_jax.techniques import optim, precision
 from lepton_jax.vision import data as image_data
 
 ARCHITECTURES = ("mlp", "conv")
@@ -78,7 +78,7 @@ class VAE(nn.Module):
     def __call__(self, x, key):
         """(logits (B, H, W, C), mean, logvar) with one reparameterised posterior sample per image."""
         mean, logvar = self.encoder(x)
-        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)
         return self.decoder(z), mean, logvar
 
     def encode(self, x):
@@ -145,7 +145,8 @@ def make_model(config, image_shape) -> VAE:
         config.architecture in ARCHITECTURES,
         f"unknown architecture '{config.architecture}'; valid: {', '.join(ARCHITECTURES)}",
     )
-    return VAE(config.architecture, config.hidden, config.latent_dim, tuple(image_shape))
+    model = VAE(config.architecture, config.hidden, config.latent_dim, tuple(image_shape))
+    return precision.module(model, config)  # computing in `config.precision`'s type
 
 
 def make_train_step(model: VAE):
@@ -159,7 +160,7 @@ def make_train_step(model: VAE):
             loss, recon, kl = neg_elbo(model, params, x, z_key)
             return loss.mean(), (recon.mean(), kl.mean())
 
-        (loss, (recon, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (recon, kl)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(state.params)
         metrics = {"train/loss": loss, "train/recon": recon, "train/kl": kl}
         return state.apply_gradients(grads=grads), metrics
 

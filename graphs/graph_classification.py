@@ -30,7 +30,7 @@ from graphs.data import GraphDataset, load_tu
 from graphs.jraph_compat import jraph
 from lepton_jax import datasets, registry, run, supervised
 from lepton_jax.config import require
-from lepton_jax.techniques import optim
+from lepton_jax.techniques import optim, precision
 
 
 class GINTrainState(TrainState):
@@ -80,7 +80,7 @@ def make_steps(config, model: models.GIN, example: jraph.GraphsTuple):
             )
             return graph_metrics.cross_entropy(logits, labels, graph_mask), updates
 
-        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
+        (loss, updates), grads = precision.value_and_grad(loss_fn, ts.opt_state, has_aux=True)(ts.params)
         ts.opt_state.hyperparams["learning_rate"] = lr
         new = state.replace(train_state=ts.apply_gradients(grads=grads, batch_stats=updates["batch_stats"]), rng=rng)
         # An empty batch (this fold ran out of batches before another) must not move Adam's moments or the stats.
@@ -148,6 +148,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     node_counts = np.array([len(n) for n in dataset.nodes])
     edge_counts = np.array([len(s) for s in dataset.senders])
     model = models.GIN(dataset.num_classes, config.num_layers, config.hidden, config.dropout, config.learn_eps)
+    model = precision.module(model, config)  # computing in `config.precision`'s type
     example, _ = batching.batch(dataset, batching.pack(folds[0][0], node_counts, edge_counts, budget)[0], budget)
     init_one, train_one, eval_one = make_steps(config, model, example)
     init = jax.jit(lambda key: jax.vmap(init_one)(jax.random.split(key, len(folds))))

@@ -23,6 +23,7 @@ from graphs.data import load_node_dataset
 from graphs.jraph_compat import jraph
 from lepton_jax import registry, run, supervised
 from lepton_jax.config import require
+from lepton_jax.techniques import precision
 
 
 @struct.dataclass
@@ -97,7 +98,7 @@ def make_steps(config, model, features):
             z = model.apply(params, graph, train=True, rngs={"dropout": key})
             return reconstruction_loss(z, split, sample_key)
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.train_state.params)
+        loss, grads = precision.value_and_grad(loss_fn, state.train_state.opt_state)(state.train_state.params)
         return LinkState(state.train_state.apply_gradients(grads=grads), rng), {"train/loss": loss}
 
     def evaluate(state: LinkState, split):
@@ -122,6 +123,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     splits = stacked_splits(dataset, config)
     require(config.model == "gcn", f"link prediction uses a GCN encoder (config.model=gcn), got '{config.model}'")
     model = models.GCN(tuple(config.hidden_sizes), config.embedding_size, config.dropout, config.activation)
+    model = precision.module(model, config)  # computing in `config.precision`'s type
     init_one, step_one, evaluate_one = make_steps(config, model, features)
     init = jax.jit(lambda key: jax.vmap(init_one)(common.seed_keys(key, config.num_seeds), splits))
     train_step = jax.jit(jax.vmap(step_one), donate_argnums=0)

@@ -109,6 +109,7 @@ class GCNConv(nn.Module):
         num_nodes = x.shape[0]
         h = Linear(self.features, name="linear")(x)  # transform first: F_out < F_in
         edge_coef, self_coef = gcn_coefficients(senders, receivers, num_nodes)
+        edge_coef, self_coef = edge_coef.astype(h.dtype), self_coef.astype(h.dtype)  # h's type (bf16 in bf16 runs)
         out = jax.ops.segment_sum(h[senders] * edge_coef[:, None], receivers, num_nodes) + h * self_coef[:, None]
         if self.use_bias:
             out = out + self.param("bias", nn.initializers.zeros, (self.features,))

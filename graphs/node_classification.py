@@ -18,6 +18,7 @@ from graphs import metrics as graph_metrics
 from graphs.data import NodeDataset, load_node_dataset
 from lepton_jax import parallel, plotting, registry, run, seeds, supervised
 from lepton_jax.config import require
+from lepton_jax.techniques import precision
 
 
 @struct.dataclass
@@ -58,7 +59,9 @@ def make_steps(config, model: nn.Module):
             logits = model.apply(params, graph, train=True, rngs={"dropout": key})
             return graph_metrics.cross_entropy(logits, labels.labels, labels.train), logits
 
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(train_state.params)
+        (loss, logits), grads = precision.value_and_grad(loss_fn, train_state.opt_state, has_aux=True)(
+            train_state.params
+        )
         metrics = {"train/loss": loss, "train/accuracy": graph_metrics.accuracy(logits, labels.labels, labels.train)}
         return train_state.apply_gradients(grads=grads), metrics
 
@@ -116,7 +119,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     dataset = load_node_dataset(config.dataset, config.data_dir)
     graph = common.full_graph(dataset, config.normalize_features, sparse=config.model in ("gcn", "gat"))
     labels = labels_of(dataset)
-    model = models.make_node_model(config, dataset.num_classes)
+    model = precision.module(models.make_node_model(config, dataset.num_classes), config)
     init_one, epoch_one, evaluate_one, _ = make_steps(config, model)
     init = jax.jit(lambda key: jax.vmap(init_one, (0, None))(common.seed_keys(key, config.num_seeds), graph))
     epoch_step = jax.jit(seeds.over_seeds(epoch_one, (0, None, None, None), config.seed_loop), donate_argnums=0)

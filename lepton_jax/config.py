@@ -115,6 +115,7 @@ DROPOUT = number(0, 1, high_open=True)
 # The optimiser factory's choices (`lepton_jax/techniques/optim.py`, which explains every optimiser key).
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "linear", "cosine", "step")
+PRECISIONS = ("f32", "bf16", "f16")  # `lepton_jax/techniques/precision.py`
 
 # The keys every trainer may have: the run's identity, seeds, the checkpoint cadence, the optimiser and the common
 # network settings. An area declares its own keys in its table (never one of these again).
@@ -136,6 +137,7 @@ KEYS = {
     "weight_decay": NON_NEGATIVE,
     "max_grad_norm": NON_NEGATIVE,  # 0: no clipping
     "accumulate": count(1),
+    "precision": one_of(*PRECISIONS),
     "batch_size": count(1),
     "num_epochs": count(1),
     "hidden_sizes": sizes(),
@@ -150,10 +152,11 @@ KEYS = {
 }
 
 
-def optimizer_keys(config: ml_collections.ConfigDict, **defaults) -> ml_collections.ConfigDict:
-    """Puts every optimiser key of `lepton_jax/techniques/optim.py` in `config` (so each can be set by a flag),
-    with the factory's defaults (Adam at 1e-3, a constant rate, no clipping, weight decay, warm-up or accumulation)
-    except the trainer's own `defaults`; keys the config already holds are kept."""
+def training_keys(config: ml_collections.ConfigDict, **defaults) -> ml_collections.ConfigDict:
+    """Puts the toolbox's keys (`lepton_jax/techniques/`) in `config`, so that each can be set by a flag: the
+    optimiser's (`optim.py`; Adam at 1e-3, a constant rate, no clipping, weight decay, warm-up or accumulation) and
+    the precision (`precision.py`; f32), except the trainer's own `defaults`; keys the config already holds are
+    kept."""
     values = {
         "optimizer": "adam",
         "lr": 1e-3,
@@ -168,6 +171,7 @@ def optimizer_keys(config: ml_collections.ConfigDict, **defaults) -> ml_collecti
         "weight_decay": 0.0,
         "max_grad_norm": 0.0,
         "accumulate": 1,
+        "precision": "f32",
     } | defaults
     for name, value in values.items():
         if name not in config:

@@ -23,7 +23,7 @@ def base(trainer: str, dataset: str) -> ml_collections.ConfigDict:
     c.eval_every_epochs = 10
     c.checkpoint_every_epochs = 50
     c.keep_checkpoints = 2
-    return config_lib.optimizer_keys(c)  # Adam; each config sets its rate and weight decay
+    return config_lib.training_keys(c)  # Adam; each config sets its rate and weight decay
 
 
 def shrink(c: ml_collections.ConfigDict, **sizes) -> ml_collections.ConfigDict:

@@ -18,7 +18,7 @@ from lepton_jax.rl.config import ON_POLICY_SWEEPABLE, on_policy_derived
 from lepton_jax.rl.distributions import Categorical
 from lepton_jax.rl.gae import Transition, bootstrap_truncated
 from lepton_jax.rl.networks import ActorCritic, flatten_obs
-from lepton_jax.techniques import optim
+from lepton_jax.techniques import optim, precision
 
 # What the update here and PPO's can take traced; declared in `lepton_jax.rl.config`, where the configs read it too.
 SWEEPABLE = ON_POLICY_SWEEPABLE
@@ -72,7 +72,7 @@ def actor_critic(config, spec: envs.EnvSpec, network: nn.Module | None = None) -
         spec.obs_shape,
         int(config.get("conv_filters", 0)),
     )
-    return ActorCriticFns(net, spec.obs_shape)
+    return ActorCriticFns(precision.module(net, config), spec.obs_shape)  # in `config.precision`'s type
 
 
 def optimizer(hp, num_gradient_steps: int, steps_per_update: int = 1):
@@ -184,7 +184,7 @@ def _policy_gradient_update(hp, state: OnPolicyState, *, spec, fns: ActorCriticF
         mean = jnp.sum(advantages * mask) / jnp.maximum(mask.sum(), 1.0)
         std = jnp.sqrt(jnp.sum(jnp.square(advantages - mean) * mask) / jnp.maximum(mask.sum(), 1.0))
         advantages = (advantages - mean) / (std + 1e-8)
-    grads, metrics = jax.grad(policy_gradient_loss, has_aux=True)(
+    grads, metrics = precision.grad(policy_gradient_loss, state.train_state.opt_state, has_aux=True)(
         state.train_state.params, fns.apply, traj, advantages, targets, mask, hp.vf_coef, hp.ent_coef
     )
     metrics["episode_return"] = envs.mean_episode_return(runner)

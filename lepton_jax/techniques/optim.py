@@ -3,7 +3,7 @@
     tx = optim.make(config, total_steps, steps_per_epoch)   # a supervised trainer
     tx = optim.make(hp, num_gradient_steps, flatten=True)   # RL: `hp` (a `sweep.HyperParams`) may hold a traced lr
 
-The keys (declared once, with the shared ones, in `lepton_jax.config.KEYS`; `lepton_jax.config.optimizer_keys`
+The keys (declared once, with the shared ones, in `lepton_jax.config.KEYS`; `lepton_jax.config.training_keys`
 puts them in a config with that trainer's defaults):
 
   optimizer         sgd | momentum | nesterov | adam | adamw | rmsprop | adagrad
@@ -19,6 +19,7 @@ puts them in a config with that trainer's defaults):
                     added to the gradient (torch's `weight_decay`); on the parameters a trainer's `decay_mask` picks
   max_grad_norm     clip the gradient to this global norm first (0: no clipping)
   accumulate        average the gradients of this many steps into one update (`optax.MultiSteps`; 1: off)
+  precision         f16 wraps the optimiser in `precision.dynamic_loss_scale` (see `precision.py`)
 
 sgd, momentum and nesterov are the hand-written `sgd` below (an `optax.GradientTransformation`, tested equal to
 `optax.sgd` step for step); the others are optax's. With the defaults each trainer sets, the factory builds exactly
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from lepton_jax.config import OPTIMIZERS, SCHEDULES, require
+from lepton_jax.techniques import precision
 
 Rate = float | jax.Array | Callable[[jax.Array], jax.Array]
 
@@ -122,7 +124,8 @@ def make(
     decay_mask: Any = None,
     flatten: bool = False,
 ) -> optax.GradientTransformation:
-    """The run's optimiser: clipping, then L2, then `config.optimizer` at the scheduled rate, accumulated.
+    """The run's optimiser: clipping, then L2, then `config.optimizer` at the scheduled rate, accumulated; for f16
+    inside the dynamic loss scale.
 
     Args:
       config: the config, or an RL run's `sweep.HyperParams` (whose `lr` may be traced).
@@ -151,4 +154,6 @@ def make(
         tx = optax.flatten(tx)
     if accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
+    if precision.dtype(config) == jnp.float16:
+        tx = precision.dynamic_loss_scale(tx)  # the trainer differentiates with `precision.value_and_grad`
     return tx

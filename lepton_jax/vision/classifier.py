@@ -33,7 +33,7 @@ from lepton_jax import run as run_lib
 from lepton_jax.config import to_dict
 from lepton_jax.errors import UserError
 from lepton_jax.metrics import TrainingDiverged
-from lepton_jax.techniques import optim
+from lepton_jax.techniques import optim, precision
 from lepton_jax.vision import data as image_data
 
 EVAL_CHUNK = 1000  # test images per forward pass in evaluation (bounds the activations' memory)
@@ -68,7 +68,8 @@ class ClassifierState(TrainState):
 
 
 def make_model(config, num_classes: int = 10) -> CNN:
-    return CNN(num_classes, tuple(config.conv_features), config.hidden)
+    """The CNN, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`)."""
+    return precision.module(CNN(num_classes, tuple(config.conv_features), config.hidden), config)
 
 
 def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1) -> Any:
@@ -93,7 +94,7 @@ def train_step(state: ClassifierState, batch, key):
         logits = state.apply_fn(params, images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, logits), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(state.params)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
     return state.apply_gradients(grads=grads), {"train/loss": loss, "train/accuracy": accuracy}
 

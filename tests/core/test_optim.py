@@ -40,7 +40,7 @@ def assert_same(a, b):
 
 
 def config(**values):
-    return config_lib.optimizer_keys(ml_collections.ConfigDict(), **values)
+    return config_lib.training_keys(ml_collections.ConfigDict(), **values)
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])

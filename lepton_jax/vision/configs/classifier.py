@@ -26,7 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_seeds = 1
     c.conv_features = (32, 64)
     c.hidden = 256
-    config_lib.optimizer_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
+    config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
     c.batch_size = 128
     c.num_epochs = 4
     c.eval_every_epochs = 1
