@@ -4,7 +4,7 @@
 
 Arg: the dataset (`mnist` default, `fashion_mnist`, `kmnist`, or `digits` = scikit-learn's embedded 8x8 digits, no
 files needed), optionally with `,smoke` for a seconds-long run. Expected: MNIST test accuracy about 99.1 % after 4
-epochs (~4 min on 2 idle CPU cores); digits about 97 % in seconds.
+epochs (~4 min on 2 idle CPU cores); digits 91.1 ± 0.3 % (3 seeds, 30 epochs) in ~20 s.
 """
 
 import ml_collections
