@@ -137,8 +137,7 @@ def make(
       flatten: run the optimiser's arithmetic on one flat vector (`optax.flatten`): much faster on CPU for the
         many small arrays of RL networks.
     """
-    accumulate = config.get("accumulate", 1)
-    require(accumulate >= 1, f"config.accumulate must be >= 1, got {accumulate}")
+    accumulate = config.get("accumulate", 1)  # >= 1, checked at launch with the other keys
     if rate is None:
         rate = learning_rate(config, max(1, total_steps // accumulate), max(1, steps_per_epoch // accumulate))
     parts = []

@@ -42,10 +42,8 @@ def cast(tree, to) -> Any:
     """`tree` with its floating leaves in type `to` (integers, booleans and PRNG keys untouched)."""
 
     def one(x):
-        if isinstance(x, jax.Array | jax.ShapeDtypeStruct) or hasattr(x, "dtype"):
-            if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != to:
-                return x.astype(to)
-        return x
+        floating = hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
+        return x.astype(to) if floating and x.dtype != to else x
 
     return jax.tree.map(one, tree)
 
