@@ -5,13 +5,11 @@ step is `jit(over_seeds(step))` (`lepton_jax.seeds`). Early stopping is per seed
 state unchanged while the others train on, and the run ends when all have stopped.
 """
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct, traverse_util
+from flax import traverse_util
 
 from graphs import models
 from graphs.data import NodeDataset
@@ -42,46 +40,6 @@ def make_optimizer(config, total_steps: int = 1) -> optax.GradientTransformation
         )
 
     return optim.make(config, total_steps, decay_mask=decayed)
-
-
-@struct.dataclass
-class EarlyStopping:
-    """Per-seed validation bookkeeping: the best values so far, epochs without improvement, and the kept params.
-
-    As in the GAT paper's code: an epoch improves when its validation accuracy is at least the best or its loss at
-    most the best; the parameters are kept when both are; training stops after `patience` epochs without one.
-    """
-
-    best_params: Any
-    best_val_loss: jax.Array
-    best_val_accuracy: jax.Array
-    best_epoch: jax.Array
-    bad_epochs: jax.Array
-    stopped: jax.Array
-
-    @classmethod
-    def create(cls, params) -> "EarlyStopping":
-        # Strong dtypes: a weakly typed initial value would make the second step call compile again.
-        inf = jnp.array(jnp.inf, jnp.float32)
-        return cls(params, inf, -inf, jnp.array(-1, jnp.int32), jnp.array(0, jnp.int32), jnp.array(False))
-
-    def update(self, params, val_loss, val_accuracy, epoch, patience: int) -> "EarlyStopping":
-        improved = (val_accuracy >= self.best_val_accuracy) | (val_loss <= self.best_val_loss)
-        keep = (val_accuracy >= self.best_val_accuracy) & (val_loss <= self.best_val_loss)
-        bad_epochs = jnp.where(improved, 0, self.bad_epochs + 1)
-        return EarlyStopping(
-            best_params=where(keep, params, self.best_params),
-            best_val_loss=jnp.minimum(val_loss, self.best_val_loss),
-            best_val_accuracy=jnp.maximum(val_accuracy, self.best_val_accuracy),
-            best_epoch=jnp.where(keep, epoch, self.best_epoch),
-            bad_epochs=bad_epochs,
-            stopped=bad_epochs >= patience,
-        )
-
-
-def where(condition, new, old):
-    """`new` where `condition` (a scalar) holds, else `old`, leaf by leaf."""
-    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
 def seed_keys(key, num_seeds: int):

@@ -18,13 +18,13 @@ from graphs import metrics as graph_metrics
 from graphs.data import NodeDataset, load_node_dataset
 from lepton_jax import parallel, plotting, registry, run, seeds, supervised
 from lepton_jax.config import require
-from lepton_jax.techniques import precision
+from lepton_jax.techniques import early_stopping, precision
 
 
 @struct.dataclass
 class NodeState:
     train_state: TrainState
-    early: common.EarlyStopping
+    early: early_stopping.EarlyStopping
     rng: jax.Array
 
 
@@ -52,7 +52,7 @@ def make_steps(config, model: nn.Module):
         key, init_key = jax.random.split(key)
         params = model.init({"params": init_key}, graph, train=False)
         train_state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-        return NodeState(train_state, common.EarlyStopping.create(params), key)
+        return NodeState(train_state, early_stopping.EarlyStopping.create(params, num_scores=2), key)
 
     def train_step(train_state, graph, labels, key):
         def loss_fn(params):
@@ -83,11 +83,13 @@ def make_steps(config, model: nn.Module):
         rng, key = jax.random.split(state.rng)
         train_state, metrics = train_step(state.train_state, graph, labels, key)
         val = evaluate(train_state.params, graph, labels)
-        early = state.early.update(train_state.params, val["val/loss"], val["val/accuracy"], epoch, config.patience)
+        # The GAT paper's rule: better validation accuracy or loss resets the patience; both, and the params are kept.
+        scores = (val["val/accuracy"], -val["val/loss"])
+        early = state.early.update(train_state.params, scores, epoch, config.patience)
         new = NodeState(train_state, early, rng)
         metrics.update({"train/val_loss": val["val/loss"], "train/val_accuracy": val["val/accuracy"]})
         # A seed whose patience has run out keeps its state while the others go on.
-        return common.where(state.early.stopped, state, new), metrics
+        return early_stopping.where(state.early.stopped, state, new), metrics
 
     return init, epoch_step, evaluate, train_step
 

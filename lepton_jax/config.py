@@ -148,6 +148,10 @@ KEYS = {
     "data_dir": PATH,
     "dataset": TEXT,
     "eval_every_epochs": count(1),
+    # Early stopping (`lepton_jax/techniques/early_stopping.py`): the share of the training data held out for
+    # validation, and the evaluations without improvement before a seed stops (0: never; its best parameters kept).
+    "val_fraction": number(0, 1, high_open=True),
+    "patience": count(0),
     "checkpoint_every_epochs": count(1),
 }
 

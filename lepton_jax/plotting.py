@@ -72,3 +72,55 @@ def curves(
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     save(fig, path)
+
+
+def confusion_matrix(matrix, path: str, title: str = "", class_names=None) -> None:
+    """A (C, C) confusion matrix (rows: true class, columns: predicted) as a heatmap, each row normalised to the
+    share of that class's examples, with the raw counts written in the cells."""
+    plt = pyplot()
+    matrix = np.asarray(matrix)
+    num = matrix.shape[0]
+    names = list(class_names) if class_names is not None else [str(c) for c in range(num)]
+    shares = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    size = max(4.5, 0.5 * num + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=120)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    if num <= 20:
+        for i in range(num):
+            for j in range(num):
+                if matrix[i, j]:
+                    dark = shares[i, j] > 0.5
+                    ax.text(
+                        j,
+                        i,
+                        str(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if dark else "black",
+                    )
+    ax.set_xticks(range(num), names)
+    ax.set_yticks(range(num), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    save(fig, path)
+
+
+def labelled_images(images, captions, path: str, title: str = "", per_row: int = 8) -> None:
+    """(N, H, W, 1) images in [0, 1], each with its caption below, `per_row` to a row."""
+    plt = pyplot()
+    images = np.clip(np.asarray(images, np.float32), 0, 1)
+    n = len(images)
+    rows = max(1, -(-n // per_row))
+    fig, axes = plt.subplots(rows, per_row, figsize=(1.2 * per_row, 1.35 * rows + 0.5), dpi=110, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(images[k][..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(captions[k], fontsize=8)
+    if not n:
+        axes[0, 0].text(0, 0.5, "none", fontsize=10)
+    fig.suptitle(title, fontsize=9)
+    save(fig, path)

@@ -89,7 +89,8 @@ def train(argv: list[str]) -> None:
         summary = {
             k: v
             for k, v in results.items()
-            if (k.startswith(headline) and not k.endswith("_std")) or k.endswith("/eval/return_mean")
+            if (k.startswith(headline) and not k.endswith("_std") and "/recall/" not in k)  # per class: results.json
+            or k.endswith("/eval/return_mean")
         }
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
         print(f"results: {os.path.join(workdir, 'results.json')}")

@@ -14,12 +14,10 @@ KEYS = {
     "message_hidden": count(1),
     "normalize_features": FLAG,
     "weight_decay_on": one_of("all", "first_layer", "none"),
-    "patience": count(1),
     # link prediction
     "embedding_size": count(1),
     "loss": one_of("dense", "sampled"),
     "test_fraction": number(0, 1, low_open=True, high_open=True),
-    "val_fraction": number(0, 1, high_open=True),
     # graph classification
     "num_folds": count(1),
     "num_layers": count(1),

@@ -24,16 +24,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import linen as nn
+from flax import struct
 from flax.training.train_state import TrainState
 
-from lepton_jax import checkpoint, epochs, parallel, registry, seeds, supervised
+from lepton_jax import checkpoint, epochs, parallel, plotting, registry, seeds, supervised
 from lepton_jax import run as run_lib
 from lepton_jax.config import to_dict
 from lepton_jax.errors import UserError
 from lepton_jax.metrics import TrainingDiverged
-from lepton_jax.techniques import optim, precision
+from lepton_jax.techniques import early_stopping, optim, precision
 from lepton_jax.vision import data as image_data
 
 EVAL_CHUNK = 1000  # test images per forward pass in evaluation (bounds the activations' memory)
@@ -43,71 +45,192 @@ UNKEYED = ("data_dir",)
 
 
 class CNN(nn.Module):
-    """The classifier; `features` gives the penultimate activations (the FID feature space)."""
+    """The classifier; `features` gives the penultimate activations (the FID feature space).
+
+    Blocks of `convs_per_block` 3x3 convolutions (each Conv-[BatchNorm]-ReLU) then a 2x2 pool, one block per entry of
+    `conv_features`; then [dropout] Dense(hidden)-ReLU [dropout] Dense(classes). The defaults are the Flax MNIST
+    example's network; `train=True` uses dropout and the batch's own BatchNorm statistics.
+    """
 
     num_classes: int = 10
     conv_features: tuple[int, ...] = (32, 64)
     hidden: int = 256
+    convs_per_block: int = 1
+    batch_norm: bool = False
+    dropout: float = 0.0
+    pool: str = "avg"
 
     def setup(self):
-        self.convs = [nn.Conv(f, (3, 3), name=f"conv{i}") for i, f in enumerate(self.conv_features)]
+        def name(i, j):
+            return f"conv{i}" if self.convs_per_block == 1 else f"conv{i}_{j}"
+
+        blocks = [(i, j, f) for i, f in enumerate(self.conv_features) for j in range(self.convs_per_block)]
+        # With BatchNorm the convolution's bias is redundant (the norm's offset replaces it).
+        self.convs = [nn.Conv(f, (3, 3), use_bias=not self.batch_norm, name=name(i, j)) for i, j, f in blocks]
+        if self.batch_norm:
+            self.norms = [nn.BatchNorm(momentum=0.9, name=f"bn_{name(i, j)}") for i, j, _ in blocks]
         self.dense = nn.Dense(self.hidden, name="dense")
         self.head = nn.Dense(self.num_classes, name="head")
+        self.drop = nn.Dropout(self.dropout)
 
-    def features(self, x):
-        for conv in self.convs:
-            x = nn.avg_pool(nn.relu(conv(x)), (2, 2), strides=(2, 2))
-        return nn.relu(self.dense(x.reshape(x.shape[0], -1)))  # (B, hidden)
+    def features(self, x, train: bool = False):
+        pool = nn.avg_pool if self.pool == "avg" else nn.max_pool
+        for k, conv in enumerate(self.convs):
+            x = conv(x)
+            if self.batch_norm:
+                x = self.norms[k](x, use_running_average=not train)
+            x = nn.relu(x)
+            if (k + 1) % self.convs_per_block == 0:
+                x = pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        if self.dropout:
+            x = self.drop(x, deterministic=not train)
+        return nn.relu(self.dense(x))  # (B, hidden)
 
-    def __call__(self, x):
-        return self.head(self.features(x))
+    def __call__(self, x, train: bool = False):
+        x = self.features(x, train)
+        if self.dropout:
+            x = self.drop(x, deterministic=not train)
+        return self.head(x)
 
 
 class ClassifierState(TrainState):
+    """`params` holds the trained variables (`{"params": ...}`); `model_state` the others (`{"batch_stats": ...}` with
+    BatchNorm, else empty); `early` the early-stopping bookkeeping when a validation split is held out."""
+
     rng: jax.Array
+    model_state: Any = struct.field(default_factory=dict)
+    early: early_stopping.EarlyStopping | None = None
+
+    def variables(self):
+        """Everything `apply` needs: the parameters and the model's state."""
+        return {**self.params, **self.model_state}
 
 
 def make_model(config, num_classes: int = 10) -> CNN:
     """The CNN, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`)."""
-    return precision.module(CNN(num_classes, tuple(config.conv_features), config.hidden), config)
+    cnn = CNN(
+        num_classes,
+        tuple(config.conv_features),
+        config.hidden,
+        convs_per_block=config.get("convs_per_block", 1),
+        batch_norm=config.get("batch_norm", False),
+        dropout=config.get("dropout", 0.0),
+        pool=config.get("pool", "avg"),
+    )
+    return precision.module(cnn, config)
 
 
 def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1) -> Any:
     """`key -> ClassifierState` for one seed; the factory's optimiser (`lepton_jax/techniques/optim.py`; the
     classifier's default: Adam with a cosine decay to 0) over the run's steps."""
     tx = optim.make(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
+    early = config.get("val_fraction", 0.0) > 0
 
     def init(key):
         init_key, rng = jax.random.split(key)
-        params = model.init(init_key, jnp.zeros((1, *image_shape)))
-        return ClassifierState.create(apply_fn=model.apply, params=params, tx=tx, rng=rng)
+        variables = dict(model.init(init_key, jnp.zeros((1, *image_shape))))
+        params = {"params": variables.pop("params")}
+        state = ClassifierState.create(apply_fn=model.apply, params=params, tx=tx, rng=rng, model_state=variables)
+        if early:  # the kept variables: parameters and BatchNorm statistics together
+            state = state.replace(early=early_stopping.EarlyStopping.create(state.variables()))
+        return state
 
     return init
 
 
 def train_step(state: ClassifierState, batch, key):
-    """One Adam step on softmax cross-entropy; `batch` = (images (B,H,W,1), labels (B,))."""
-    del key
+    """One optimiser step on softmax cross-entropy; `batch` = (images (B,H,W,1), labels (B,)); `key` drives dropout."""
     images, labels = batch
+    mutable = list(state.model_state)  # BatchNorm's statistics are updated by the training pass
+    rngs = {} if key is None else {"dropout": key}
 
     def loss_fn(params):
-        logits = state.apply_fn(params, images)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
-
-    (loss, logits), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(state.params)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    return state.apply_gradients(grads=grads), {"train/loss": loss, "train/accuracy": accuracy}
-
-
-def make_evaluate(model: CNN):
-    """Jitted `(params with a seed axis, images, labels) -> {test/loss, test/accuracy}` per seed."""
-
-    def one_seed(params, images, labels):
-        logits = epochs.map_in_chunks(lambda x: model.apply(params, x), images, EVAL_CHUNK)
+        variables = {**params, **state.model_state}
+        if mutable:
+            logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs, mutable=mutable)
+        else:
+            logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs), {}
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return {"test/loss": loss, "test/accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+        return loss, (logits, updates)
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
+    (loss, (logits, updates)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(state.params)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    state = state.apply_gradients(grads=grads).replace(model_state={**state.model_state, **updates})
+    return state, {"train/loss": loss, "train/accuracy": accuracy}
+
+
+def make_predict(model: CNN):
+    """Jitted `(variables with a seed axis, images) -> logits (seeds, N, classes)`, in chunks of `EVAL_CHUNK`."""
+
+    def one_seed(variables, images):
+        return epochs.map_in_chunks(lambda x: model.apply(variables, x), images, EVAL_CHUNK)
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
+
+
+def make_evaluate(model: CNN, prefix: str = "test"):
+    """Jitted `(variables with a seed axis, images, labels) -> {<prefix>/loss, <prefix>/accuracy}` per seed."""
+    predict = make_predict(model)
+
+    def evaluate(variables, images, labels):
+        logits = predict(variables, images)
+        loss = jax.vmap(lambda lg: optax.softmax_cross_entropy_with_integer_labels(lg, labels).mean())(logits)
+        return {f"{prefix}/loss": loss, f"{prefix}/accuracy": jnp.mean(jnp.argmax(logits, -1) == labels, axis=-1)}
+
+    return jax.jit(evaluate)
+
+
+def class_report(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
+    """Per seed, from host arrays labels (N,) and predictions (seeds, N): accuracy, macro-F1, balanced accuracy,
+    per-class recall (`recall/<class>`) and the confusion matrices (`confusion`, (seeds, C, C), rows = true)."""
+    matrices = np.stack([_confusion(labels, p, num_classes) for p in predictions])
+    scores = [_scores(m) for m in matrices]
+    out = {name: np.array([s[name] for s in scores]) for name in ("accuracy", "macro_f1", "balanced_accuracy")}
+    recall = np.stack([s["recall"] for s in scores])  # (seeds, C)
+    out.update({f"recall/{c}": recall[:, c] for c in range(num_classes)})
+    return out | {"confusion": matrices}
+
+
+def _confusion(labels, predictions, num_classes):
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def _scores(matrix):
+    true_positives = np.diag(matrix).astype(np.float64)
+    support, predicted = matrix.sum(1), matrix.sum(0)
+    recall = np.where(support > 0, true_positives / np.maximum(support, 1), 0.0)
+    precision_ = np.where(predicted > 0, true_positives / np.maximum(predicted, 1), 0.0)
+    f1 = np.where(recall + precision_ > 0, 2 * recall * precision_ / np.maximum(recall + precision_, 1e-12), 0.0)
+    present = (support + predicted) > 0
+    return {
+        "accuracy": true_positives.sum() / max(matrix.sum(), 1),
+        "macro_f1": f1[present].mean(),
+        "balanced_accuracy": recall[support > 0].mean(),
+        "recall": recall,
+    }
+
+
+def report_plots(data: image_data.ImageData, images, labels, predictions, confusion, plots: str) -> None:
+    """`confusion_matrix.png` (summed over seeds) and `misclassified.png` (seed 0's first 32 errors)."""
+    plotting.confusion_matrix(confusion.sum(0), os.path.join(plots, "confusion_matrix.png"), f"{data.name} test set")
+    errors = np.flatnonzero(predictions[0] != labels)
+    wrong = errors[:32]
+    captions = [f"{labels[i]} → {predictions[0][i]}" for i in wrong]
+    title = f"misclassified {data.name} test images (true → predicted), seed 0: {len(wrong)} of {len(errors)}"
+    plotting.labelled_images(images[wrong], captions, os.path.join(plots, "misclassified.png"), title)
+
+
+def split_validation(data: image_data.ImageData, val_fraction: float):
+    """((train images, labels), (validation images, labels) or None): the last `val_fraction` of the training set
+    held out (`lepton_jax/techniques/early_stopping.py`)."""
+    held = early_stopping.holdout(len(data.train_images), val_fraction)
+    if not held:
+        return (data.train_images, data.train_labels), None
+    cut = len(data.train_images) - held
+    return (data.train_images[:cut], data.train_labels[:cut]), (data.train_images[cut:], data.train_labels[cut:])
 
 
 def run(config, workdir: str, data: image_data.ImageData | None = None):
@@ -115,20 +238,66 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
     data = data or image_data.load(config.dataset, config.data_dir)
     model = make_model(config, data.num_classes)
     mesh = parallel.make_mesh()
-    train = epochs.to_device((data.train_images, data.train_labels), mesh)
+    train_host, val_host = split_validation(data, config.get("val_fraction", 0.0))
+    train = epochs.to_device(train_host, mesh)
     test_images, test_labels = epochs.to_device((data.test_images, data.test_labels), mesh)
     epoch_fn = epochs.make_epoch(train_step, config.batch_size, mesh)
     evaluate = make_evaluate(model)
-    init_one = make_init(config, model, data.image_shape, len(data.train_images) // config.batch_size)
+    init_one = make_init(config, model, data.image_shape, len(train_host[0]) // config.batch_size)
+
+    if val_host is None:
+
+        def train_epoch(state, epoch):
+            return epoch_fn(state, train)
+
+        def kept(state):
+            return state.variables()
+
+    else:
+        val_images, val_labels = epochs.to_device(val_host, mesh)
+        evaluate_val = make_evaluate(model, "val")
+        patience = int(config.patience)
+
+        @jax.jit
+        def update_early(state, val_loss, epoch):
+            early = jax.vmap(lambda e, v, loss: e.update(v, (-loss,), epoch, patience))(
+                state.early, state.variables(), val_loss
+            )
+            return state.replace(early=early)
+
+        def train_epoch(state, epoch):
+            state, train_metrics = epoch_fn(state, train)
+            val = evaluate_val(state.variables(), val_images, val_labels)
+            return update_early(state, val["val/loss"], epoch), train_metrics | val
+
+        def kept(state):
+            return state.early.best_params
+
+    def final(state, last_eval):
+        variables = kept(state)
+        predictions = np.asarray(jnp.argmax(make_predict(model)(variables, test_images), -1))
+        report = class_report(data.test_labels, predictions, data.num_classes)
+        per_seed = {f"test/{k}": v for k, v in report.items() if k != "confusion"}
+        per_seed["test/loss"] = np.asarray(evaluate(variables, test_images, test_labels)["test/loss"])
+        results = run_lib.seed_summary(per_seed) | {"num_seeds": int(config.num_seeds)}
+        if state.early is not None:
+            results |= run_lib.seed_summary({"best_epoch": np.asarray(state.early.best_epoch) + 1})
+        if parallel.is_main_process():
+            plots = os.path.join(workdir, "plots")
+            report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots)
+        return results
+
     task = supervised.Task(
         init=epochs.init_seeds(init_one, config.num_seeds, mesh),
-        train_epoch=lambda state, epoch: epoch_fn(state, train),
-        evaluate=lambda state: evaluate(state.params, test_images, test_labels),
+        train_epoch=train_epoch,
+        evaluate=lambda state: evaluate(state.variables(), test_images, test_labels),
         num_epochs=config.num_epochs,
-        final=lambda state, last_eval: run_lib.seed_summary(last_eval) | {"num_seeds": int(config.num_seeds)},
-        params=lambda state: state.params,
-        plot_keys=("train/accuracy", "test/accuracy"),
+        done=(lambda state: early_stopping.all_stopped(state.early)) if val_host is not None else None,
+        final=final,
+        params=kept,
+        plot_keys=("train/accuracy", "test/accuracy") + (("val/accuracy",) if val_host is not None else ()),
         title=f"CNN classifier on {data.name}",
+        examples_per_epoch=(len(train_host[0]) // config.batch_size) * config.batch_size * int(config.num_seeds),
     )
     return supervised.fit(config, workdir, task, desc=f"classifier {data.name}")
 
@@ -266,7 +435,9 @@ def load_trained(workdir: str, image_shape, num_classes: int = 10) -> tuple[CNN,
     ckpt.close()
     if restored is None:
         raise UserError(f"classifier run in {workdir} has no checkpoint")
-    return model, seeds.tree_slice(restored[1].params, 0)
+    state = restored[1]
+    variables = state.early.best_params if state.early is not None else state.variables()
+    return model, seeds.tree_slice(variables, 0)
 
 
 def ensure_trained(

@@ -1,0 +1,123 @@
+"""The image classifier as a task: BatchNorm/dropout, early stopping with the best parameters kept, the per-class
+report (against scikit-learn), its plots, and resume == uninterrupted."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, recall_score
+
+from lepton_jax.techniques import early_stopping
+from lepton_jax.vision import classifier
+from lepton_jax.vision import data as image_data
+from lepton_jax.vision.configs import classifier as classifier_config
+
+
+def test_early_stopping_keeps_the_best_and_stops_after_patience():
+    early = early_stopping.EarlyStopping.create({"w": jnp.zeros(())})
+    scores = [0.5, 0.7, 0.6, 0.7, 0.65, 0.9]  # higher is better; a tie (epoch 3) counts as an improvement
+    for epoch, score in enumerate(scores):
+        early = early.update({"w": jnp.float32(epoch)}, (score,), epoch, patience=2)
+        if epoch == 3:
+            assert float(early.best_params["w"]) == 3.0 and int(early.bad_epochs) == 0
+    # epoch 4 is worse (one bad evaluation), epoch 5 improves again: patience 2 was never used up
+    assert not bool(early.stopped) and float(early.best_params["w"]) == 5.0 and int(early.best_epoch) == 5
+    for epoch in (6, 7):
+        early = early.update({"w": jnp.float32(epoch)}, (0.1,), epoch, patience=2)
+    assert bool(early.stopped) and int(early.bad_epochs) == 2
+    frozen = early.update({"w": jnp.float32(8)}, (1.0,), 8, patience=2)  # after stopping nothing changes
+    assert float(frozen.best_params["w"]) == 5.0 and int(frozen.best_epoch) == 5 and bool(frozen.stopped)
+
+
+def test_two_scores_improve_on_either_and_keep_on_both():
+    """The GAT rule: (accuracy, -loss); an epoch better in one only resets patience but keeps the old params."""
+    early = early_stopping.EarlyStopping.create({"w": jnp.zeros(())}, num_scores=2)
+    early = early.update({"w": jnp.float32(1)}, (0.8, -1.0), 0, patience=5)
+    early = early.update({"w": jnp.float32(2)}, (0.9, -1.5), 1, patience=5)  # accuracy up, loss worse
+    assert int(early.bad_epochs) == 0 and float(early.best_params["w"]) == 1.0
+    early = early.update({"w": jnp.float32(3)}, (0.9, -0.9), 2, patience=5)  # both at least their best
+    assert float(early.best_params["w"]) == 3.0 and int(early.best_epoch) == 2
+    assert not bool(early.update({"w": jnp.float32(4)}, (0.0, -9.0), 3, patience=0).stopped)  # 0: never stops
+
+
+def _config(**overrides):
+    c = classifier_config.get_config("digits,strong,smoke")
+    c.conv_features, c.hidden, c.num_seeds, c.num_epochs = (8, 16), 32, 2, 6
+    c.val_fraction, c.patience, c.checkpoint_every_epochs = 0.2, 2, 1
+    c.update(overrides)
+    return c
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return image_data.load("digits")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, digits):
+    workdir = str(tmp_path_factory.mktemp("classifier"))
+    state, results = classifier.run(_config(), workdir, digits)
+    return workdir, state, results
+
+
+def test_batch_norm_statistics_are_trained_and_dropout_is_on_only_in_training(finished):
+    _, state, _ = finished
+    stats = state.model_state["batch_stats"]
+    assert set(stats) == {"bn_conv0_0", "bn_conv0_1", "bn_conv1_0", "bn_conv1_1"}
+    assert not np.allclose(stats["bn_conv0_0"]["mean"], 0)  # moved from their initial values
+    assert "bias" not in state.params["params"]["conv0_0"]  # BatchNorm's offset replaces the bias
+    model = classifier.make_model(_config())
+    variables = jax.tree.map(lambda x: x[0], state.variables())
+    images = jnp.ones((4, 8, 8, 1)) * 0.5
+    eval_a, eval_b = model.apply(variables, images), model.apply(variables, images)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train = [
+        model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(k)}, mutable=["batch_stats"])[0]
+        for k in (0, 1)
+    ]
+    assert not np.allclose(train[0], train[1])
+
+
+def test_report_uses_the_kept_parameters_and_matches_scikit_learn(finished, digits):
+    workdir, state, results = finished
+    best = np.asarray(state.early.best_epoch) + 1
+    assert results["per_seed/best_epoch"] == best.tolist() and results["perf/epochs"] <= 6
+    model, variables = classifier.load_trained(workdir, digits.image_shape)  # seed 0's kept variables
+    predicted = np.asarray(jnp.argmax(model.apply(variables, digits.test_images), -1))
+    labels = digits.test_labels
+    assert results["per_seed/test/accuracy"][0] == pytest.approx(np.mean(predicted == labels), abs=1e-12)
+    assert results["per_seed/test/macro_f1"][0] == pytest.approx(f1_score(labels, predicted, average="macro"))
+    assert results["per_seed/test/balanced_accuracy"][0] == pytest.approx(balanced_accuracy_score(labels, predicted))
+    recall = recall_score(labels, predicted, average=None)
+    assert [results[f"per_seed/test/recall/{c}"][0] for c in range(10)] == pytest.approx(list(recall))
+    matrix = classifier.class_report(labels, predicted[None], 10)["confusion"][0]
+    np.testing.assert_array_equal(matrix, confusion_matrix(labels, predicted))
+    for name in ("learning_curve.png", "confusion_matrix.png", "misclassified.png"):
+        assert os.path.getsize(os.path.join(workdir, "plots", name)) > 1000
+
+
+def test_resume_equals_uninterrupted(tmp_path, finished, digits, interrupt_first_step):
+    """Interrupted after its first epoch and resumed: BatchNorm statistics, dropout keys and the early-stopping
+    bookkeeping all continue exactly (the same kept parameters, bit for bit)."""
+    from lepton_jax.interrupt import Interrupted
+
+    _, _, results = finished
+    with interrupt_first_step(), pytest.raises(Interrupted):
+        classifier.run(_config(), str(tmp_path), digits)
+    _, resumed = classifier.run(_config(), str(tmp_path), digits)
+    assert resumed["resumed_from_epoch"] == 1
+    assert resumed["params_sha256"] == results["params_sha256"]
+    assert resumed["per_seed/best_epoch"] == results["per_seed/best_epoch"]
+
+
+def test_patience_without_a_validation_split_is_one_line():
+    from lepton_jax.errors import UserError
+    from lepton_jax.vision.configs import CHECKS
+
+    c = classifier_config.get_config("digits")
+    c.patience = 3
+    with pytest.raises(UserError, match=r"config.patience=3 needs a validation split .*val_fraction > 0"):
+        for check in CHECKS:
+            check(c)
