@@ -12,44 +12,10 @@ import numpy as np
 from absl import logging
 
 from generative import evaluation
-from lepton_jax import parallel, plotting, run
+from lepton_jax import parallel, run
 from lepton_jax.vision import classifier
 from lepton_jax.vision import data as image_data
 from lepton_jax.vision.configs import classifier as classifier_config
-
-
-def save_grid(
-    images, path: str, nrow: int | None = None, title: str = "", row_labels=(), xlabel: str = "", ylabel: str = ""
-) -> None:
-    """Writes (N, H, W, 1) images in [0, 1] as a grayscale grid (`nrow` per row, default square) in a labelled figure.
-
-    Args:
-      title: the figure's title; `row_labels`: one label per row of images (e.g. "original", "reconstruction");
-      xlabel, ylabel: what the grid's axes mean (e.g. the latent coordinates of a manifold).
-    """
-    plt = plotting.pyplot()
-    images = np.clip(np.asarray(images, np.float32)[..., 0], 0, 1)
-    n, h, w = images.shape
-    nrow = nrow or int(np.ceil(np.sqrt(n)))
-    rows = -(-n // nrow)
-    canvas = np.ones((rows * (h + 1) + 1, nrow * (w + 1) + 1), np.float32)  # 1-pixel white borders
-    for i, image in enumerate(images):
-        r, c = divmod(i, nrow)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = image
-    width = max(6.0, 0.45 * nrow)  # inches: at least 6, and about 0.45 per image
-    fig, ax = plt.subplots(figsize=(width, width * canvas.shape[0] / canvas.shape[1] + 0.8), dpi=110)
-    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([1 + r * (h + 1) + h / 2 for r in range(len(row_labels))], list(row_labels))
-    ax.tick_params(length=0)
-    ax.set_xlabel(xlabel)
-    if ylabel:
-        ax.set_ylabel(ylabel)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ax.set_title(title, fontsize=10)
-    plotting.save(fig, path)
-
 
 CLASSIFIER_FLAG = "--config.classifier_workdir"
 SMOKE_FLAG = "--config.smoke_classifier"

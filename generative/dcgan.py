@@ -17,7 +17,8 @@ discriminator, with the same fake batch (its gradient pulled back through the st
 
 Generator and discriminator (params, BatchNorm statistics, optimiser states) and the rng live in one `GANState`;
 all seeds train at once (`vmap`, seed axis first). A grid of samples from fixed noise is saved every
-`sample_every_epochs` epochs and at the end, so progress is visible.
+`sample_every_epochs` epochs and at the end, so progress is visible; with the `augment_*` keys on, the discriminator
+sees augmented real images (`lepton_jax/techniques/augment.py`), and `plots/augment.png` shows some.
 """
 
 from typing import Any
@@ -30,9 +31,9 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from generative import common
-from lepton_jax import epochs, parallel, registry, supervised
+from lepton_jax import epochs, parallel, plotting, registry, supervised
 from lepton_jax import run as run_lib
-from lepton_jax.techniques import optim, precision
+from lepton_jax.techniques import augment, optim, precision
 from lepton_jax.vision import data as image_data
 
 _INIT = nn.initializers.normal(0.02)
@@ -222,10 +223,15 @@ def generator_loss(fake_logits):
 
 
 def make_train_step(config):
-    """`train_step(state, images in [0, 1], key) -> (state, metrics)`: one discriminator and one generator step."""
+    """`train_step(state, images in [0, 1], key) -> (state, metrics)`: one discriminator and one generator step.
+
+    With `augment_*` keys on (`lepton_jax/techniques/augment.py`), the discriminator sees augmented real images."""
+    augment_fn = augment.make(config)
 
     def train_step(state: GANState, images, key):
         g, d = state.generator, state.discriminator
+        if augment_fn is not None:  # a stream of the key apart from the noise's, so z is the same with or without
+            images = augment_fn(jax.random.fold_in(key, 1), images)
         real = images * 2.0 - 1.0
         z = jax.random.normal(key, (images.shape[0], config.latent_dim))
 
@@ -312,7 +318,7 @@ def run(config, workdir: str):
     common.check_classifier_workdir(config)
     data = image_data.load(config.dataset, config.data_dir)
     generator, discriminator = make_models(config, data.image_shape)
-    mesh = parallel.make_mesh()
+    mesh = parallel.mesh_from_config(config)
     train_images = epochs.to_device(data.train_images, mesh)
     epoch_fn = epochs.make_epoch(make_train_step(config), config.batch_size, mesh, seed_loop=config.seed_loop)
     sample = make_sample(generator)
@@ -320,13 +326,15 @@ def run(config, workdir: str):
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)
     evaluator, extra = common.make_evaluator(config, data) if config.fid_samples else (None, {})
     plots = common.plots_dir(workdir)
+    if plots and augment.make(config) is not None:
+        augment.sample_grid(config, data.train_images[:8], jax.random.PRNGKey(config.seed), f"{plots}/augment.png")
 
     def train_epoch(state, epoch):
         state, metrics = epoch_fn(state, train_images)
         if plots and (epoch + 1) % config.sample_every_epochs == 0:
             grid = sample(state.generator, fixed_noise)[0]
             title = f"DCGAN on {config.dataset}: fixed noise after epoch {epoch + 1} (seed 0)"
-            common.save_grid(grid, f"{plots}/samples_epoch{epoch + 1:03d}.png", 10, title)
+            plotting.image_grid(grid, f"{plots}/samples_epoch{epoch + 1:03d}.png", 10, title)
         return state, metrics
 
     def evaluate(state):
@@ -347,7 +355,7 @@ def run(config, workdir: str):
             results.update(common.evaluate_seeds(evaluator, samples))
         if plots:
             title = f"DCGAN on {config.dataset}: 100 samples of the final generator (seed 0)"
-            common.save_grid(sample(state.generator, fixed_noise)[0], f"{plots}/samples.png", 10, title)
+            plotting.image_grid(sample(state.generator, fixed_noise)[0], f"{plots}/samples.png", 10, title)
         return results
 
     task = supervised.Task(

@@ -187,7 +187,7 @@ def run(config, workdir: str):
     common.check_classifier_workdir(config)
     data = image_data.load(config.dataset, config.data_dir)
     model = make_model(config, data.image_shape)
-    mesh = parallel.make_mesh()
+    mesh = parallel.mesh_from_config(config)
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)  # evaluation's own stream, never the training rng
     test_bits = jax.random.bernoulli(jax.random.PRNGKey(12345), data.test_images).astype(jnp.float32)  # fixed
     train_images = epochs.to_device(data.train_images, mesh)
@@ -303,10 +303,10 @@ def _pictures(config, model: VAE, params, data, test_bits, workdir: str) -> None
     logits, mean, _ = model.apply(params, x, jax.random.PRNGKey(0))
     pairs = np.concatenate([data.test_images[:16], jax.nn.sigmoid(logits)])
     title = f"VAE on {data.name}: 16 test images and their reconstructions (seed 0)"
-    common.save_grid(pairs, f"{out}/reconstructions.png", 16, title, row_labels=("original", "reconstruction"))
+    plotting.image_grid(pairs, f"{out}/reconstructions.png", 16, title, row_labels=("original", "reconstruction"))
     z = jax.random.normal(jax.random.PRNGKey(config.seed + 11), (100, model.latent_dim))
     title = f"VAE on {data.name}: 100 samples, z ~ N(0, I) (seed 0)"
-    common.save_grid(jax.nn.sigmoid(model.apply(params, z, method=VAE.decode)), f"{out}/samples.png", 10, title)
+    plotting.image_grid(jax.nn.sigmoid(model.apply(params, z, method=VAE.decode)), f"{out}/samples.png", 10, title)
     if model.latent_dim != 2:
         return
     from scipy.stats import norm
@@ -315,7 +315,7 @@ def _pictures(config, model: VAE, params, data, test_bits, workdir: str) -> None
     z = np.stack(np.meshgrid(grid, grid[::-1]), -1).reshape(-1, 2)  # row by row, top = large z_2
     decoded = jax.nn.sigmoid(model.apply(params, jnp.asarray(z), method=VAE.decode))
     axes = "at the N(0, 1) quantiles 0.05 ... 0.95"
-    common.save_grid(
+    plotting.image_grid(
         decoded,
         f"{out}/manifold.png",
         20,

@@ -9,10 +9,8 @@ the split) count nowhere.
 import jax.numpy as jnp
 import optax
 
-
-def masked_mean(values, mask):
-    mask = mask.astype(values.dtype)
-    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+from lepton_jax import metrics as core_metrics
+from lepton_jax.metrics import masked_mean
 
 
 def cross_entropy(logits, labels, mask):
@@ -28,25 +26,15 @@ def classification_metrics(logits, labels, mask) -> dict:
     """Accuracy and macro-averaged precision, recall and F1 over the entries where `mask` is set.
 
     As scikit-learn's macro averages: over the classes present in the labels or the predictions, with 0 for a
-    class whose precision or recall is 0/0.
+    class whose precision or recall is 0/0 (`lepton_jax.metrics.classification_scores`).
     """
-    num_classes = logits.shape[-1]
-    mask = mask.astype(jnp.float32)
-    predicted = jnp.argmax(logits, -1)
-    true_onehot = (labels[:, None] == jnp.arange(num_classes)) * mask[:, None]  # (N, C)
-    pred_onehot = (predicted[:, None] == jnp.arange(num_classes)) * mask[:, None]
-    true_positives = jnp.sum(true_onehot * pred_onehot, 0)
-    support, predicted_count = jnp.sum(true_onehot, 0), jnp.sum(pred_onehot, 0)
-    precision = jnp.where(predicted_count > 0, true_positives / jnp.maximum(predicted_count, 1), 0.0)
-    recall = jnp.where(support > 0, true_positives / jnp.maximum(support, 1), 0.0)
-    f1 = jnp.where(precision + recall > 0, 2 * precision * recall / jnp.maximum(precision + recall, 1e-12), 0.0)
-    present = ((support + predicted_count) > 0).astype(jnp.float32)
-    count = jnp.maximum(present.sum(), 1.0)
+    confusion = core_metrics.confusion_matrix(labels, jnp.argmax(logits, -1), logits.shape[-1], mask)
+    scores = core_metrics.classification_scores(confusion)
     return {
-        "accuracy": masked_mean((predicted == labels).astype(jnp.float32), mask),
-        "precision": jnp.sum(precision * present) / count,
-        "recall": jnp.sum(recall * present) / count,
-        "macro_f1": jnp.sum(f1 * present) / count,
+        "accuracy": accuracy(logits, labels, mask),
+        "precision": scores["precision"],
+        "recall": scores["recall"],
+        "macro_f1": scores["macro_f1"],
     }
 
 

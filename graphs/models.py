@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from graphs.jraph_compat import jraph
+from lepton_jax import parallel
 from lepton_jax.errors import UserError
 from lepton_jax.layers import MLP, activation
 
@@ -61,13 +62,15 @@ def dropout(rate: float, x, train: bool):
 
 
 class Linear(nn.Module):
-    """`x @ W` (no bias) for dense features or `SparseFeatures` `(N, F_in)` -> `(N, features)`."""
+    """`x @ W` (no bias) for dense features or `SparseFeatures` `(N, F_in)` -> `(N, features)`; `W` split over the
+    mesh's `model` axis as `split` says ("column", "row" or "": `lepton_jax.parallel.kernel_init`)."""
 
     features: int
+    split: str = ""
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", glorot, (x.shape[-1], self.features))
+        kernel = self.param("kernel", parallel.kernel_init(glorot, self.split), (x.shape[-1], self.features))
         if isinstance(x, SparseFeatures):
             return jax.ops.segment_sum(x.values[:, None] * kernel[x.cols], x.rows, x.shape[0])
         return x @ kernel
@@ -99,20 +102,21 @@ def gcn_coefficients(senders, receivers, num_nodes: int):
 
 
 class GCNConv(nn.Module):
-    """One graph convolution (Kipf & Welling 2017): `D^-1/2 (A + I) D^-1/2 X W + b`."""
+    """One graph convolution (Kipf & Welling 2017): `D^-1/2 (A + I) D^-1/2 X W + b`; `split` as `Linear`'s."""
 
     features: int
     use_bias: bool = True
+    split: str = ""
 
     @nn.compact
     def __call__(self, x, senders, receivers):
         num_nodes = x.shape[0]
-        h = Linear(self.features, name="linear")(x)  # transform first: F_out < F_in
+        h = Linear(self.features, self.split, name="linear")(x)  # transform first: F_out < F_in
         edge_coef, self_coef = gcn_coefficients(senders, receivers, num_nodes)
         edge_coef, self_coef = edge_coef.astype(h.dtype), self_coef.astype(h.dtype)  # h's type (bf16 in bf16 runs)
         out = jax.ops.segment_sum(h[senders] * edge_coef[:, None], receivers, num_nodes) + h * self_coef[:, None]
         if self.use_bias:
-            out = out + self.param("bias", nn.initializers.zeros, (self.features,))
+            out = out + self.param("bias", parallel.bias_init(nn.initializers.zeros, self.split), (self.features,))
         return out
 
 
@@ -120,22 +124,34 @@ class GCN(nn.Module):
     """GCN: `[dropout, GCNConv, activation] * len(hidden_sizes)`, then dropout and a GCNConv to `num_outputs`.
 
     The last hidden representation is sown as `intermediates/embedding` (e.g. the 2-D karate-club embedding).
+    `tensor_parallel` splits the weights over the mesh's `model` axis in Megatron pairs: convolution 0 column-split,
+    1 row-split, 2 column-split, ...; an unpaired last convolution is whole. The parameters then come boxed from
+    `init` (`nn.unbox` them; `lepton_jax.parallel.state_shardings` reads the splits).
     """
 
     hidden_sizes: Sequence[int]
     num_outputs: int
     dropout: float = 0.5
     activation: str = "relu"
+    tensor_parallel: bool = False
+
+    def split(self, layer: int) -> str:
+        """How convolution `layer` is split over `model`: "column", "row" or "" (see the class docstring)."""
+        if not self.tensor_parallel or (layer % 2 == 0 and layer == len(self.hidden_sizes)):
+            return ""  # off, or an unpaired last convolution
+        return "row" if layer % 2 else "column"
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple, train: bool = False):
         x = graph.nodes
         for i, size in enumerate(self.hidden_sizes):
             x = dropout(self.dropout, x, train)
-            x = activation(self.activation)(GCNConv(size, name=f"conv_{i}")(x, graph.senders, graph.receivers))
+            conv = GCNConv(size, split=self.split(i), name=f"conv_{i}")
+            x = activation(self.activation)(conv(x, graph.senders, graph.receivers))
         self.sow("intermediates", "embedding", x)
         x = dropout(self.dropout, x, train)
-        return GCNConv(self.num_outputs, name=f"conv_{len(self.hidden_sizes)}")(x, graph.senders, graph.receivers)
+        last = len(self.hidden_sizes)
+        return GCNConv(self.num_outputs, split=self.split(last), name=f"conv_{last}")(x, graph.senders, graph.receivers)
 
 
 class GATConv(nn.Module):
@@ -288,9 +304,9 @@ def inner_product_scores(embeddings, pairs):
 
 
 def make_node_model(config, num_outputs: int) -> nn.Module:
-    """The per-node model named by `config.model` ("gcn", "gat" or "mpnn")."""
+    """The per-node model named by `config.model` ("gcn", "gat" or "mpnn"); GCN's weights tensor-parallel (boxed)."""
     if config.model == "gcn":
-        return GCN(tuple(config.hidden_sizes), num_outputs, config.dropout, config.activation)
+        return GCN(tuple(config.hidden_sizes), num_outputs, config.dropout, config.activation, tensor_parallel=True)
     if config.model == "gat":
         return GAT(
             tuple(config.hidden_sizes),

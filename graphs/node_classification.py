@@ -2,6 +2,10 @@
 
 One jitted, seed-vmapped `epoch_step` trains on the labelled nodes, evaluates the updated parameters on the
 validation nodes and updates early stopping; test metrics are taken with the parameters early stopping kept.
+
+The state lives on the mesh `config.mesh` names (`lepton_jax/parallel.py`): GCN's weights split over `model` in
+tensor-parallel pairs, everything else (and the graph) replicated; full-batch training has no batch to split over
+`data`, so data-parallel devices repeat the same work.
 """
 
 import os
@@ -16,7 +20,7 @@ from flax.training.train_state import TrainState
 from graphs import common, models
 from graphs import metrics as graph_metrics
 from graphs.data import NodeDataset, load_node_dataset
-from lepton_jax import parallel, plotting, registry, run, seeds, supervised
+from lepton_jax import epochs, parallel, plotting, registry, run, seeds, supervised
 from lepton_jax.config import require
 from lepton_jax.techniques import early_stopping, precision
 
@@ -45,12 +49,13 @@ def labels_of(dataset: NodeDataset) -> Labels:
 def make_steps(config, model: nn.Module):
     """The steps of one seed (vmap them over seeds): `init(key, graph) -> state`, `epoch_step(state, graph, labels,
     epoch) -> (state, metrics)`, `evaluate(params, graph, labels) -> metrics` and the bare
-    `train_step(train_state, graph, labels, key) -> (train_state, metrics)` (for tests)."""
+    `train_step(train_state, graph, labels, key) -> (train_state, metrics)` (for tests). The parameters are
+    unboxed: a tensor-parallel model's splits (`lepton_jax.parallel.state_shardings`) never reach the optimiser."""
     tx = common.make_optimizer(config, config.num_epochs)
 
     def init(key, graph):
         key, init_key = jax.random.split(key)
-        params = model.init({"params": init_key}, graph, train=False)
+        params = nn.unbox(model.init({"params": init_key}, graph, train=False))
         train_state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
         return NodeState(train_state, early_stopping.EarlyStopping.create(params, num_scores=2), key)
 
@@ -115,16 +120,26 @@ def karate_plot(model, params, graph, labels, path: str) -> None:
     plotting.save(fig, path)
 
 
-@registry.register("node_classification")
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains `config.model` on `config.dataset` for `config.num_seeds` seeds at once; writes `results.json`."""
+def make_task(config, workdir: str) -> supervised.Task:
+    """The run `train_and_evaluate` hands to `supervised.fit`: all seeds in one program, on `config.mesh`'s mesh."""
     dataset = load_node_dataset(config.dataset, config.data_dir)
+    mesh = parallel.mesh_from_config(config)
     graph = common.full_graph(dataset, config.normalize_features, sparse=config.model in ("gcn", "gat"))
-    labels = labels_of(dataset)
+    graph, labels = epochs.to_device((graph, labels_of(dataset)), mesh)
     model = precision.module(models.make_node_model(config, dataset.num_classes), config)
     init_one, epoch_one, evaluate_one, _ = make_steps(config, model)
-    init = jax.jit(lambda key: jax.vmap(init_one, (0, None))(common.seed_keys(key, config.num_seeds), graph))
-    epoch_step = jax.jit(seeds.over_seeds(epoch_one, (0, None, None, None), config.seed_loop), donate_argnums=0)
+
+    def init_seeds(key):
+        return jax.vmap(init_one, (0, None))(common.seed_keys(key, config.num_seeds), graph)
+
+    boxed = jax.eval_shape(lambda key: model.init({"params": key}, graph, train=False), jax.random.PRNGKey(0))
+    init, shardings = parallel.sharded_init(init_seeds, boxed, mesh)
+    # The step returns the state where init put it: no resharding between steps, one compile.
+    epoch_step = jax.jit(
+        seeds.over_seeds(epoch_one, (0, None, None, None), config.seed_loop),
+        out_shardings=(shardings, parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
     evaluate = jax.jit(seeds.over_seeds(evaluate_one, (0, None, None), config.seed_loop))
 
     def train_epoch(state, epoch):
@@ -140,7 +155,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             num_seeds=int(config.num_seeds), dataset=config.dataset, model=config.model
         )
 
-    task = supervised.Task(
+    return supervised.Task(
         init=init,
         train_epoch=train_epoch,
         evaluate=lambda state: evaluate(state.early.best_params, graph, labels),  # the kept parameters
@@ -151,4 +166,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         plot_keys=("train/loss", "train/val_loss", "train/val_accuracy"),
         title=f"{config.model} on {config.dataset}",
     )
+
+
+@registry.register("node_classification")
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config.model` on `config.dataset` for `config.num_seeds` seeds at once; writes `results.json`."""
+    task = make_task(config, workdir)
     return supervised.fit(config, workdir, task, desc=f"{config.model} {config.dataset}")[1]

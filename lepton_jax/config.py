@@ -116,6 +116,29 @@ DROPOUT = number(0, 1, high_open=True)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "linear", "cosine", "step")
 PRECISIONS = ("f32", "bf16", "f16")  # `lepton_jax/techniques/precision.py`
+MESH_AXES = ("data", "model")  # the device mesh's axes (`lepton_jax/parallel.py`)
+
+
+def mesh_axes(text: str) -> dict[str, int] | None:
+    """`config.mesh` read: `"data:2,model:2"` -> `{"data": 2, "model": 2}`, `""` -> `{}` (an axis left out is
+    absent); None when it is not comma-separated `axis:size` pairs of distinct `MESH_AXES` with sizes >= 1."""
+    sizes = {}
+    for part in text.split(",") if text.strip() else ():
+        name, colon, size = (s.strip() for s in part.partition(":"))
+        if not colon or name not in MESH_AXES or name in sizes or not size.isdecimal() or int(size) < 1:
+            return None
+        sizes[name] = int(size)
+    return sizes
+
+
+MESH = Key(
+    "str",
+    "axis:size pairs such as 'data:2,model:2' (axes data and model, sizes >= 1; model left out: 1; data left out: "
+    "the devices the model axis leaves; empty: every device on data)",
+    lambda v: mesh_axes(v) is not None,
+)
+CLASS_WEIGHTINGS = ("none", "inverse", "sqrt_inverse", "effective")  # `lepton_jax/techniques/imbalance.py`
+IMBALANCES = ("none", "step", "linear")
 
 # The keys every trainer may have: the run's identity, seeds, the checkpoint cadence, the optimiser and the common
 # network settings. An area declares its own keys in its table (never one of these again).
@@ -138,6 +161,7 @@ KEYS = {
     "max_grad_norm": NON_NEGATIVE,  # 0: no clipping
     "accumulate": count(1),
     "precision": one_of(*PRECISIONS),
+    "mesh": MESH,
     "batch_size": count(1),
     "num_epochs": count(1),
     "hidden_sizes": sizes(),
@@ -152,15 +176,33 @@ KEYS = {
     # validation, and the evaluations without improvement before a seed stops (0: never; its best parameters kept).
     "val_fraction": number(0, 1, high_open=True),
     "patience": count(0),
+    # Transfer learning (`lepton_jax/techniques/transfer.py`): the run whose parameters start this one, the modules
+    # not copied (trained from scratch), and whether the copied ones stay frozen.
+    "init_from": PATH,
+    "transfer_exclude": TEXT,
+    "freeze_trunk": FLAG,
     "checkpoint_every_epochs": count(1),
+    # On-device data augmentation of image batches (`lepton_jax/techniques/augment.py`); 0 / False is off.
+    "augment_crop": count(0),  # zero-pad this many pixels, then crop back at a random offset
+    "augment_flip": FLAG,  # mirror left-right with probability 1/2
+    "augment_rotate": number(0, 180),  # the largest angle, in degrees
+    "augment_scale": number(0, 1, high_open=True),  # zoom by a factor in [1 - scale, 1 + scale]
+    "augment_shift": NON_NEGATIVE,  # the largest sub-pixel move on each axis, in pixels
+    # Class imbalance (`lepton_jax/techniques/imbalance.py`), for trainers that classify; "none" / 0 / False is off.
+    "class_weighting": one_of(*CLASS_WEIGHTINGS),  # weight each example's loss by its class's weight
+    "effective_number_beta": number(0, 1, high_open=True),  # Cui et al.'s beta, for class_weighting=effective
+    "focal_gamma": NON_NEGATIVE,  # focal loss (Lin et al.): -(1 - p_y)^gamma log p_y
+    "balanced_sampling": FLAG,  # draw each batch with every class equally likely
+    "imbalance": one_of(*IMBALANCES),  # make the training set imbalanced (Buda et al.), to study the above
+    "imbalance_ratio": number(1),  # the largest class count over the smallest
 }
 
 
 def training_keys(config: ml_collections.ConfigDict, **defaults) -> ml_collections.ConfigDict:
-    """Puts the toolbox's keys (`lepton_jax/techniques/`) in `config`, so that each can be set by a flag: the
-    optimiser's (`optim.py`; Adam at 1e-3, a constant rate, no clipping, weight decay, warm-up or accumulation) and
-    the precision (`precision.py`; f32), except the trainer's own `defaults`; keys the config already holds are
-    kept."""
+    """Puts the keys every trainer honours in `config`, so that each can be set by a flag: the optimiser's
+    (`lepton_jax/techniques/optim.py`; Adam at 1e-3, a constant rate, no clipping, weight decay, warm-up or
+    accumulation) and the precision (`precision.py`; f32), except the trainer's own `defaults`; keys the config
+    already holds are kept."""
     values = {
         "optimizer": "adam",
         "lr": 1e-3,
@@ -180,6 +222,48 @@ def training_keys(config: ml_collections.ConfigDict, **defaults) -> ml_collectio
     for name, value in values.items():
         if name not in config:
             config[name] = value
+    return config
+
+
+# The keys of the toolbox's techniques that only some trainers honour, each off by default (`lepton_jax/techniques/`).
+# A trainer puts the groups it honours in its config (`technique_keys`); any other trainer refuses the keys at launch.
+TECHNIQUES = {
+    "mesh": {"mesh": ""},  # the device mesh (`lepton_jax/parallel.py`; "": every device on data)
+    "early_stopping": {"val_fraction": 0.0, "patience": 0},
+    "augment": {
+        "augment_crop": 0,
+        "augment_flip": False,
+        "augment_rotate": 0.0,
+        "augment_scale": 0.0,
+        "augment_shift": 0.0,
+    },
+    "imbalance": {
+        "class_weighting": "none",
+        "effective_number_beta": 0.999,
+        "focal_gamma": 0.0,
+        "balanced_sampling": False,
+        "imbalance": "none",
+        "imbalance_ratio": 10.0,
+    },
+    "transfer": {"init_from": None, "transfer_exclude": "head", "freeze_trunk": False},
+}
+
+
+def technique_settings(config, group: str) -> dict:
+    """The keys of the `TECHNIQUES` `group` in `config` (one missing, as in a config saved before it existed: off),
+    each checked against its declaration in `KEYS` (a bad value is one `UserError` line)."""
+    values = {name: config.get(name, off) for name, off in TECHNIQUES[group].items()}
+    for name, value in values.items():
+        check(name, value, KEYS[name])
+    return values
+
+
+def technique_keys(config: ml_collections.ConfigDict, *groups: str) -> ml_collections.ConfigDict:
+    """Puts the keys of the `TECHNIQUES` `groups` the trainer honours in `config` (off); keys it holds are kept."""
+    for group in groups:
+        for name, value in TECHNIQUES[group].items():
+            if name not in config:
+                config[name] = ml_collections.config_dict.placeholder(str) if value is None else value
     return config
 
 

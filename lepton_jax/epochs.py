@@ -29,12 +29,17 @@ def epoch_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     return jax.random.permutation(key, num_examples)[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 
+# `sampler(key, data, num_batches, batch_size) -> (num_batches, batch_size)` int32 example indices of one epoch.
+Sampler = Callable[[jax.Array, Any, int, int], jax.Array]
+
+
 def make_epoch(
     step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]],
     batch_size: int,
     mesh,
     vmap_seeds: bool = True,
     seed_loop: str = "vmap",
+    sampler: Sampler | None = None,
 ) -> Callable[[Any, Any], tuple[Any, dict]]:
     """One epoch over a device-resident dataset: `epoch(state, data) -> (state, metrics)`.
 
@@ -52,6 +57,8 @@ def make_epoch(
       seed_loop: how the seeds share a step, a `lepton_jax.seeds` mode: "vmap" (one batched program), "unroll"
         (one copy of the step per seed in the same jitted program: XLA:CPU runs vmapped convolutions, which become
         grouped ones, ~2.5x slower than one per seed), "map", or "auto" (unroll on CPU, vmap elsewhere).
+      sampler: draws each epoch's batches instead of the permutation (`epoch_batches`), as many as the permutation
+        gives, from the seed's key and the data (class-balanced draws: `lepton_jax.techniques.imbalance.sampler`).
 
     Returns:
       The epoch function. `state.rng` drives the shuffle and each step's key; metrics are the epoch means, shape
@@ -64,9 +71,11 @@ def make_epoch(
     else:
         over_seeds = functools.partial(seeds.over_seeds, mode=seed_loop)
 
-    def shuffle_one(state, num_examples):
+    def shuffle_one(state, data, num_examples):
         rng, perm_key = jax.random.split(state.rng)
-        return state.replace(rng=rng), epoch_batches(perm_key, num_examples, batch_size)
+        if sampler is None:
+            return state.replace(rng=rng), epoch_batches(perm_key, num_examples, batch_size)
+        return state.replace(rng=rng), sampler(perm_key, data, num_examples // batch_size, batch_size)
 
     def step_one(state, data, batches, i):
         rng, key = jax.random.split(state.rng)
@@ -74,7 +83,7 @@ def make_epoch(
         batch = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a[index], batch_sharding), data)
         return step_fn(state.replace(rng=rng), batch, key)
 
-    shuffle = jax.jit(over_seeds(shuffle_one, (0, None)), static_argnums=1, donate_argnums=0)
+    shuffle = jax.jit(over_seeds(shuffle_one, (0, None, None)), static_argnums=2, donate_argnums=0)
     step = jax.jit(over_seeds(step_one, (0, None, 0, None)), donate_argnums=0)
     add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b), donate_argnums=0)
 
@@ -83,7 +92,7 @@ def make_epoch(
         if num_examples < batch_size:
             raise UserError(f"config.batch_size ({batch_size}) is larger than the training set ({num_examples})")
         num_batches = num_examples // batch_size
-        state, batches = shuffle(state, num_examples)
+        state, batches = shuffle(state, data, num_examples)
         sums = None
         for i in range(num_batches):
             state, metrics = step(state, data, batches, np.int32(i))

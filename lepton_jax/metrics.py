@@ -1,4 +1,5 @@
-"""One metrics writer (JSONL + TensorBoard), a console progress bar, the NaN guard, and strict JSON.
+"""One metrics writer (JSONL + TensorBoard), a console progress bar, the NaN guard, strict JSON, and the
+classification metrics every trainer that classifies reports (in jnp: they jit, vmap over seeds and take a mask).
 
 Only process 0 writes. Names are prefixed: `train/...`, `eval/...`, `perf/...`. Every record carries `step` (the
 x axis, e.g. env steps per seed) so a resumed run can drop records past its checkpoint and continue the same file.
@@ -13,6 +14,7 @@ import math
 import os
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 
 from lepton_jax import parallel
@@ -154,3 +156,78 @@ class ProgressBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+# Classification metrics. Each takes a `mask` (or weight) of the labels' shape: entries with mask 0 (padding, examples
+# outside the split) count nowhere. They match scikit-learn (`confusion_matrix`, `balanced_accuracy_score`,
+# `precision/recall/f1_score` with `zero_division=0`), classes missing from the labels or the predictions included.
+
+
+def masked_mean(values, mask):
+    """The mean of `values` over the entries where `mask` is set (0 when none is)."""
+    mask = mask.astype(values.dtype)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def confusion_matrix(labels, predictions, num_classes: int, mask=None):
+    """(K, K) float32 counts, rows the true class and columns the predicted one (scikit-learn's layout).
+
+    Args:
+      labels: (N,) ints in [0, num_classes) (a padding entry may hold anything in range, with mask 0).
+      predictions: (N,) ints in [0, num_classes), e.g. `argmax(logits, -1)`.
+      num_classes: K (static).
+      mask: (N,) 0/1 or weights; None counts every entry.
+    """
+    weights = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
+    # A scatter-add of whole counts is exact in float32 (below 2^24 entries) whatever the order of the additions.
+    cells = labels * num_classes + predictions  # (N,) flat index of each entry's cell
+    counts = jnp.zeros(num_classes * num_classes, jnp.float32).at[cells].add(weights)
+    return counts.reshape(num_classes, num_classes)
+
+
+def per_class_scores(confusion) -> dict:
+    """(K,) precision, recall and F1 of each class from a confusion matrix, and its `support` (true count) and
+    `predicted` count; a score whose denominator is 0 is 0 (scikit-learn's `zero_division=0`)."""
+    true_positives = jnp.diagonal(confusion)
+    support, predicted = jnp.sum(confusion, 1), jnp.sum(confusion, 0)
+    precision = jnp.where(predicted > 0, true_positives / jnp.maximum(predicted, 1), 0.0)
+    recall = jnp.where(support > 0, true_positives / jnp.maximum(support, 1), 0.0)
+    f1 = jnp.where(precision + recall > 0, 2 * precision * recall / jnp.maximum(precision + recall, 1e-12), 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support, "predicted": predicted}
+
+
+def classification_scores(confusion) -> dict:
+    """Accuracy, balanced accuracy and the macro-averaged precision, recall and F1 of a confusion matrix.
+
+    As scikit-learn: the macro averages are over the classes present in the labels or the predictions; the balanced
+    accuracy (the mean recall per class, Brodersen et al. 2010) over the classes present in the labels.
+    """
+    scores = per_class_scores(confusion)
+    present = ((scores["support"] + scores["predicted"]) > 0).astype(jnp.float32)  # (K,)
+    labelled = (scores["support"] > 0).astype(jnp.float32)
+
+    def mean_over(values, classes):
+        return jnp.sum(values * classes) / jnp.maximum(jnp.sum(classes), 1.0)
+
+    return {
+        "accuracy": jnp.trace(confusion) / jnp.maximum(jnp.sum(confusion), 1.0),
+        "balanced_accuracy": mean_over(scores["recall"], labelled),
+        "precision": mean_over(scores["precision"], present),
+        "recall": mean_over(scores["recall"], present),
+        "macro_f1": mean_over(scores["f1"], present),
+    }
+
+
+def balanced_accuracy(labels, predictions, num_classes: int, mask=None):
+    """The mean recall over the classes present in `labels` (args as `confusion_matrix`)."""
+    return classification_scores(confusion_matrix(labels, predictions, num_classes, mask))["balanced_accuracy"]
+
+
+def macro_f1(labels, predictions, num_classes: int, mask=None):
+    """The F1 score averaged over the classes present in `labels` or `predictions` (args as `confusion_matrix`)."""
+    return classification_scores(confusion_matrix(labels, predictions, num_classes, mask))["macro_f1"]
+
+
+def per_class_recall(labels, predictions, num_classes: int, mask=None):
+    """(K,) the share of each class's examples predicted as that class (0 for a class with none)."""
+    return per_class_scores(confusion_matrix(labels, predictions, num_classes, mask))["recall"]

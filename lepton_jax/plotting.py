@@ -1,6 +1,6 @@
-"""PNG plots of a run, drawn from its `metrics.jsonl` (so a resumed run's plot shows the whole run), and the two
-helpers every plotting function uses: `pyplot()` (matplotlib with the file-only Agg backend, imported lazily so that
-training never pulls in a GUI toolkit) and `save(fig, path)`."""
+"""PNG plots of a run, drawn from its `metrics.jsonl` (so a resumed run's plot shows the whole run), grids of images
+(`image_grid`), and the two helpers every plotting function uses: `pyplot()` (matplotlib with the file-only Agg
+backend, imported lazily so that training never pulls in a GUI toolkit) and `save(fig, path)`."""
 
 import os
 
@@ -71,6 +71,43 @@ def curves(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
+    save(fig, path)
+
+
+def image_grid(
+    images, path: str, nrow: int | None = None, title: str = "", row_labels=(), xlabel: str = "", ylabel: str = ""
+) -> None:
+    """Writes (N, H, W, C) images in [0, 1] (C 1: grayscale, 3: RGB) as a grid (`nrow` per row, default square) in
+    a labelled figure.
+
+    Args:
+      title: the figure's title; `row_labels`: one label per row of images (e.g. "original", "reconstruction");
+      xlabel, ylabel: what the grid's axes mean (e.g. the latent coordinates of a manifold).
+    """
+    plt = pyplot()
+    images = np.clip(np.asarray(images, np.float32), 0, 1)
+    n, h, w, channels = images.shape
+    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    rows = -(-n // nrow)
+    canvas = np.ones((rows * (h + 1) + 1, nrow * (w + 1) + 1, channels), np.float32)  # 1-pixel white borders
+    for i, image in enumerate(images):
+        r, c = divmod(i, nrow)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = image
+    width = max(6.0, 0.45 * nrow)  # inches: at least 6, and about 0.45 per image
+    fig, ax = plt.subplots(figsize=(width, width * canvas.shape[0] / canvas.shape[1] + 0.8), dpi=110)
+    gray = channels == 1
+    ax.imshow(
+        canvas[..., 0] if gray else canvas, cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest"
+    )
+    ax.set_xticks([])
+    ax.set_yticks([1 + r * (h + 1) + h / 2 for r in range(len(row_labels))], list(row_labels))
+    ax.tick_params(length=0)
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(title, fontsize=10)
     save(fig, path)
 
 

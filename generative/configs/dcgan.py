@@ -14,6 +14,7 @@ convolutions: see `perf/epoch_seconds` in results.json and size `num_epochs` / `
 import ml_collections
 
 from generative.configs import common
+from lepton_jax import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -42,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 1
     c.keep_checkpoints = 2
 
+    config_lib.technique_keys(c, "augment")  # of the real images the discriminator sees (off)
     if dataset == "digits":  # 1500 training images of 8x8
         c.batch_size = 50
         c.num_epochs = 40

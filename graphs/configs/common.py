@@ -23,7 +23,10 @@ def base(trainer: str, dataset: str) -> ml_collections.ConfigDict:
     c.eval_every_epochs = 10
     c.checkpoint_every_epochs = 50
     c.keep_checkpoints = 2
-    return config_lib.training_keys(c)  # Adam; each config sets its rate and weight decay
+    config_lib.training_keys(c)  # Adam; each config sets its rate and weight decay
+    if trainer == "node_classification":  # the trainer that runs on a (data, model) mesh (GCN tensor-parallel)
+        config_lib.technique_keys(c, "mesh")
+    return c
 
 
 def shrink(c: ml_collections.ConfigDict, **sizes) -> ml_collections.ConfigDict:

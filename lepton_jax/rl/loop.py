@@ -68,7 +68,7 @@ def restore_for_evaluation(config, workdir: str, make_agent):
     spec = envs.make_env(config.env_name)
     agent = make_agent(config, spec)
     keys, hparams = run_inputs(config, sweep.parse(config, agent.sweepable))
-    abstract, _ = abstract_state(agent, keys, parallel.make_mesh(), hparams)
+    abstract, _ = abstract_state(agent, keys, parallel.mesh_from_config(config), hparams)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     restored = ckpt.restore_latest(abstract)
     ckpt.close()
@@ -201,7 +201,7 @@ def run(config, workdir: str, make_agent, after_training=None):
     spec = envs.make_env(config.env_name)
     agent = make_agent(config, spec)
     runs = sweep.parse(config, agent.sweepable)
-    mesh = parallel.make_mesh()
+    mesh = parallel.mesh_from_config(config)
     parallel.check_divisible(config.num_envs, mesh, "config.num_envs")
     scaffold = run_lib.Run(config, workdir, unit="update")
 

@@ -14,6 +14,7 @@ results.json (an interrupted or failed run is never used as finished), and says 
 file or cannot be written, each in one line naming the caller's flag, before anything is trained.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -30,12 +31,12 @@ from flax import linen as nn
 from flax import struct
 from flax.training.train_state import TrainState
 
-from lepton_jax import checkpoint, epochs, parallel, plotting, registry, seeds, supervised
+from lepton_jax import checkpoint, epochs, metrics, parallel, plotting, registry, seeds, supervised
 from lepton_jax import run as run_lib
-from lepton_jax.config import to_dict
+from lepton_jax.config import require, to_dict
 from lepton_jax.errors import UserError
 from lepton_jax.metrics import TrainingDiverged
-from lepton_jax.techniques import early_stopping, optim, precision
+from lepton_jax.techniques import augment, early_stopping, imbalance, optim, precision, transfer
 from lepton_jax.vision import data as image_data
 
 EVAL_CHUNK = 1000  # test images per forward pass in evaluation (bounds the activations' memory)
@@ -59,6 +60,7 @@ class CNN(nn.Module):
     batch_norm: bool = False
     dropout: float = 0.0
     pool: str = "avg"
+    frozen_norms: bool = False  # BatchNorm in inference mode while training (a frozen transferred trunk)
 
     def setup(self):
         def name(i, j):
@@ -69,8 +71,10 @@ class CNN(nn.Module):
         self.convs = [nn.Conv(f, (3, 3), use_bias=not self.batch_norm, name=name(i, j)) for i, j, f in blocks]
         if self.batch_norm:
             self.norms = [nn.BatchNorm(momentum=0.9, name=f"bn_{name(i, j)}") for i, j, _ in blocks]
-        self.dense = nn.Dense(self.hidden, name="dense")
-        self.head = nn.Dense(self.num_classes, name="head")
+        # A tensor-parallel pair over the mesh's `model` axis (column- then row-split: one all-reduce); with a model
+        # axis of 1 (the default) these are plain `nn.Dense` layers.
+        self.dense = parallel.dense(self.hidden, "column", name="dense")
+        self.head = parallel.dense(self.num_classes, "row", name="head")
         self.drop = nn.Dropout(self.dropout)
 
     def features(self, x, train: bool = False):
@@ -78,7 +82,7 @@ class CNN(nn.Module):
         for k, conv in enumerate(self.convs):
             x = conv(x)
             if self.batch_norm:
-                x = self.norms[k](x, use_running_average=not train)
+                x = self.norms[k](x, use_running_average=not train or self.frozen_norms)
             x = nn.relu(x)
             if (k + 1) % self.convs_per_block == 0:
                 x = pool(x, (2, 2), strides=(2, 2))
@@ -117,6 +121,7 @@ def make_model(config, num_classes: int = 10) -> CNN:
         batch_norm=config.get("batch_norm", False),
         dropout=config.get("dropout", 0.0),
         pool=config.get("pool", "avg"),
+        frozen_norms=bool(config.get("init_from")) and config.get("freeze_trunk", False),
     )
     return precision.module(cnn, config)
 
@@ -126,10 +131,18 @@ def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1) -> Any:
     classifier's default: Adam with a cosine decay to 0) over the run's steps."""
     tx = optim.make(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
     early = config.get("val_fraction", 0.0) > 0
+    source = transfer.read_variables(config.init_from) if config.get("init_from") else None
+    if source is not None:  # checked here, not while `init` is traced: a mismatch is one line, not a JAX traceback
+        shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)))
+        transfer.transfer(nn.unbox(shapes), source, transfer.excluded(config))
+    if source is not None and config.get("freeze_trunk", False):
+        tx = transfer.freeze(tx, transfer.excluded(config))
 
     def init(key):
         init_key, rng = jax.random.split(key)
-        variables = dict(model.init(init_key, jnp.zeros((1, *image_shape))))
+        variables = dict(nn.unbox(model.init(init_key, jnp.zeros((1, *image_shape)))))
+        if source is not None:  # the other run's trunk (seed 0's), the excluded modules as initialised here
+            variables = transfer.transfer(variables, source, transfer.excluded(config))
         params = {"params": variables.pop("params")}
         state = ClassifierState.create(apply_fn=model.apply, params=params, tx=tx, rng=rng, model_state=variables)
         if early:  # the kept variables: parameters and BatchNorm statistics together
@@ -139,9 +152,13 @@ def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1) -> Any:
     return init
 
 
-def train_step(state: ClassifierState, batch, key):
-    """One optimiser step on softmax cross-entropy; `batch` = (images (B,H,W,1), labels (B,)); `key` drives dropout."""
+def train_step(state: ClassifierState, batch, key, augment_fn=None, criterion=imbalance.cross_entropy):
+    """One optimiser step on `criterion` (softmax cross-entropy, or a class-weighted or focal loss:
+    `lepton_jax/techniques/imbalance.py`); `batch` = (images (B,H,W,1), labels (B,)); `key` drives dropout and, with
+    `augment_fn` (`lepton_jax/techniques/augment.py`), the batch's augmentation."""
     images, labels = batch
+    if augment_fn is not None:  # its own stream of the key: the dropout masks stay those of an unaugmented run
+        images = augment_fn(jax.random.fold_in(key, 1), images)
     mutable = list(state.model_state)  # BatchNorm's statistics are updated by the training pass
     rngs = {} if key is None else {"dropout": key}
 
@@ -151,8 +168,7 @@ def train_step(state: ClassifierState, batch, key):
             logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs, mutable=mutable)
         else:
             logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs), {}
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, (logits, updates)
+        return criterion(logits, labels), (logits, updates)
 
     (loss, (logits, updates)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(state.params)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
@@ -182,35 +198,14 @@ def make_evaluate(model: CNN, prefix: str = "test"):
 
 
 def class_report(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
-    """Per seed, from host arrays labels (N,) and predictions (seeds, N): accuracy, macro-F1, balanced accuracy,
-    per-class recall (`recall/<class>`) and the confusion matrices (`confusion`, (seeds, C, C), rows = true)."""
-    matrices = np.stack([_confusion(labels, p, num_classes) for p in predictions])
-    scores = [_scores(m) for m in matrices]
-    out = {name: np.array([s[name] for s in scores]) for name in ("accuracy", "macro_f1", "balanced_accuracy")}
-    recall = np.stack([s["recall"] for s in scores])  # (seeds, C)
+    """Per seed, from labels (N,) and predictions (seeds, N): accuracy, macro-F1, balanced accuracy, per-class recall
+    (`recall/<class>`) and the confusion matrices (`confusion`, (seeds, C, C) counts, rows = true class)."""
+    matrices = jax.vmap(lambda p: metrics.confusion_matrix(jnp.asarray(labels), p, num_classes))(predictions)
+    scores = jax.vmap(metrics.classification_scores)(matrices)
+    recall = np.asarray(jax.vmap(lambda m: metrics.per_class_scores(m)["recall"])(matrices))  # (seeds, C)
+    out = {name: np.asarray(scores[name]) for name in ("accuracy", "macro_f1", "balanced_accuracy")}
     out.update({f"recall/{c}": recall[:, c] for c in range(num_classes)})
-    return out | {"confusion": matrices}
-
-
-def _confusion(labels, predictions, num_classes):
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    return matrix
-
-
-def _scores(matrix):
-    true_positives = np.diag(matrix).astype(np.float64)
-    support, predicted = matrix.sum(1), matrix.sum(0)
-    recall = np.where(support > 0, true_positives / np.maximum(support, 1), 0.0)
-    precision_ = np.where(predicted > 0, true_positives / np.maximum(predicted, 1), 0.0)
-    f1 = np.where(recall + precision_ > 0, 2 * recall * precision_ / np.maximum(recall + precision_, 1e-12), 0.0)
-    present = (support + predicted) > 0
-    return {
-        "accuracy": true_positives.sum() / max(matrix.sum(), 1),
-        "macro_f1": f1[present].mean(),
-        "balanced_accuracy": recall[support > 0].mean(),
-        "recall": recall,
-    }
+    return out | {"confusion": np.asarray(matrices).astype(np.int64)}
 
 
 def report_plots(data: image_data.ImageData, images, labels, predictions, confusion, plots: str) -> None:
@@ -223,25 +218,41 @@ def report_plots(data: image_data.ImageData, images, labels, predictions, confus
     plotting.labelled_images(images[wrong], captions, os.path.join(plots, "misclassified.png"), title)
 
 
-def split_validation(data: image_data.ImageData, val_fraction: float):
-    """((train images, labels), (validation images, labels) or None): the last `val_fraction` of the training set
-    held out (`lepton_jax/techniques/early_stopping.py`)."""
-    held = early_stopping.holdout(len(data.train_images), val_fraction)
+def split_training(data: image_data.ImageData, config):
+    """((train images, labels), (validation images, labels) or None): the first `config.train_examples` of the
+    training set (0: all), of which the last `config.val_fraction` is held out for early stopping
+    (`lepton_jax/techniques/early_stopping.py`)."""
+    count = config.get("train_examples", 0) or len(data.train_images)
+    require(
+        count <= len(data.train_images),
+        f"config.train_examples={count} is more than the {len(data.train_images)} training images of {data.name}",
+    )
+    images, labels = data.train_images[:count], data.train_labels[:count]
+    held = early_stopping.holdout(count, config.get("val_fraction", 0.0))
     if not held:
-        return (data.train_images, data.train_labels), None
-    cut = len(data.train_images) - held
-    return (data.train_images[:cut], data.train_labels[:cut]), (data.train_images[cut:], data.train_labels[cut:])
+        return (images, labels), None
+    cut = count - held
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
 
 
 def run(config, workdir: str, data: image_data.ImageData | None = None):
     """Trains per `config` into `workdir`; returns (final state with a seed axis, results)."""
-    data = data or image_data.load(config.dataset, config.data_dir)
+    data = image_data.select_classes(
+        data or image_data.load(config.dataset, config.data_dir), config.get("classes", "")
+    )
     model = make_model(config, data.num_classes)
-    mesh = parallel.make_mesh()
-    train_host, val_host = split_validation(data, config.get("val_fraction", 0.0))
+    mesh = parallel.mesh_from_config(config)
+    keep = imbalance.training_subset(config, data.train_labels)
+    if keep is not None:  # an imbalanced training set (Buda et al.); the test set stays as it is
+        data = data._replace(train_images=data.train_images[keep], train_labels=data.train_labels[keep])
+    train_host, val_host = split_training(data, config)
     train = epochs.to_device(train_host, mesh)
     test_images, test_labels = epochs.to_device((data.test_images, data.test_labels), mesh)
-    epoch_fn = epochs.make_epoch(train_step, config.batch_size, mesh)
+    augment_fn = augment.make(config)
+    criterion = imbalance.classification_loss(config, np.bincount(train_host[1], minlength=data.num_classes))
+    step = functools.partial(train_step, augment_fn=augment_fn, criterion=criterion)
+    sampler = imbalance.sampler(config, lambda batch_data: batch_data[1])  # class-balanced batches, or None
+    epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, sampler=sampler)
     evaluate = make_evaluate(model)
     init_one = make_init(config, model, data.image_shape, len(train_host[0]) // config.batch_size)
 
@@ -285,10 +296,19 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
         if parallel.is_main_process():
             plots = os.path.join(workdir, "plots")
             report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots)
+            if augment_fn is not None:
+                key = jax.random.PRNGKey(config.seed)
+                augment.sample_grid(config, data.train_images[:8], key, os.path.join(plots, "augment.png"))
         return results
 
     task = supervised.Task(
-        init=epochs.init_seeds(init_one, config.num_seeds, mesh),
+        # The state where the mesh wants it: the dense pair's parameters (and their optimiser moments) split over
+        # `model`, everything else replicated (`lepton_jax/parallel.py`).
+        init=parallel.sharded_init(
+            lambda key: jax.vmap(init_one)(jax.random.split(key, config.num_seeds)),
+            jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape))),
+            mesh,
+        )[0],
         train_epoch=train_epoch,
         evaluate=lambda state: evaluate(state.variables(), test_images, test_labels),
         num_epochs=config.num_epochs,
@@ -426,6 +446,9 @@ def load_trained(workdir: str, image_shape, num_classes: int = 10) -> tuple[CNN,
         )
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f))
+    if config.get("classes"):
+        num_classes = len(image_data.parse_classes(config.classes))
+    config.init_from = None  # the structure is the run's own; its source run is not read again
     model = make_model(config, num_classes)
     init_one = make_init(config, model, image_shape)
     key = jax.random.PRNGKey(config.seed)

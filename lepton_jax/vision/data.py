@@ -156,3 +156,38 @@ def load(name: str, data_dir: str | None = None) -> ImageData:
     if name in IDX_DATASETS:
         return load_idx_dataset(name, data_dir)
     raise UserError(f"unknown dataset '{name}'; valid datasets: {', '.join(DATASETS)}")
+
+
+def parse_classes(spec: str) -> tuple[int, ...] | None:
+    """`"5-9"` -> (5, 6, 7, 8, 9), `"0,2,4"` -> (0, 2, 4), `""` -> () (all); None when malformed or repeated."""
+    chosen = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        low, dash, high = part.partition("-")
+        if not low.isdecimal() or (dash and not high.isdecimal()):
+            return None
+        chosen.extend(range(int(low), int(high) + 1) if dash else [int(low)])
+    return tuple(chosen) if len(set(chosen)) == len(chosen) else None
+
+
+def select_classes(data: ImageData, spec: str) -> ImageData:
+    """Only the classes `spec` names (`parse_classes`), relabelled 0.. in the order given (`"5-9"`: 5 -> 0, ...);
+    the dataset itself when `spec` is empty."""
+    classes = parse_classes(spec)
+    if classes is None or any(c >= data.num_classes for c in classes):
+        raise UserError(
+            f"config.classes='{spec}' must list classes of {data.name} (0..{data.num_classes - 1}) as ranges or "
+            "numbers, e.g. '0-4' or '1,3,5', each once"
+        )
+    if not classes:
+        return data
+    relabel = np.full(data.num_classes, -1, np.int32)
+    relabel[list(classes)] = np.arange(len(classes), dtype=np.int32)
+    keep_train, keep_test = relabel[data.train_labels] >= 0, relabel[data.test_labels] >= 0
+    return ImageData(
+        f"{data.name} classes {spec}",
+        data.train_images[keep_train],
+        relabel[data.train_labels[keep_train]],
+        data.test_images[keep_test],
+        relabel[data.test_labels[keep_test]],
+        len(classes),
+    )

@@ -3,13 +3,19 @@
 `KEYS` declares its keys beyond the shared ones (`lepton_jax.config.KEYS`), checked at launch.
 """
 
-from lepton_jax.config import FLAG, count, one_of, require, sizes
+from lepton_jax.config import FLAG, Key, count, one_of, require, sizes
+from lepton_jax.vision.data import parse_classes
 
 KEYS = {
     "conv_features": sizes(1),  # filters of each block's convolutions
     "convs_per_block": count(1),
     "batch_norm": FLAG,
     "pool": one_of("avg", "max"),
+    "train_examples": count(0),  # train on the first this many training images (0: all)
+    # only these classes, relabelled 0.. in this order: "5-9", "0,2,4" ("": all)
+    "classes": Key(
+        "str", "classes as ranges or numbers, e.g. '0-4' or '1,3,5', each once", lambda v: parse_classes(v) is not None
+    ),
 }
 
 

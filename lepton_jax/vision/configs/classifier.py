@@ -39,9 +39,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pool = "avg"
     c.hidden = 256
     c.dropout = 0.0
-    c.val_fraction = 0.0  # > 0: early stopping on this held-out share of the training set
-    c.patience = 0  # validation evaluations without improvement before a seed stops (0: never)
+    c.classes = ""  # e.g. "5-9": only those classes, relabelled 0..4
+    c.train_examples = 0  # > 0: only the first this many training images (e.g. 1000, to study overfitting)
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
+    # Early stopping, augmentation, class imbalance and transfer (all off): `lepton_jax/techniques/`.
+    config_lib.technique_keys(c, "mesh", "early_stopping", "augment", "imbalance", "transfer")
     c.batch_size = 128
     c.num_epochs = 4
     c.eval_every_epochs = 1
