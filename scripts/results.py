@@ -99,7 +99,11 @@ def render(registry: dict, template: str) -> str:
     """RESULTS.md: the template with each `<!-- table: ID -->` line replaced by that table."""
     tables = {t["id"]: t for t in registry["tables"]}
     out = []
-    for line in template.splitlines():
+    lines = template.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(MARKER) and i + 1 < len(lines) and lines[i + 1].startswith("|"):
+            # A hand-written copy under the marker would stand beside the generated table and drift from it.
+            raise ValueError(f"template line {i + 2}: a table row right under '{line}' (the registry renders it)")
         if line.startswith(MARKER):
             table_id = line[len(MARKER) :].removesuffix("-->").strip()
             if table_id not in tables:

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from scripts import reproduce, results
 from tests.conftest import run_python
 
@@ -14,6 +16,15 @@ def test_results_md_is_generated_from_the_registry():
         rendered = results.render(registry, f.read())
     with open(results.RESULTS_MD) as f:
         assert f.read() == rendered, "RESULTS.md differs from the registry: run python -m scripts.results"
+
+
+def test_a_hand_written_copy_under_a_table_marker_is_refused():
+    registry = results.load()
+    table = registry["tables"][0]["id"]
+    row = next(r for r in registry["rows"] if r["table"] == table)
+    template = f"text\n<!-- table: {table} -->\n| {row['label']} | copied by hand |\n"
+    with pytest.raises(ValueError, match="a table row right under"):
+        results.render(registry, template)
 
 
 def test_every_row_names_a_full_command_without_a_workdir():
