@@ -98,9 +98,36 @@ def hardware() -> str:
     return f"{os.cpu_count()}-core {platform.machine()} CPU{gpus}"
 
 
-def run_row(row: dict, workdir: str, log_path: str) -> dict:
-    """Runs the row's command into `workdir` (its output in `log_path`) and compares its figure."""
+def slug(row_id: str) -> str:
+    """A row's workdir name: its id with `/` and `=` made safe."""
+    return row_id.replace("/", "__").replace("=", "-")
+
+
+def run_row(row: dict, workdir: str, log_path: str, rows: dict | None = None) -> dict:
+    """Runs the row's command into `workdir` (its output in `log_path`) and compares its figure.
+
+    A row whose figure starts from another row's run (`"needs": <row id>`, e.g. a transfer from a pretrained
+    network) names that run's workdir `{needs}` in its command: the needed row runs first, beside `workdir`, unless
+    it already ran there."""
     command = f"{row['command']} --workdir={workdir}"
+    if row.get("needs"):
+        needed = (rows or {}).get(row["needs"])
+        if needed is None:
+            return {
+                "id": row["id"],
+                "command": command,
+                "wall_seconds": 0.0,
+                "status": "failed",
+                "detail": f"needs row {row['needs']}, which the registry does not have",
+            }
+        needed_dir = os.path.join(os.path.dirname(workdir), slug(needed["id"]))
+        if not os.path.exists(os.path.join(needed_dir, "results.json")):
+            first = run_row(
+                needed, needed_dir, os.path.join(os.path.dirname(log_path), f"{slug(needed['id'])}.log"), rows
+            )
+            if first["status"] == "failed":
+                return first | {"id": row["id"], "detail": f"its needed row {needed['id']} failed: {first['detail']}"}
+        command = command.replace("{needs}", needed_dir)
     args = shlex.split(command)
     if args[0] == "python":  # the interpreter running this, with the project installed
         args[0] = sys.executable
@@ -132,6 +159,7 @@ def reproduce(argv: list[str]) -> None:
         for row in rows:
             print(f"{row['id']:60s} {results.measured(row).replace('**', ''):30s} {results.wall(row)}")
         return
+    by_id = {r["id"]: r for r in registry["rows"]}
     rows = [r for r in rows if r["mean"] is not None]
     out = _OUT.value or os.path.join("runs", f"reproduce-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     os.makedirs(out, exist_ok=True)
@@ -143,8 +171,8 @@ def reproduce(argv: list[str]) -> None:
             rate = (time.perf_counter() - started) / done_recorded  # this machine's time per recorded second
             eta = f", ETA {(total - done_recorded) * rate / 60:.1f} min"
         print(f"[{i + 1}/{len(rows)}] {row['id']} (recorded {results.wall(row)}{eta}) ...", flush=True)
-        slug = row["id"].replace("/", "__").replace("=", "-")
-        entry = run_row(row, os.path.join(out, slug), os.path.join(out, f"{slug}.log"))
+        name = slug(row["id"])
+        entry = run_row(row, os.path.join(out, name), os.path.join(out, f"{name}.log"), by_id)
         report.append(entry)
         done_recorded += row.get("wall_seconds") or 0
         print(f"    {entry['status']}: {entry['detail']} ({entry['wall_seconds']:.0f} s)", flush=True)

@@ -85,3 +85,32 @@ def test_reproduce_reruns_rows_and_flags_drift(tmp_path):
     assert [len(r["history"]) for r in recorded] == [1, 1]
     assert recorded[0]["commit"] and recorded[0]["history"][0]["note"].endswith("reproduced")
     assert "commit" not in recorded[1]  # a drifted row keeps what it had
+
+
+def test_a_row_that_needs_another_runs_it_first_and_gets_its_workdir(tmp_path):
+    """`needs`: the needed row runs once, beside the row, and `{needs}` in the command names its workdir."""
+    writer = (
+        "import json, os, sys; args = dict(a.split('=', 1) for a in sys.argv[1:]); "
+        "base = json.load(open(os.path.join(args['--source'], 'results.json')))['m'] if '--source' in args else 0; "
+        "os.makedirs(args['--workdir']); "
+        "json.dump({'m': base + 1}, open(os.path.join(args['--workdir'], 'results.json'), 'w'))"
+    )
+    source = {
+        "id": "a/source",
+        "command": f'python -c "{writer}"',
+        "metric": "m",
+        "mean": 1.0,
+        "tolerance": {"exact": True},
+    }
+    target = source | {
+        "id": "a/target",
+        "command": f'python -c "{writer}" --source={{needs}}',
+        "mean": 2.0,
+        "needs": "a/source",
+    }
+    rows = {r["id"]: r for r in (source, target)}
+    entry = reproduce.run_row(target, str(tmp_path / reproduce.slug("a/target")), str(tmp_path / "t.log"), rows)
+    assert entry["status"] == "reproduced", entry
+    assert json.load(open(tmp_path / reproduce.slug("a/source") / "results.json")) == {"m": 1}
+    missing = target | {"needs": "a/absent"}
+    assert reproduce.run_row(missing, str(tmp_path / "x"), str(tmp_path / "x.log"), rows)["status"] == "failed"
