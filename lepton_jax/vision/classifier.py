@@ -176,6 +176,14 @@ def train_step(state: ClassifierState, batch, key, augment_fn=None, criterion=im
     return state, {"train/loss": loss, "train/accuracy": accuracy}
 
 
+def make_step(config, train_labels: np.ndarray, num_classes: int):
+    """`(step, sampler)` for `epochs.make_epoch`: `train_step` with the config's augmentation and loss (plain, or
+    class-weighted / focal from the training labels' counts), and its batch sampler (class-balanced, or None)."""
+    criterion = imbalance.classification_loss(config, np.bincount(train_labels, minlength=num_classes))
+    step = functools.partial(train_step, augment_fn=augment.make(config), criterion=criterion)
+    return step, imbalance.sampler(config, lambda batch_data: batch_data[1])  # data = (images, labels)
+
+
 def make_predict(model: CNN):
     """Jitted `(variables with a seed axis, images) -> logits (seeds, N, classes)`, in chunks of `EVAL_CHUNK`."""
 
@@ -248,10 +256,7 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
     train_host, val_host = split_training(data, config)
     train = epochs.to_device(train_host, mesh)
     test_images, test_labels = epochs.to_device((data.test_images, data.test_labels), mesh)
-    augment_fn = augment.make(config)
-    criterion = imbalance.classification_loss(config, np.bincount(train_host[1], minlength=data.num_classes))
-    step = functools.partial(train_step, augment_fn=augment_fn, criterion=criterion)
-    sampler = imbalance.sampler(config, lambda batch_data: batch_data[1])  # class-balanced batches, or None
+    step, sampler = make_step(config, train_host[1], data.num_classes)
     epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, sampler=sampler)
     evaluate = make_evaluate(model)
     init_one = make_init(config, model, data.image_shape, len(train_host[0]) // config.batch_size)
@@ -296,7 +301,7 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
         if parallel.is_main_process():
             plots = os.path.join(workdir, "plots")
             report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots)
-            if augment_fn is not None:
+            if augment.make(config) is not None:
                 key = jax.random.PRNGKey(config.seed)
                 augment.sample_grid(config, data.train_images[:8], key, os.path.join(plots, "augment.png"))
         return results

@@ -2,17 +2,21 @@
 
 Peers (rejax, stable-baselines3, PyTorch, PyTorch Geometric) are never imported by the project: each runs in its
 own venv (created on first use from a pinned requirements text, reused while the pins are unchanged) in a
-subprocess that executes one of the worker scripts in `scripts/bench/peers/` and writes its results as JSON.
-Importing this module imports neither jax nor any peer.
+subprocess that executes one of the worker scripts in `scripts/bench/peers/` and writes its results as JSON. A
+benchmark that reports peak memory times its own implementation the same way, in a fresh process of its own
+(`run_measure`), so that each figure is one implementation's alone. Importing this module imports neither jax nor
+any peer.
 """
 
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers")
@@ -60,6 +64,15 @@ def peer_worker(name: str) -> str:
     return path
 
 
+def _run_for_json(argv: Callable[[str], list[str]], cwd: str | None, timeout: float | None) -> dict:
+    """Runs the command `argv(OUT_PATH)` (in a temporary directory unless `cwd`) and returns OUT_PATH's JSON."""
+    with tempfile.TemporaryDirectory(prefix="lepton_bench_") as tmp:
+        out = os.path.join(tmp, "result.json")
+        subprocess.run(argv(out), cwd=cwd or tmp, check=True, timeout=timeout)
+        with open(out) as f:
+            return json.load(f)
+
+
 def run_worker(python: str, worker: str, args: list[str], timeout: float | None = None) -> dict:
     """Runs the peer worker `worker` (a name in `peers/`) as `python -I WORKER *args OUT_PATH`; returns OUT_PATH's JSON.
 
@@ -67,11 +80,21 @@ def run_worker(python: str, worker: str, args: list[str], timeout: float | None 
     site-packages, so only the peer's venv is importable. The worker runs in a temporary directory.
     """
     path = peer_worker(worker)
-    with tempfile.TemporaryDirectory(prefix="lepton_bench_") as tmp:
-        out = os.path.join(tmp, "result.json")
-        subprocess.run([python, "-I", path, *args, out], cwd=tmp, check=True, timeout=timeout)
-        with open(out) as f:
-            return json.load(f)
+    return _run_for_json(lambda out: [python, "-I", path, *args, out], None, timeout)
+
+
+def run_measure(module: str, spec: str, args: list[str], timeout: float | None = None) -> dict:
+    """Runs `python -m MODULE --measure=SPEC,OUT_PATH *args` from the repository root; returns OUT_PATH's JSON.
+
+    A benchmark's own implementation timed in a fresh process (the benchmark's internal `--measure` flag), so that
+    the peak memory it reports (`rss_mib`) is that implementation's alone, as a peer worker's is.
+    """
+    return _run_for_json(lambda out: [sys.executable, "-m", module, f"--measure={spec},{out}", *args], REPO, timeout)
+
+
+def rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports `ru_maxrss` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(fn):

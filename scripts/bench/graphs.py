@@ -23,8 +23,6 @@ Then a scaling table for ours: GCN (16 features, 16 hidden, 2 classes) on genera
 
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,10 +49,6 @@ _MEASURE = flags.DEFINE_string("measure", None, "Internal: MODEL,VARIANT,OUT_PAT
 PYG_PINS = "torch==2.13.0\ntorch_geometric==2.8.1\nnumpy==2.4.6\n"
 
 
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def time_ours_epochs(model_name: str, dataset, sparse: bool, epochs: int, warmup: int) -> dict:
     """Compiles our single-seed training step for `model_name` on `dataset` and times `epochs` epochs of it."""
     import jax
@@ -72,7 +66,7 @@ def time_ours_epochs(model_name: str, dataset, sparse: bool, epochs: int, warmup
     # The graph is an argument, not a constant baked into the program (XLA would try to constant-fold through it).
     step = jax.jit(lambda ts, key, g, y: train_step(ts, g, y, key), donate_argnums=0)
     keys = jax.random.split(jax.random.PRNGKey(1), warmup + epochs + 1)
-    rss_before = rss_mib()
+    rss_before = common.rss_mib()
     start = time.perf_counter()
     train_state, metrics = jax.block_until_ready(step(state.train_state, keys[0], graph, labels))
     compile_s = time.perf_counter() - start
@@ -88,7 +82,7 @@ def time_ours_epochs(model_name: str, dataset, sparse: bool, epochs: int, warmup
         "epoch_s_mean": float(np.mean(seconds)),
         "compile_s": compile_s,
         "rss_before_mib": rss_before,
-        "peak_rss_mib": rss_mib(),
+        "peak_rss_mib": common.rss_mib(),
         "final_loss": float(metrics["train/loss"]),
         "version": f"lepton-jax, jax {jax.__version__}",
     }
@@ -106,14 +100,10 @@ def measure_worker(spec: str) -> None:
 
 
 def run_ours(model_name: str, variant: str) -> dict:
-    with tempfile.TemporaryDirectory(prefix="lepton_bench_") as tmp:
-        out = os.path.join(tmp, "result.json")
-        args = [f"--measure={model_name},{variant},{out}", f"--epochs={_EPOCHS.value}", f"--warmup={_WARMUP.value}"]
-        if _DATA_DIR.value:
-            args.append(f"--data_dir={_DATA_DIR.value}")
-        subprocess.run([sys.executable, "-m", "scripts.bench.graphs", *args], cwd=common.REPO, check=True)
-        with open(out) as f:
-            return json.load(f)
+    args = [f"--epochs={_EPOCHS.value}", f"--warmup={_WARMUP.value}"]
+    if _DATA_DIR.value:
+        args.append(f"--data_dir={_DATA_DIR.value}")
+    return common.run_measure("scripts.bench.graphs", f"{model_name},{variant}", args)
 
 
 def run_pyg(model_name: str, data_path: str, threads: int = 0) -> dict:

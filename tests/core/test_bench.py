@@ -3,10 +3,12 @@ peer library leaks into the project.
 
 The benchmarks themselves are not run here (they take minutes and install peers); this checks what a refactor
 breaks silently: a worker that no longer compiles or reaches into the project, a benchmark that fails at import or
-flag parsing, a peer imported by the project.
+flag parsing, a peer imported by the project; and, for a couple of steps, that the vision benchmark's own row trains
+the trainer's CNN in a process of its own.
 """
 
 import ast
+import concurrent.futures
 import importlib
 import os
 import py_compile
@@ -25,7 +27,10 @@ PEER_LIBRARIES = {"torch", "torch_geometric", "stable_baselines3", "rejax", "dis
 # The two cheapest benchmarks to start (graphs imports jax lazily; generative ~3 s) run `--help` in a subprocess,
 # with a flag their help must list; rl and graph_envs (~5 s: jax and gymnax) are imported in this process instead,
 # where the rest of the test suite has usually imported jax and gymnax already.
-HELP_CHECKS = {"graphs": "--scaling_nodes", "generative": "--torch_threads"}
+HELP_CHECKS = {"graphs": "--scaling_nodes", "generative": "--classifier_steps"}
+# The classifier of lepton_jax/vision/configs/classifier.py:mnist by hand: (3x3 kernel + bias) per convolution, the
+# dense layer on the 7x7x64 map of two 2x2 poolings of 28x28, and the head.
+CLASSIFIER_PARAMS = (3 * 3 * 1 * 32 + 32) + (3 * 3 * 32 * 64 + 64) + (7 * 7 * 64 * 256 + 256) + (256 * 10 + 10)
 
 
 def module_level_imports(path: str) -> set[str]:
@@ -57,6 +62,17 @@ def help_runs():
     for proc in procs.values():
         proc.kill()
         proc.communicate()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def classifier_row():
+    """Our classifier row of the vision benchmark, 2 steps, measured (as the benchmark does) in a process of its own
+    while the tests below run."""
+    from scripts.bench import common
+
+    args = ["--classifier_steps=2", "--repeats=1"]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        yield pool.submit(common.run_measure, "scripts.bench.generative", "classifier,1", args, 300)
 
 
 def test_there_is_a_worker_for_every_peer():
@@ -113,7 +129,15 @@ def test_benchmark_imports_without_peers(name):
     assert not PEER_LIBRARIES & set(sys.modules)
 
 
-# Last, so that the `--help` subprocesses ran while the imports above did.
+# Last, so that the subprocesses started by the fixtures ran while the imports above did.
+def test_classifier_row_times_the_trainers_cnn(classifier_row):
+    row = classifier_row.result()
+    assert row["params"] == CLASSIFIER_PARAMS  # the config's CNN, counted without the optimiser's moments
+    assert row["images"] == 2 * 128 and row["num_seeds"] == 1  # 2 steps of the config's batch
+    assert row["images_per_second"] == pytest.approx(row["images"] / row["train_s"])
+    assert row["first_epoch_s"] > 0 and 0 < row["rss_before_mib"] <= row["peak_rss_mib"]
+
+
 @pytest.mark.parametrize("name", sorted(HELP_CHECKS))
 def test_help_prints_usage(name, help_runs):
     stdout, stderr = help_runs[name].communicate(timeout=60)

@@ -1,12 +1,16 @@
-"""The VAE and DCGAN of `generative/` in plain PyTorch (CPU): `python -I torch_generative.py PROBLEM_JSON OUT_PATH`.
+"""The VAE and DCGAN of `generative/` and the CNN classifier of `lepton_jax/vision/` in plain PyTorch (CPU):
+`python -I torch_generative.py PROBLEM_JSON OUT_PATH`.
 
 Runs in the torch venv (see `scripts/bench/generative.py`), never in the project's. The same layers,
-initialisation, optimiser, loss and step order as ours, trained on random 28x28 images with a plain in-memory loop
-(random permutation, index, step; no DataLoader): a warm-up of up to 10 steps, then the fastest of `repeats` timed
-epochs of `steps` steps. Writes JSON to OUT_PATH.
+initialisation, optimiser, loss and step order as ours, trained on random 28x28 images (and random labels for the
+classifier) with a plain in-memory loop (random permutation, index, step; no DataLoader): a warm-up of up to 10
+steps, then the fastest of `repeats` timed epochs of `steps` steps. Writes JSON to OUT_PATH, with the parameter
+count and the process's peak resident memory (before training, after imports and data; and at the end).
 """
 
 import json
+import math
+import resource
 import sys
 import time
 
@@ -22,6 +26,50 @@ def init_dcgan(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
+
+
+def init_lecun(module: nn.Module) -> None:
+    """Flax's default for `nn.Conv` / `nn.Dense`: weights from a normal truncated at 2 standard deviations with
+    variance 1 / fan_in (the scale corrected for the truncation, as `jax.nn.initializers.lecun_normal`), biases 0.
+    (BatchNorm's defaults, scale 1 and offset 0, are the same in both.)"""
+    if isinstance(module, nn.Conv2d | nn.Linear):
+        fan_in = module.weight[0].numel()  # in_channels * kh * kw, or in_features
+        std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # the std of a unit normal truncated to [-2, 2]
+        nn.init.trunc_normal_(module.weight, 0.0, std, -2 * std, 2 * std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class CNN(nn.Module):
+    """Blocks of `convs_per_block` 3x3 "SAME" convolutions (each Conv-[BatchNorm]-ReLU) then a 2x2 pool, one block
+    per entry of `conv_features`; then [dropout] Linear(hidden)-ReLU [dropout] Linear(classes). Inputs NCHW."""
+
+    def __init__(self, p: dict):
+        super().__init__()
+        layers, channels = [], 1
+        for features in p["conv_features"]:
+            for _ in range(p["convs_per_block"]):
+                # With BatchNorm the convolution has no bias (the norm's offset replaces it), as in ours.
+                layers.append(nn.Conv2d(channels, features, 3, padding=1, bias=not p["batch_norm"]))
+                if p["batch_norm"]:
+                    layers.append(nn.BatchNorm2d(features, momentum=0.1))  # flax's momentum 0.9 = torch's 0.1
+                layers.append(nn.ReLU())
+                channels = features
+            layers.append(nn.AvgPool2d(2) if p["pool"] == "avg" else nn.MaxPool2d(2))
+        side = 28 // 2 ** len(p["conv_features"])
+        drop = nn.Dropout(p["dropout"]) if p["dropout"] else nn.Identity()  # ours skips dropout at rate 0
+        self.net = nn.Sequential(
+            *layers,
+            nn.Flatten(),  # (B, C * side * side)
+            drop,
+            nn.Linear(channels * side * side, p["hidden"]),
+            nn.ReLU(),
+            drop,
+            nn.Linear(p["hidden"], p["num_classes"]),
+        )
+
+    def forward(self, x):
+        return self.net(x)  # (B, classes) logits
 
 
 class VAE(nn.Module):
@@ -86,7 +134,7 @@ def vae_step(p: dict):
         loss.backward()
         opt.step()
 
-    return step
+    return step, [model]
 
 
 def dcgan_step(p: dict):
@@ -112,7 +160,29 @@ def dcgan_step(p: dict):
         g_loss.backward()
         opt_g.step()
 
-    return step
+    return step, [g, d]
+
+
+def classifier_step(p: dict):
+    model = CNN(p)
+    model.apply(init_lecun)
+    model.train()  # BatchNorm on the batch's statistics, dropout on, as ours in training
+    opt = torch.optim.Adam(model.parameters(), lr=p["lr"])
+    # Ours: optax.cosine_decay_schedule(lr, schedule_steps), stepped per batch; the same rates.
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p["schedule_steps"])
+
+    def step(images, labels):  # (B, 1, 28, 28), (B,) int64
+        loss = F.cross_entropy(model(images), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+
+    return step, [model]
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(p: dict) -> dict:
@@ -122,15 +192,19 @@ def run(p: dict) -> dict:
     n, batch_size = p["batch_size"] * p["steps"], p["batch_size"]
     images = torch.rand(n, 1, 28, 28)
     if p["model"] == "vae":
-        step, data = vae_step(p), images.view(n, -1)
+        (step, models), data = vae_step(p), (images.view(n, -1),)
+    elif p["model"] == "dcgan":
+        (step, models), data = dcgan_step(p), (images,)
     else:
-        step, data = dcgan_step(p), images
+        (step, models), data = classifier_step(p), (images, torch.randint(p["num_classes"], (n,)))
 
     def epoch(steps):
         perm = torch.randperm(n)
         for i in range(steps):
-            step(data[perm[i * batch_size : (i + 1) * batch_size]])
+            index = perm[i * batch_size : (i + 1) * batch_size]
+            step(*(x[index] for x in data))
 
+    rss_before = rss_mib()
     start = time.perf_counter()
     epoch(min(10, p["steps"]))
     warmup_s = time.perf_counter() - start
@@ -144,6 +218,9 @@ def run(p: dict) -> dict:
         "warmup_s": warmup_s,
         "images": n,
         "images_per_second": n / best,
+        "params": sum(x.numel() for model in models for x in model.parameters()),
+        "rss_before_mib": rss_before,
+        "peak_rss_mib": rss_mib(),
         "torch_threads": torch.get_num_threads(),
         "version": f"torch {torch.__version__}",
     }
