@@ -2,4 +2,4 @@
 classifier (`classifier.py`, config in `configs/`). The generative models use it for their FID/KID features."""
 
 # trainer name -> the module that registers it (read by the launcher, scripts/trainers.py)
-TRAINERS = {"classifier": "lepton_jax.vision.classifier"}
+TRAINERS = {"classifier": "lepton_jax.vision.classifier", "multitask_classifier": "lepton_jax.vision.multitask"}

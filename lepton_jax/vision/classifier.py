@@ -113,7 +113,12 @@ class ClassifierState(TrainState):
 
 def make_model(config, num_classes: int = 10) -> CNN:
     """The CNN, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`)."""
-    cnn = CNN(
+    return precision.module(make_cnn(config, num_classes), config)
+
+
+def make_cnn(config, num_classes: int = 10) -> CNN:
+    """The CNN the config describes (in float32: wrap it with `precision.module`, as `make_model` does)."""
+    return CNN(
         num_classes,
         tuple(config.conv_features),
         config.hidden,
@@ -123,7 +128,6 @@ def make_model(config, num_classes: int = 10) -> CNN:
         pool=config.get("pool", "avg"),
         frozen_norms=bool(config.get("init_from")) and config.get("freeze_trunk", False),
     )
-    return precision.module(cnn, config)
 
 
 def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1) -> Any:

@@ -191,3 +191,137 @@ def select_classes(data: ImageData, spec: str) -> ImageData:
         relabel[data.test_labels[keep_test]],
         len(classes),
     )
+
+
+# ---- MultiMNIST: two digits overlaid, one task per digit --------------------------------------------------------
+
+MULTI_TASKS = ("left", "right")  # the top-left digit's class, the bottom-right digit's class
+_COMPOSE_CHUNK = 4096  # images composed at once (bounds the canvases' memory: 4096 x 36 x 36 float32 is 21 MB)
+
+
+class MultiImageData(NamedTuple):
+    """A multi-task image dataset in memory: one label per task for each image."""
+
+    name: str
+    train_images: np.ndarray  # (N, H, W, 1) float32 in [0, 1]
+    train_labels: np.ndarray  # (N, T) int32: column t is task `tasks[t]`'s class
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int = 10  # of every task
+    tasks: tuple[str, ...] = MULTI_TASKS
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])
+
+
+def overlay(first: np.ndarray, second: np.ndarray, first_corner: np.ndarray, second_corner: np.ndarray, canvas):
+    """Each pair of images pasted on a blank canvas at its corners, the pixelwise maximum where they overlap.
+
+    Args:
+      first, second: (n, h, w, 1) images in [0, 1].
+      first_corner, second_corner: (n, 2) int, the (row, column) of each image's top-left pixel on the canvas.
+      canvas: (rows, columns) of the canvas; every image must lie inside it.
+
+    Returns:
+      (n, rows, columns, 1) float32 in [0, 1].
+    """
+    n, h, w = first.shape[:3]
+    examples = np.arange(n)[:, None, None]
+    out = []
+    for images, corner in ((first, first_corner), (second, second_corner)):
+        pasted = np.zeros((n, *canvas), np.float32)
+        rows = (corner[:, 0, None] + np.arange(h))[:, :, None]  # (n, h, 1)
+        cols = (corner[:, 1, None] + np.arange(w))[:, None, :]  # (n, 1, w)
+        pasted[examples, rows, cols] = images[..., 0]
+        out.append(pasted)
+    return np.clip(np.maximum(*out), 0.0, 1.0)[..., None]
+
+
+def resize_nearest(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(n, H, W, 1) -> (n, *size, 1) by nearest-neighbour sampling (pixel centres: output pixel i reads input pixel
+    floor((i + 0.5) H / size), as PIL's and SciPy's `imresize(..., interp='nearest')`); the images themselves when
+    the size is theirs."""
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    rows = np.floor((np.arange(size[0]) + 0.5) * images.shape[1] / size[0]).astype(np.int64)
+    cols = np.floor((np.arange(size[1]) + 0.5) * images.shape[2] / size[1]).astype(np.int64)
+    return images[:, rows][:, :, cols]
+
+
+def draw_pairs(labels: np.ndarray, num: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(first, second): (num,) indices of `num` pairs of examples of different classes.
+
+    The first digits run through a random permutation of the examples, repeated as often as `num` needs (each example
+    is a first digit once per pass); each second digit is drawn uniformly from the examples of the other classes.
+    """
+    n = len(labels)
+    passes = -(-num // n)
+    first = np.concatenate([rng.permutation(n) for _ in range(passes)])[:num]
+    order = np.argsort(labels, kind="stable")  # example indices grouped by class
+    counts = np.bincount(labels)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    own = labels[first]
+    # The r-th example of another class: skip over the first digit's own class in the grouped order.
+    r = np.floor(rng.random(num) * (n - counts[own])).astype(np.int64)
+    second = order[np.where(r < starts[own], r, r + counts[own])]
+    return first, second
+
+
+def _multi_split(images, labels, num, rng, max_shift, size):
+    first, second = draw_pairs(labels, num, rng)
+    h, w = images.shape[1:3]
+    # Corners on a canvas with `max_shift` pixels of margin: the first digit moves 1..max_shift pixels up and
+    # 1..max_shift left, the second as far down and right (each of the four shifts drawn on its own).
+    shifts = rng.integers(1, max_shift + 1, size=(num, 4))
+    first_corner, second_corner = max_shift - shifts[:, :2], max_shift + shifts[:, 2:]
+    canvas = (h + 2 * max_shift, w + 2 * max_shift)
+    out = np.empty((num, *size, 1), np.float32)
+    for start in range(0, num, _COMPOSE_CHUNK):
+        part = slice(start, start + _COMPOSE_CHUNK)
+        pairs = overlay(images[first[part]], images[second[part]], first_corner[part], second_corner[part], canvas)
+        out[part] = resize_nearest(pairs, size)
+    return out, np.stack([labels[first], labels[second]], axis=1).astype(np.int32)
+
+
+def multi_mnist(
+    data: ImageData, seed: int = 0, num_train: int = 0, num_test: int = 0, max_shift: int = 4, size: int = 0
+) -> MultiImageData:
+    """MultiMNIST (Sabour et al. 2017, as Sener & Koltun 2018 use it for multi-task learning) built from `data`.
+
+    Each image overlays two digits of *different* classes from the same split (Sabour et al.): on a canvas of
+    `max_shift` blank pixels around the source size (36x36 for MNIST), the first digit is shifted 1..`max_shift`
+    pixels up and 1..`max_shift` left, the second as far down and right (uniform, each axis on its own), and the
+    two are combined by their pixelwise maximum, in [0, 1]. The tasks are the classes of the top-left digit
+    ("left") and of the bottom-right one ("right"), as Sener & Koltun's task-L and task-R. The shift is at least one
+    pixel so that the two roles never coincide (the digits are always 2..2`max_shift` pixels apart on each axis;
+    Sener & Koltun's fixed placement, 6 apart, is one of the draws). The canvas is then resized (nearest
+    neighbour, as Sener & Koltun's loader) to `size` x `size`, by default the source's size: 28x28 for MNIST, so
+    single-task MNIST networks apply unchanged; `size` = the canvas (36) keeps Sabour et al.'s images.
+
+    Deterministic for a seed: the training and test sets each come from their own stream of `seed`, so one does not
+    change with the other's size.
+
+    Args:
+      data: the source digits (any `ImageData`: MNIST, or the 8x8 digits in tests).
+      seed: the construction's seed.
+      num_train, num_test: images to build from each split (0: one per source image, as Sener & Koltun's 60k/10k;
+        more passes over the source when larger, as Sabour et al.'s many pairs per digit).
+      max_shift: the largest shift, in pixels (>= 1).
+      size: the side of the output images (0: the source's height and width).
+
+    Returns:
+      The dataset; labels (N, 2) int32, columns `MULTI_TASKS`.
+    """
+    if max_shift < 1:
+        raise UserError(f"MultiMNIST needs a shift of at least one pixel, got max_shift={max_shift}")
+    if min(np.unique(data.train_labels).size, np.unique(data.test_labels).size) < 2:
+        raise UserError(f"MultiMNIST from {data.name} needs at least two classes in each split")
+    shape = tuple(data.image_shape[:2]) if not size else (size, size)
+    splits = []
+    for stream, (images, labels, num) in enumerate(
+        ((data.train_images, data.train_labels, num_train), (data.test_images, data.test_labels, num_test))
+    ):
+        rng = np.random.default_rng([seed, stream])
+        splits.extend(_multi_split(images, labels, num or len(images), rng, max_shift, shape))
+    return MultiImageData(f"multi_{data.name}", *splits, data.num_classes, MULTI_TASKS)

@@ -234,6 +234,7 @@ def test_every_key_of_every_shipped_config_is_declared():
         "generative.configs.vae": [None, "digits,conv,latent2"],
         "generative.configs.dcgan": [None],
         "lepton_jax.vision.configs.classifier": [None, "digits"],
+        "lepton_jax.vision.configs.multitask": [None, "digits"],
     }
     assert set(common.MINATAR_GAMES) and "Breakout-MinAtar" in ppo.PRESETS
     for name, args in files.items():

@@ -4,6 +4,8 @@
 """
 
 from lepton_jax.config import FLAG, Key, count, one_of, require, sizes
+from lepton_jax.vision.configs.multitask import KEYS as MULTITASK_KEYS
+from lepton_jax.vision.configs.multitask import check_tasks
 from lepton_jax.vision.data import parse_classes
 
 KEYS = {
@@ -16,6 +18,7 @@ KEYS = {
     "classes": Key(
         "str", "classes as ranges or numbers, e.g. '0-4' or '1,3,5', each once", lambda v: parse_classes(v) is not None
     ),
+    **MULTITASK_KEYS,  # the multi-task classifier's: MultiMNIST's and the multi-task technique's
 }
 
 
@@ -28,4 +31,4 @@ def check_early_stopping(config) -> None:
     )
 
 
-CHECKS = (check_early_stopping,)
+CHECKS = (check_early_stopping, check_tasks)
