@@ -14,6 +14,7 @@ of them is at least its best so far, and the parameters are *kept* when all are:
 bookkeeping is frozen, so seeds trained together (vmapped) each stop on their own evidence.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -63,6 +64,31 @@ class EarlyStopping:
             stopped=(bad_epochs >= patience) if patience > 0 else jnp.array(False),
         )
         return where(self.stopped, self, new)
+
+
+def watch(train_epoch: Callable, validate: Callable | None, patience: int) -> tuple[Callable, Callable]:
+    """`(train_epoch, kept)` for a trainer whose state (seed axis first) has `variables()` and an `early` field.
+
+    Each epoch of the returned `train_epoch` ends with `validate(variables)` (per-seed metrics with `val/loss`, added
+    to the epoch's) and the early-stopping update on `-val/loss`; `kept(state)` is then the variables to test, the
+    best so far. With `validate` None: `train_epoch` itself, and `kept` the last variables.
+    """
+    if validate is None:
+        return train_epoch, lambda state: state.variables()
+
+    @jax.jit
+    def update(state, val_loss, epoch):
+        def one(early, variables, loss):
+            return early.update(variables, (-loss,), epoch, patience)
+
+        return state.replace(early=jax.vmap(one)(state.early, state.variables(), val_loss))
+
+    def watched_epoch(state, epoch):
+        state, metrics = train_epoch(state, epoch)
+        val = validate(state.variables())
+        return update(state, val["val/loss"], epoch), metrics | val
+
+    return watched_epoch, lambda state: state.early.best_params
 
 
 def all_stopped(early: EarlyStopping) -> bool:

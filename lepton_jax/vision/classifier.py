@@ -265,33 +265,14 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
     evaluate = make_evaluate(model)
     init_one = make_init(config, model, data.image_shape, len(train_host[0]) // config.batch_size)
 
-    if val_host is None:
-
-        def train_epoch(state, epoch):
-            return epoch_fn(state, train)
-
-        def kept(state):
-            return state.variables()
-
-    else:
+    validate = None
+    if val_host is not None:
         val_images, val_labels = epochs.to_device(val_host, mesh)
         evaluate_val = make_evaluate(model, "val")
-        patience = int(config.patience)
-
-        @jax.jit
-        def update_early(state, val_loss, epoch):
-            early = jax.vmap(lambda e, v, loss: e.update(v, (-loss,), epoch, patience))(
-                state.early, state.variables(), val_loss
-            )
-            return state.replace(early=early)
-
-        def train_epoch(state, epoch):
-            state, train_metrics = epoch_fn(state, train)
-            val = evaluate_val(state.variables(), val_images, val_labels)
-            return update_early(state, val["val/loss"], epoch), train_metrics | val
-
-        def kept(state):
-            return state.early.best_params
+        validate = lambda variables: evaluate_val(variables, val_images, val_labels)  # noqa: E731
+    train_epoch, kept = early_stopping.watch(
+        lambda state, epoch: epoch_fn(state, train), validate, config.get("patience", 0)
+    )
 
     def final(state, last_eval):
         variables = kept(state)

@@ -124,33 +124,14 @@ def run(config, workdir: str, source: image_data.ImageData | None = None):
     evaluate = make_evaluate(model, weights)
     init_one = classifier.make_init(config, model, data.image_shape, len(train_images) // config.batch_size)
 
-    if val_host is None:
-
-        def train_epoch(state, epoch):
-            return epoch_fn(state, train)
-
-        def kept(state):
-            return state.variables()
-
-    else:
+    validate = None
+    if val_host is not None:
         val = epochs.to_device((val_host[0], by_task(val_host[1], data.tasks, weights)), mesh)
         evaluate_val = make_evaluate(model, weights, "val")
-        patience = int(config.patience)
-
-        @jax.jit
-        def update_early(state, val_loss, epoch):
-            early = jax.vmap(lambda e, v, loss: e.update(v, (-loss,), epoch, patience))(
-                state.early, state.variables(), val_loss
-            )
-            return state.replace(early=early)
-
-        def train_epoch(state, epoch):
-            state, train_metrics = epoch_fn(state, train)
-            val_metrics = evaluate_val(state.variables(), *val)
-            return update_early(state, val_metrics["val/loss"], epoch), train_metrics | val_metrics
-
-        def kept(state):
-            return state.early.best_params
+        validate = lambda variables: evaluate_val(variables, *val)  # noqa: E731
+    train_epoch, kept = early_stopping.watch(
+        lambda state, epoch: epoch_fn(state, train), validate, config.get("patience", 0)
+    )
 
     def final(state, last_eval):
         variables = kept(state)

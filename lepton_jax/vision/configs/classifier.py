@@ -21,6 +21,18 @@ import ml_collections
 from lepton_jax import config as config_lib
 
 
+def cnn_keys(c: ml_collections.ConfigDict, strong: bool) -> ml_collections.ConfigDict:
+    """The CNN's keys on `c`: the Flax example's network, or with `strong` the stronger one (two Conv-BatchNorm-ReLU
+    per block, max pooling, dropout 0.25). Also the multi-task classifier's trunk."""
+    c.conv_features = (32, 64)
+    c.convs_per_block = 2 if strong else 1
+    c.batch_norm = strong
+    c.pool = "max" if strong else "avg"
+    c.hidden = 256
+    c.dropout = 0.25 if strong else 0.0
+    return c
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     parts = [p for p in (arg or "mnist").split(",") if p]
     smoke, strong = "smoke" in parts, "strong" in parts
@@ -33,12 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
     c.seed = 0
     c.num_seeds = 1
-    c.conv_features = (32, 64)
-    c.convs_per_block = 1
-    c.batch_norm = False
-    c.pool = "avg"
-    c.hidden = 256
-    c.dropout = 0.0
+    cnn_keys(c, strong)
     c.classes = ""  # e.g. "5-9": only those classes, relabelled 0..4
     c.train_examples = 0  # > 0: only the first this many training images (e.g. 1000, to study overfitting)
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
@@ -50,11 +57,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 5
     c.keep_checkpoints = 2
 
-    if strong:
-        c.convs_per_block = 2
-        c.batch_norm = True
-        c.pool = "max"
-        c.dropout = 0.25
     if dataset == "digits":  # 1500 training images: smaller batches, more epochs
         c.batch_size = 50
         c.num_epochs = 30

@@ -27,6 +27,7 @@ import ml_collections
 from lepton_jax import config as config_lib
 from lepton_jax.config import count
 from lepton_jax.techniques import multitask
+from lepton_jax.vision.configs import classifier as classifier_config
 from lepton_jax.vision.data import MULTI_TASKS
 
 # This trainer's keys beyond the vision pillar's (`lepton_jax/vision/configs/__init__.py` `KEYS` spreads them in):
@@ -64,13 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.test_examples = 0  # 0: one per source test image (10k)
     # The tasks (`lepton_jax/techniques/multitask.py`): every task, each weighing 1
     c.update(multitask.DEFAULTS)  # task_weights "" (e.g. "left:1,right:0.5"), single_task "" (e.g. "left")
-    # The trunk: the classifier's CNN
-    c.conv_features = (32, 64)
-    c.convs_per_block = 1
-    c.batch_norm = False
-    c.pool = "avg"
-    c.hidden = 256
-    c.dropout = 0.0
+    classifier_config.cnn_keys(c, strong)  # the trunk: the classifier's CNN
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
     config_lib.technique_keys(c, "mesh", "early_stopping")
     c.batch_size = 128
@@ -79,11 +74,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 1
     c.keep_checkpoints = 2
 
-    if strong:
-        c.convs_per_block = 2
-        c.batch_norm = True
-        c.pool = "max"
-        c.dropout = 0.25
     if dataset == "digits":  # 1500 training pairs of 8x8 digits: small shifts, the canvas kept, more epochs
         c.max_shift = 2
         c.image_size = 12
