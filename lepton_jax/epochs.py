@@ -103,14 +103,20 @@ def make_epoch(
     return epoch
 
 
-def init_seeds(init_one: Callable[[jax.Array], Any], num_seeds: int, mesh) -> Callable[[jax.Array], Any]:
+def init_seeds(
+    init_one: Callable[[jax.Array], Any], num_seeds: int, mesh, boxed_params=None
+) -> Callable[[jax.Array], Any]:
     """Jitted `key -> state`: `init_one` for `num_seeds` keys split from `key`, stacked on a leading seed axis.
 
-    The state comes out replicated on the mesh, exactly as the epoch returns it, so the epoch compiles once.
+    The state comes out replicated on the mesh, exactly as the epoch returns it, so the epoch compiles once; with
+    `boxed_params` (one seed's variables as the model's `init` gives them, partitioning boxes kept: abstract is
+    enough), a tensor-parallel model's parameters and everything per parameter are split as its boxes say
+    (`lepton_jax.parallel.sharded_init`).
     """
-    return jax.jit(
-        lambda key: jax.vmap(init_one)(jax.random.split(key, num_seeds)), out_shardings=parallel.replicated(mesh)
-    )
+    init = lambda key: jax.vmap(init_one)(jax.random.split(key, num_seeds))  # noqa: E731
+    if boxed_params is not None:
+        return parallel.sharded_init(init, boxed_params, mesh)[0]
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))
 
 
 def map_in_chunks(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int) -> Any:

@@ -291,14 +291,11 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
                 augment.sample_grid(config, data.train_images[:8], key, os.path.join(plots, "augment.png"))
         return results
 
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape)))  # no arrays
     task = supervised.Task(
-        # The state where the mesh wants it: the dense pair's parameters (and their optimiser moments) split over
-        # `model`, everything else replicated (`lepton_jax/parallel.py`).
-        init=parallel.sharded_init(
-            lambda key: jax.vmap(init_one)(jax.random.split(key, config.num_seeds)),
-            jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape))),
-            mesh,
-        )[0],
+        # The state where the mesh wants it: the tensor-parallel layers' parameters (and their optimiser moments)
+        # split over `model`, everything else replicated (`lepton_jax/parallel.py`).
+        init=epochs.init_seeds(init_one, config.num_seeds, mesh, boxed_params=boxed),
         train_epoch=train_epoch,
         evaluate=lambda state: evaluate(state.variables(), test_images, test_labels),
         num_epochs=config.num_epochs,

@@ -157,15 +157,12 @@ def run(config, workdir: str, source: image_data.ImageData | None = None):
             plotting.labelled_images(data.train_images[:16], captions, os.path.join(plots, "examples.png"), title)
         return results
 
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape)))  # no arrays
     plot_keys = tuple(f"{split}/{task}/accuracy" for task in weights for split in ("train", "test"))
     task = supervised.Task(
-        # The state where the mesh wants it: the CNN's dense layer and the heads split over `model`
-        # (`lepton_jax/parallel.py`), everything else replicated.
-        init=parallel.sharded_init(
-            lambda key: jax.vmap(init_one)(jax.random.split(key, config.num_seeds)),
-            jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape))),
-            mesh,
-        )[0],
+        # The state where the mesh wants it: the tensor-parallel layers' parameters (and their optimiser moments)
+        # split over `model`, everything else replicated (`lepton_jax/parallel.py`).
+        init=epochs.init_seeds(init_one, config.num_seeds, mesh, boxed_params=boxed),
         train_epoch=train_epoch,
         evaluate=lambda state: evaluate(state.variables(), *test),
         num_epochs=config.num_epochs,

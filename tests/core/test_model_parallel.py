@@ -45,11 +45,11 @@ def test_2x2_mesh_trains_as_one_device(sharded):
     report, params = sharded
     assert report["devices"] == 4
     reference, initial = {}, {}
-    for name, train in (("gcn", tp_worker.train_gcn), ("pair", tp_worker.train_dense_pair)):
+    for name, train in (("gcn", tp_worker.train_gcn), ("classifier", tp_worker.train_classifier)):
         first, last = train("")
         reference |= _params(name, last)
         initial |= _params(name, first)
-    assert params.keys() == reference.keys() and len(reference) == 12
+    assert params.keys() == reference.keys() and len(reference) == 14  # GCN 4 x 2, the CNN 3 x 2
     diff = max(float(np.abs(params[k] - reference[k]).max()) for k in reference)
     assert diff < 1e-5, diff
     # Training moved every kernel, so the comparison is not of untouched initial values.
@@ -64,13 +64,14 @@ def test_gcn_kernels_are_split_over_model_and_each_device_holds_half(sharded):
         "params/conv_2/linear/kernel": ["P(None, None, 'model')", [2, 4, 1]],  # the second pair, (2, 4, 2)
         "params/conv_3/linear/kernel": ["P(None, 'model', None)", [2, 1, 2]],
     }
-    pair = sharded[0]["pair"]["layout"]  # the classifier-style pair, trained through `lepton_jax.epochs`
-    assert pair["params/dense/kernel"] == ["P(None, None, 'model')", [2, 5, 4]]  # (2, 5, 8)
-    assert pair["params/head/kernel"][0].startswith("P(None, 'model'") and pair["params/head/kernel"][1] == [2, 4, 3]
+    pair = sharded[0]["classifier"]["layout"]  # the classifier's dense -> head, trained through `lepton_jax.epochs`
+    assert pair["params/dense/kernel"] == ["P(None, None, 'model')", [2, 64, 4]]  # (2, 64, 8)
+    assert pair["params/head/kernel"][0].startswith("P(None, 'model'") and pair["params/head/kernel"][1] == [2, 4, 10]
+    assert pair["params/conv0/kernel"][1] == [2, 3, 3, 1, 4]  # the convolution is not split
 
 
 def test_layout_stays_put_and_the_step_compiles_once(sharded):
-    for name in ("gcn", "pair"):
+    for name in ("gcn", "classifier"):
         assert sharded[0][name]["compiles_after_first_epoch"] == 0, name
         assert sharded[0][name]["same_layout"], name
 

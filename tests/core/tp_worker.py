@@ -2,28 +2,28 @@
 
     python tests/core/tp_worker.py MESH OUT.npz     # e.g. data:2,model:2; the device count comes from XLA_FLAGS
 
-Trains GCN (the node-classification trainer on the karate club) and a dense pair built as the image classifier's
-`dense -> head` would be (`parallel.dense`, "column" then "row", trained by `lepton_jax.epochs`) for a few epochs.
+Trains GCN (the node-classification trainer on the karate club) and the image classifier (its `dense -> head` pair
+column- then row-split, trained by `lepton_jax.epochs`) for a few epochs.
 Writes their parameters to OUT.npz and prints, as the last line, JSON with the kernels' PartitionSpecs and per-device
 shapes, the number of XLA compiles after the first epoch, whether the state's shardings stayed those of the
 initial state, and the one-line errors of a mesh that does not fit the devices and of a split that cannot be made.
-The tests also call `train_gcn` and `train_dense_pair` in their own one-device process, for the reference.
+The tests also call `train_gcn` and `train_classifier` in their own one-device process, for the reference.
 """
 
 import json
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax.training.train_state import TrainState
 
 from graphs import node_classification
 from graphs.configs import gcn as gcn_config
 from lepton_jax import epochs, parallel
 from lepton_jax.errors import UserError
+from lepton_jax.vision import classifier
+from lepton_jax.vision import data as image_data
+from lepton_jax.vision.configs import classifier as classifier_config
 
 EPOCHS = 3
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -49,50 +49,26 @@ def train_gcn(mesh: str, after_first_epoch=lambda: None):
     return initial, jax.block_until_ready(state)
 
 
-class DensePair(nn.Module):
-    """The classifier's `dense(256) -> head` pair in miniature, as its hook would build it."""
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.relu(parallel.dense(8, "column", name="dense")(x))  # (B, 8), split over `model` on its features
-        return parallel.dense(3, "row", name="head")(x)  # (B, 3): partial sums, one all-reduce
-
-
-class PairState(TrainState):
-    rng: jax.Array
-
-
-def train_dense_pair(mesh: str, after_first_epoch=lambda: None):
-    """`(initial state, state after EPOCHS epochs)` of `DensePair` on random data: 2 seeds, batches of 8 over `data`
-    (`lepton_jax.epochs.make_epoch`, whose step has no `out_shardings`: the layout must propagate)."""
-    mesh = parallel.mesh_from_config({"mesh": mesh})
-    model, example = DensePair(), jnp.zeros((1, 5))
-
-    def init_one(key):
-        init_key, rng = jax.random.split(key)
-        params = nn.unbox(model.init(init_key, example))
-        return PairState.create(apply_fn=model.apply, params=params, tx=optax.adam(0.01), rng=rng)
-
-    def step(state, batch, key):
-        del key
-        x, y = batch
-
-        def loss_fn(params):
-            return optax.softmax_cross_entropy_with_integer_labels(state.apply_fn(params, x), y).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        return state.apply_gradients(grads=grads), {"train/loss": loss}
-
-    # As the classifier's hook would: its `epochs.init_seeds`, with the splits' shardings.
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), example)
-    init, _ = parallel.sharded_init(lambda key: jax.vmap(init_one)(jax.random.split(key, 2)), boxed, mesh)
-    x = np.random.default_rng(0).normal(size=(32, 5)).astype(np.float32)
-    data = epochs.to_device((x, (x.sum(1) > 0).astype(np.int32) + (x[:, 0] > 1)), mesh)
-    epoch_fn = epochs.make_epoch(step, 8, mesh)
+def train_classifier(mesh: str, after_first_epoch=lambda: None):
+    """`(initial state, state after EPOCHS epochs)` of the image classifier (a small CNN whose `dense -> head` pair
+    is column- then row-split) on 64 of the 8x8 digits: 2 seeds, batches of 16 over `data`, built as
+    `classifier.run` builds it (`lepton_jax.epochs`, whose step has no `out_shardings`: the layout must propagate)."""
+    config = classifier_config.get_config("digits,smoke")
+    config.conv_features, config.hidden, config.num_seeds, config.batch_size = (4,), 8, 2, 16
+    config.mesh = mesh
+    mesh = parallel.mesh_from_config(config)
+    data = image_data.load("digits")
+    images, labels = data.train_images[:64], data.train_labels[:64]
+    model = classifier.make_model(config)
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape)))
+    init = epochs.init_seeds(classifier.make_init(config, model, data.image_shape, 4), 2, mesh, boxed_params=boxed)
+    step, sampler = classifier.make_step(config, labels, data.num_classes)
+    epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, sampler=sampler)
+    train = epochs.to_device((images, labels), mesh)
     state = init(jax.random.PRNGKey(0))
     initial = jax.tree.map(jnp.copy, state)  # the state itself is donated to the first step
     for epoch in range(EPOCHS):
-        state, _ = epoch_fn(state, data)
+        state, _ = epoch_fn(state, train)
         if epoch == 0:
             after_first_epoch()
     return initial, jax.block_until_ready(state)
@@ -129,7 +105,7 @@ def main(mesh: str, out: str):
         lambda event, duration, **kwargs: compiles.append(event) if event == COMPILE_EVENT else None
     )
     report, arrays = {"devices": jax.device_count()}, {}
-    for name, train in (("gcn", train_gcn), ("pair", train_dense_pair)):
+    for name, train in (("gcn", train_gcn), ("classifier", train_classifier)):
         initial, final = train(mesh, lambda name=name: marks.__setitem__(name, len(compiles)))
         params = final.train_state.params if name == "gcn" else final.params
         report[name] = {
