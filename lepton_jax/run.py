@@ -87,8 +87,9 @@ class AlreadyComplete(Exception):
 
 
 def code_commit() -> str | None:
-    """The short commit of the checkout this code runs from, `+dirty` when tracked files differ from it; None when
-    it is not a git checkout (an installed copy) or git is missing."""
+    """The short commit of the checkout this code runs from, `+dirty` when tracked files other than the recorded
+    results (`results/`, `RESULTS.md`: what `scripts.reproduce --record` writes between runs) differ from it; None
+    when it is not a git checkout (an installed copy) or git is missing."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*args):
@@ -96,7 +97,8 @@ def code_commit() -> str | None:
 
     try:
         head = git("rev-parse", "--short", "HEAD").strip()
-        return head + ("+dirty" if git("status", "--porcelain", "-uno").strip() else "")
+        changed = git("status", "--porcelain", "-uno", "--", ".", ":(exclude)results", ":(exclude)RESULTS.md")
+        return head + ("+dirty" if changed.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
