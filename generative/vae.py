@@ -25,7 +25,7 @@ from generative import common
 from lepton_jax import epochs, metrics, parallel, plotting, registry, seeds, supervised
 from lepton_jax import run as run_lib
 from lepton_jax.config import require
-from lepton_jax.techniques import optim, precision
+from lepton_jax.techniques import early_stopping, optim, precision
 from lepton_jax.vision import data as image_data
 
 ARCHITECTURES = ("mlp", "conv")
@@ -137,7 +137,13 @@ def importance_sampled_nll(model: VAE, params, x, key, num_samples: int, chunk: 
 
 
 class VAEState(TrainState):
+    """`early`: the early-stopping bookkeeping when a validation split is held out (`val_fraction` > 0)."""
+
     rng: jax.Array
+    early: early_stopping.EarlyStopping | None = None
+
+    def variables(self):
+        return self.params
 
 
 def make_model(config, image_shape) -> VAE:
@@ -170,11 +176,13 @@ def make_train_step(model: VAE):
 def make_init(config, model: VAE, image_shape, steps_per_epoch: int = 1):
     """`key -> VAEState` for one seed; the factory's optimiser (`lepton_jax/techniques/optim.py`; default Adam)."""
     tx = optim.make(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
+    early = config.get("val_fraction", 0.0) > 0
 
     def init(key):
         init_key, z_key, rng = jax.random.split(key, 3)
         params = model.init(init_key, jnp.zeros((1, *image_shape)), z_key)
-        return VAEState.create(apply_fn=model.apply, params=params, tx=tx, rng=rng)
+        state = VAEState.create(apply_fn=model.apply, params=params, tx=tx, rng=rng)
+        return state.replace(early=early_stopping.EarlyStopping.create(params)) if early else state
 
     return init
 
@@ -190,44 +198,69 @@ def run(config, workdir: str):
     mesh = parallel.mesh_from_config(config)
     eval_key = jax.random.PRNGKey(config.seed + 1_000_003)  # evaluation's own stream, never the training rng
     test_bits = jax.random.bernoulli(jax.random.PRNGKey(12345), data.test_images).astype(jnp.float32)  # fixed
-    train_images = epochs.to_device(data.train_images, mesh)
+    # The last `val_fraction` of the training images validate early stopping (binarised once, as the test set).
+    cut = len(data.train_images) - early_stopping.holdout(len(data.train_images), config.get("val_fraction", 0.0))
+    train_images = epochs.to_device(data.train_images[:cut], mesh)
+    val_bits = jax.random.bernoulli(jax.random.PRNGKey(54321), data.train_images[cut:]).astype(jnp.float32)
     test_bits = epochs.to_device(test_bits, mesh)
     epoch_fn = epochs.make_epoch(make_train_step(model), config.batch_size, mesh)
     evaluator, extra = common.make_evaluator(config, data) if config.fid_samples else (None, {})
 
-    @jax.jit
-    def evaluate(params):  # params with a seed axis -> {name: (seeds,)}
-        def one_seed(params):
-            terms = epochs.map_in_chunks(lambda x: neg_elbo(model, params, x, eval_key), test_bits, 1000)
-            return {name: t.mean() for name, t in zip(("test/neg_elbo", "test/recon", "test/kl"), terms)}
+    def scores(bits, prefix):
+        @jax.jit
+        def evaluate(params):  # params with a seed axis -> {name: (seeds,)}
+            def one_seed(params):
+                terms = epochs.map_in_chunks(lambda x: neg_elbo(model, params, x, eval_key), bits, 1000)
+                return {f"{prefix}/{name}": t.mean() for name, t in zip(("neg_elbo", "recon", "kl"), terms)}
 
-        return jax.vmap(one_seed)(params)
+            return jax.vmap(one_seed)(params)
+
+        return evaluate
+
+    evaluate = scores(test_bits, "test")
+    validate = None
+    if len(val_bits):
+        evaluate_val = scores(epochs.to_device(val_bits, mesh), "val")
+
+        def validate(params):  # early stopping watches the validation negative ELBO
+            val = evaluate_val(params)
+            return val | {"val/loss": val["val/neg_elbo"]}
+
+    train_epoch, kept = early_stopping.watch(
+        lambda state, epoch: epoch_fn(state, train_images), validate, config.get("patience", 0)
+    )
 
     desc = f"vae-{config.architecture} {data.name}"
 
     def final(state, last_eval):
+        params = kept(state)  # the best by validation when early stopping, else the last
+        if state.early is not None:
+            last_eval = jax.device_get(evaluate(params))
         results = run_lib.seed_summary(last_eval) | {"num_seeds": int(config.num_seeds)}
+        if state.early is not None:
+            results |= run_lib.seed_summary({"best_epoch": np.asarray(state.early.best_epoch) + 1})
         results.update(_at_epochs(workdir, config.report_epochs, ("test/neg_elbo",)))
         if config.is_samples:
-            results.update(_nll(config, model, state.params, test_bits))
+            results.update(_nll(config, model, params, test_bits))
         if evaluator is not None:
             results.update(extra)
-            samples = _samples(model, state.params, jax.random.PRNGKey(config.seed + 7), config.fid_samples)
+            samples = _samples(model, params, jax.random.PRNGKey(config.seed + 7), config.fid_samples)
             results.update(common.evaluate_seeds(evaluator, samples))
-        _pictures(config, model, seeds.tree_slice(state.params, 0), data, test_bits, workdir)
+        _pictures(config, model, seeds.tree_slice(params, 0), data, test_bits, workdir)
         return results
 
     task = supervised.Task(
         init=epochs.init_seeds(
-            make_init(config, model, data.image_shape, len(data.train_images) // config.batch_size),
+            make_init(config, model, data.image_shape, cut // config.batch_size),
             config.num_seeds,
             mesh,
         ),
-        train_epoch=lambda state, epoch: epoch_fn(state, train_images),
+        train_epoch=train_epoch,
         evaluate=lambda state: evaluate(state.params),
         num_epochs=config.num_epochs,
+        done=(lambda state: early_stopping.all_stopped(state.early)) if validate is not None else None,
         final=final,
-        params=lambda state: state.params,
+        params=kept,
         plot_keys=("train/loss", "test/neg_elbo"),
         title=f"{desc}, latent {config.latent_dim}",
     )

@@ -15,6 +15,7 @@ the feature classifier's training (once, into runs/classifier-mnist-<hash8>, ~20
 import ml_collections
 
 from generative.configs import common
+from lepton_jax import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -31,6 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every_epochs = 1
     c.checkpoint_every_epochs = 5
     c.keep_checkpoints = 2
+    # Early stopping on the validation negative ELBO (off: `val_fraction` > 0 holds out the training set's last share).
+    config_lib.technique_keys(c, "early_stopping")
 
     # Importance-sampled NLL at the end: k samples per test image, in chunks; on the first is_examples images.
     c.is_samples = 5000

@@ -164,6 +164,22 @@ def test_vae_resumed_equals_uninterrupted(tmp_path, interrupt_first_step):
     assert resumed["resumed_from_epoch"] == 1 and resumed["params_sha256"] == full["params_sha256"]
 
 
+def test_vae_early_stopping_keeps_the_best_validation_parameters(tmp_path):
+    """With a validation split the run watches the validation negative ELBO; the parameters it reports (hash, test
+    ELBO) are each seed's best, not the last."""
+    config = vae_config.get_config("digits,smoke")
+    config.num_epochs, config.report_epochs, config.fid_samples, config.is_samples = 4, (1,), 0, 0
+    config.val_fraction, config.patience = 0.2, 1
+    state, results = vae.run(config, str(tmp_path))
+    best = state.early.best_params
+    assert results["params_sha256"] == run_lib.params_sha256(best)
+    assert results["per_seed/best_epoch"] == (np.asarray(state.early.best_epoch) + 1).tolist()
+    assert 1 <= results["perf/epochs"] <= 4
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    val = np.array([[r["val/neg_elbo"] for r in rows]])  # the seeds' mean per epoch
+    assert "val/loss" in rows[0] and np.isfinite(val).all()
+
+
 def _classifier_of(vae_run) -> str:
     return os.path.join(os.path.dirname(vae_run[0]), "classifier")  # the smoke classifier the launcher run trained
 
