@@ -130,17 +130,20 @@ def make_cnn(config, num_classes: int = 10) -> CNN:
     )
 
 
-def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1) -> Any:
+def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1, read_source: bool = True) -> Any:
     """`key -> ClassifierState` for one seed; the factory's optimiser (`lepton_jax/techniques/optim.py`; the
-    classifier's default: Adam with a cosine decay to 0) over the run's steps."""
+    classifier's default: Adam with a cosine decay to 0) over the run's steps, masked for a frozen transferred trunk.
+
+    `read_source=False` builds the state's structure without reading `config.init_from`'s parameters (to restore the
+    run's own checkpoint)."""
     tx = optim.make(config, config.num_epochs * steps_per_epoch, steps_per_epoch)
     early = config.get("val_fraction", 0.0) > 0
-    source = transfer.read_variables(config.init_from) if config.get("init_from") else None
+    if config.get("init_from") and config.get("freeze_trunk", False):
+        tx = transfer.freeze(tx, transfer.excluded(config))
+    source = transfer.read_variables(config.init_from) if config.get("init_from") and read_source else None
     if source is not None:  # checked here, not while `init` is traced: a mismatch is one line, not a JAX traceback
         shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)))
         transfer.transfer(nn.unbox(shapes), source, transfer.excluded(config))
-    if source is not None and config.get("freeze_trunk", False):
-        tx = transfer.freeze(tx, transfer.excluded(config))
 
     def init(key):
         init_key, rng = jax.random.split(key)
@@ -435,9 +438,8 @@ def load_trained(workdir: str, image_shape, num_classes: int = 10) -> tuple[CNN,
         config = ml_collections.ConfigDict(json.load(f))
     if config.get("classes"):
         num_classes = len(image_data.parse_classes(config.classes))
-    config.init_from = None  # the structure is the run's own; its source run is not read again
     model = make_model(config, num_classes)
-    init_one = make_init(config, model, image_shape)
+    init_one = make_init(config, model, image_shape, read_source=False)  # the run's own checkpoint is restored
     key = jax.random.PRNGKey(config.seed)
     abstract = jax.eval_shape(epochs.init_seeds(init_one, config.num_seeds, parallel.make_mesh()), key)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.get("keep_checkpoints", 3))

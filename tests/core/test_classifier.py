@@ -153,6 +153,11 @@ def test_transfer_copies_the_trunk_and_a_frozen_trunk_stays_put(tmp_path, finish
                     same = jax.tree.all(jax.tree.map(np.array_equal, variables[collection][module], leaves))
                     assert same == stays, (collection, module)
         assert variables["params"]["head"]["kernel"].shape == (32, 5)
+    # A transfer run restores as any other: its masked optimiser and 5 classes, without reading the source again.
+    _, restored = classifier.load_trained(str(tmp_path / "frozen"), digits.image_shape)
+    np.testing.assert_array_equal(
+        restored["params"]["head"]["kernel"], np.asarray(frozen.params["params"]["head"]["kernel"])[0]
+    )
     bad = _config(conv_features=(8, 12), **common)
     with pytest.raises(
         UserError, match=r"config.init_from: \S+conv1_0\S* has shape \((\d+, )*16,?\) there and"
