@@ -33,6 +33,20 @@ def excluded(config) -> tuple[str, ...]:
     return tuple(name.strip() for name in config.get("transfer_exclude", "head").split(",") if name.strip())
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+    """The saved steps of the run in `workdir`, oldest first."""
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+
+
+def check_source(config) -> None:
+    """At launch (a config check): `config.init_from`, when set, is a run with a checkpoint to start from."""
+    if config.get("init_from") and not checkpoint_steps(config.init_from):
+        raise UserError(
+            f"config.init_from={config.init_from} holds no checkpoint to start from; point it at a trained run"
+        )
+
+
 def read_variables(workdir: str) -> dict:
     """Seed 0's kept variables (`{"params": ..., "batch_stats": ...}`) from the newest checkpoint in `workdir`.
 
@@ -40,12 +54,11 @@ def read_variables(workdir: str) -> dict:
     """
     import orbax.checkpoint as ocp
 
-    directory = os.path.join(workdir, "checkpoints")
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+    steps = checkpoint_steps(workdir)
     if not steps:
         raise UserError(f"config.init_from={workdir} holds no checkpoint to start from; point it at a trained run")
     try:
-        state = ocp.StandardCheckpointer().restore(os.path.join(directory, str(steps[-1]), "state"))
+        state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(steps[-1]), "state"))
     except Exception as error:  # noqa: BLE001 - any failure to read is the user's file to fix
         first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise UserError(f"config.init_from={workdir}: its checkpoint {steps[-1]} cannot be read ({first})") from None

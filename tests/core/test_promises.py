@@ -115,6 +115,16 @@ TRAIN_CASES = [
     ("dcgan latent_dim 0", [DCGAN, "--config.latent_dim=0"], "config.latent_dim=0"),
     ("classifier no conv layers", [CLASSIFIER, "--config.conv_features=()"], "at least 1 entries"),
     ("classifier lr 0", [CLASSIFIER, "--config.lr=0"], "config.lr=0.0"),
+    # the toolbox: a bad value, and a technique the trainer does not honour (its keys are not in the config)
+    ("classifier rotate > 180", [CLASSIFIER, "--config.augment_rotate=200"], "config.augment_rotate=200"),
+    ("classifier unknown class weighting", [CLASSIFIER, "--config.class_weighting=auto"], "one of none, inverse"),
+    ("classifier patience without validation", [CLASSIFIER, "--config.patience=3"], "needs a validation split"),
+    ("classifier malformed classes", [CLASSIFIER, "--config.classes=9-x"], "config.classes='9-x'"),
+    ("classifier init_from no run", [CLASSIFIER, "--config.init_from={tmp}/empty"], "holds no checkpoint"),
+    ("ppo augmentation", [PPO, "--config.augment_rotate=10"], "config has no key 'augment_rotate'"),
+    ("gcn focal loss", [GCN, "--config.focal_gamma=2"], "config has no key 'focal_gamma'"),
+    ("dcgan early stopping", [DCGAN, "--config.patience=3"], "config has no key 'patience'"),
+    ("gae mesh", [GAE, "--config.mesh=data:1"], "config has no key 'mesh'"),
 ]
 
 # (id, evaluate args, fragment); `{rl}` is a workdir holding a valid PPO config.json.

@@ -4,6 +4,7 @@
 """
 
 from lepton_jax.config import FLAG, Key, count, one_of, require, sizes
+from lepton_jax.techniques import transfer
 from lepton_jax.vision.configs.multitask import KEYS as MULTITASK_KEYS
 from lepton_jax.vision.configs.multitask import check_tasks
 from lepton_jax.vision.data import parse_classes
@@ -31,4 +32,4 @@ def check_early_stopping(config) -> None:
     )
 
 
-CHECKS = (check_early_stopping, check_tasks)
+CHECKS = (check_early_stopping, check_tasks, transfer.check_source)
