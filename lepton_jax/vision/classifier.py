@@ -110,6 +110,17 @@ class ClassifierState(TrainState):
         """Everything `apply` needs: the parameters and the model's state."""
         return {**self.params, **self.model_state}
 
+    def train_forward(self, params, images, key):
+        """The training pass of `params` on `images`: dropout drawn from `key` (None: no rng) and BatchNorm on the
+        batch's statistics. Returns (outputs, the model state it leaves: BatchNorm's running averages moved on)."""
+        mutable = list(self.model_state)
+        rngs = {} if key is None else {"dropout": key}
+        variables = {**params, **self.model_state}
+        if not mutable:
+            return self.apply_fn(variables, images, train=True, rngs=rngs), self.model_state
+        outputs, updates = self.apply_fn(variables, images, train=True, rngs=rngs, mutable=mutable)
+        return outputs, {**self.model_state, **updates}
+
 
 def make_model(config, num_classes: int = 10) -> CNN:
     """The CNN, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`)."""
@@ -166,20 +177,16 @@ def train_step(state: ClassifierState, batch, key, augment_fn=None, criterion=im
     images, labels = batch
     if augment_fn is not None:  # its own stream of the key: the dropout masks stay those of an unaugmented run
         images = augment_fn(jax.random.fold_in(key, 1), images)
-    mutable = list(state.model_state)  # BatchNorm's statistics are updated by the training pass
-    rngs = {} if key is None else {"dropout": key}
 
     def loss_fn(params):
-        variables = {**params, **state.model_state}
-        if mutable:
-            logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs, mutable=mutable)
-        else:
-            logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs), {}
-        return criterion(logits, labels), (logits, updates)
+        logits, model_state = state.train_forward(params, images, key)
+        return criterion(logits, labels), (logits, model_state)
 
-    (loss, (logits, updates)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(state.params)
+    (loss, (logits, model_state)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(
+        state.params
+    )
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
-    state = state.apply_gradients(grads=grads).replace(model_state={**state.model_state, **updates})
+    state = state.apply_gradients(grads=grads).replace(model_state=model_state)
     return state, {"train/loss": loss, "train/accuracy": accuracy}
 
 

@@ -61,22 +61,16 @@ def train_step(state: classifier.ClassifierState, batch, key, weights: dict[str,
     `key` drives dropout. Metrics: `train/loss` (the weighted total) and per task `train/<task>/loss` and
     `train/<task>/accuracy`."""
     images, labels = batch
-    mutable = list(state.model_state)  # BatchNorm's statistics are updated by the training pass
-    rngs = {"dropout": key}
 
     def loss_fn(params):
-        variables = {**params, **state.model_state}
-        if mutable:
-            logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs, mutable=mutable)
-        else:
-            logits, updates = state.apply_fn(variables, images, train=True, rngs=rngs), {}
+        logits, model_state = state.train_forward(params, images, key)
         losses = {task: imbalance.cross_entropy(logits[task], labels[task]) for task in weights}
-        return multitask.weighted_loss(losses, weights)[0], (losses, logits, updates)
+        return multitask.weighted_loss(losses, weights)[0], (losses, logits, model_state)
 
-    (loss, (losses, logits, updates)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(
+    (loss, (losses, logits, model_state)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(
         state.params
     )
-    state = state.apply_gradients(grads=grads).replace(model_state={**state.model_state, **updates})
+    state = state.apply_gradients(grads=grads).replace(model_state=model_state)
     metrics = {"train/loss": loss}
     for task in weights:
         metrics[f"train/{task}/loss"] = losses[task]

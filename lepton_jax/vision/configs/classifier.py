@@ -33,11 +33,15 @@ def cnn_keys(c: ml_collections.ConfigDict, strong: bool) -> ml_collections.Confi
     return c
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None) -> tuple[str, bool, bool]:
+    """`"mnist,strong,smoke"` -> `("mnist", strong, smoke)`; the dataset is `mnist` when not named."""
     parts = [p for p in (arg or "mnist").split(",") if p]
-    smoke, strong = "smoke" in parts, "strong" in parts
     names = [p for p in parts if p not in ("smoke", "strong")]
-    dataset = names[0] if names else "mnist"
+    return (names[0] if names else "mnist"), "strong" in parts, "smoke" in parts
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    dataset, strong, smoke = parse_arg(arg)
 
     c = ml_collections.ConfigDict()
     c.trainer = "classifier"

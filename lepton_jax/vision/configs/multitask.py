@@ -47,10 +47,7 @@ def check_tasks(config) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "mnist").split(",") if p]
-    smoke, strong = "smoke" in parts, "strong" in parts
-    names = [p for p in parts if p not in ("smoke", "strong")]
-    dataset = names[0] if names else "mnist"
+    dataset, strong, smoke = classifier_config.parse_arg(arg)
 
     c = ml_collections.ConfigDict()
     c.trainer = "multitask_classifier"
