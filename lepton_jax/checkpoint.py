@@ -30,6 +30,13 @@ from lepton_jax.errors import UserError
 REFUSED_MARKER = "NO_INTACT_CHECKPOINT"
 
 
+def saved_steps(workdir: str) -> list[int]:
+    """The steps saved in `<workdir>/checkpoints`, oldest first, read from the directory names only (no Orbax, and
+    nothing is changed there: safe on another run's workdir)."""
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+
+
 class Checkpointer:
     """Saves every call to `save`, keeps the newest `keep`, restores the newest intact one."""
 

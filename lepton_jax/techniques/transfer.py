@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from lepton_jax import checkpoint
 from lepton_jax.errors import UserError
 
 TRAIN, FROZEN = "train", "frozen"
@@ -33,15 +34,9 @@ def excluded(config) -> tuple[str, ...]:
     return tuple(name.strip() for name in config.get("transfer_exclude", "head").split(",") if name.strip())
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-    """The saved steps of the run in `workdir`, oldest first."""
-    directory = os.path.join(workdir, "checkpoints")
-    return sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
-
-
 def check_source(config) -> None:
     """At launch (a config check): `config.init_from`, when set, is a run with a checkpoint to start from."""
-    if config.get("init_from") and not checkpoint_steps(config.init_from):
+    if config.get("init_from") and not checkpoint.saved_steps(config.init_from):
         raise UserError(
             f"config.init_from={config.init_from} holds no checkpoint to start from; point it at a trained run"
         )
@@ -54,7 +49,7 @@ def read_variables(workdir: str) -> dict:
     """
     import orbax.checkpoint as ocp
 
-    steps = checkpoint_steps(workdir)
+    steps = checkpoint.saved_steps(workdir)
     if not steps:
         raise UserError(f"config.init_from={workdir} holds no checkpoint to start from; point it at a trained run")
     try:

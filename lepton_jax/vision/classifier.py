@@ -359,11 +359,6 @@ def _writable(directory: str) -> str | None:
         return error.strerror or type(error).__name__
 
 
-def _checkpoint_steps(workdir: str) -> list[str]:
-    directory = os.path.join(workdir, "checkpoints")
-    return [d for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
-
-
 def check_workdir(config, workdir: str, flag: str = "--workdir", alternatives: Sequence[tuple[str, Any]] = ()) -> str:
     """Whether `workdir` can give (or receive) the classifier `config` describes; reads files, trains nothing.
 
@@ -422,7 +417,7 @@ def check_workdir(config, workdir: str, flag: str = "--workdir", alternatives: S
         unset = f" (unset, it is {default_workdir(config)})"
         raise refuse(f"holds {held} (changed: {', '.join(changed)}); {fix}{unset}")
     if os.path.isfile(os.path.join(workdir, "results.json")):
-        if not _checkpoint_steps(workdir):
+        if not checkpoint.saved_steps(workdir):
             raise refuse(
                 f"has results.json but no checkpoint to restore; delete its results.json to retrain there, or point "
                 f"{flag} elsewhere"
