@@ -335,7 +335,13 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
             "the config of the run in this workdir; restore it, use a new --workdir, or --restart to start "
             "afresh with the old files kept",
         )
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        # A technique key the saved config predates, now at its off value, is no change: the run did without it.
+        off = {name: value for group in TECHNIQUES.values() for name, value in group.items()}
+        changed = sorted(
+            k
+            for k in set(old) | set(new)
+            if old.get(k) != new.get(k) and not (k not in old and k in off and new[k] == off[k])
+        )
         if changed:
             raise UserError(
                 f"workdir {workdir} holds a run with a different config (changed: {', '.join(changed)}); "

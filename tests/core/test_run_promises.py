@@ -299,3 +299,23 @@ def test_a_signal_swallowed_mid_phase_still_stops_the_phase(capsys):
                 sys.unraisablehook(types.SimpleNamespace(exc_value=dropped, exc_type=Interrupted))
     assert raised.value.signum == signal.SIGINT and str(raised.value) == "interrupted during start-up"
     assert capsys.readouterr().err == ""
+
+
+def test_resume_accepts_a_config_saved_before_a_technique_key_existed(tmp_path):
+    """A workdir whose config.json predates a technique key resumes while that key is off, and refuses when it is
+    on (the run did without it); any other difference is still refused, naming the key."""
+    from lepton_jax import config as config_lib
+
+    config = ppo_config.get_config("smoke")
+    config_lib.technique_keys(config, "early_stopping")
+    saved = config_lib.to_dict(config)
+    del saved["patience"]
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(saved, f)
+    config_lib.save_config(config, str(tmp_path))  # patience 0: off, as the saved run had it
+    config.patience = 5
+    with pytest.raises(UserError, match=r"changed: patience\)"):
+        config_lib.save_config(config, str(tmp_path))
+    config.patience, config.lr = 0, config.lr * 2
+    with pytest.raises(UserError, match=r"changed: lr\)"):
+        config_lib.save_config(config, str(tmp_path))
