@@ -8,4 +8,5 @@ TRAINERS = {
     "node_classification": "graphs.node_classification",
     "link_prediction": "graphs.link_prediction",
     "graph_classification": "graphs.graph_classification",
+    "node_link_multitask": "graphs.multitask",
 }

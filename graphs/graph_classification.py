@@ -13,6 +13,10 @@ numbers the literature reports can both be computed at the end:
 With `config.val_fraction > 0` a stratified, seeded share of each fold's training graphs is held out as a validation
 set and a third, fair number is reported: `test/accuracy_val_selected`, each fold's test accuracy at the epoch of its
 highest validation accuracy (the first such epoch), i.e. early stopping chosen without looking at the test fold.
+`config.patience > 0` (which needs that validation set) also stops a fold once its validation accuracy has not
+reached its best for `patience` epochs (`lepton_jax/techniques/early_stopping.py`): its later batches are empty
+(its state frozen) and its curves keep their last values; the run ends when every fold has stopped, and
+`epochs_trained` reports each fold's epochs.
 """
 
 from typing import Any
@@ -30,7 +34,7 @@ from graphs.data import GraphDataset, load_tu
 from graphs.jraph_compat import jraph
 from lepton_jax import datasets, registry, run, supervised
 from lepton_jax.config import require
-from lepton_jax.techniques import optim, precision
+from lepton_jax.techniques import early_stopping, optim, precision
 
 
 class GINTrainState(TrainState):
@@ -39,11 +43,17 @@ class GINTrainState(TrainState):
 
 @struct.dataclass
 class FoldState:
+    """The curves' entries after a fold's newest epoch hold that epoch's value (`record`): a fold that stopped, or
+    a run that ended early, leaves them at the last epoch trained."""
+
     train_state: GINTrainState
     test_curve: jax.Array  # (num_epochs,) test accuracy after each epoch
     val_curve: jax.Array  # (num_epochs,) validation accuracy after each epoch (zeros without a validation set)
     loss_curve: jax.Array  # (num_epochs,) mean training loss of each epoch
     rng: jax.Array
+    # Validation patience (`config.patience > 0`, else None). It keeps no parameters (`best_params` is empty): the
+    # validation-selected number is read from the curves.
+    early: early_stopping.EarlyStopping | None = None
 
 
 def learning_rate(config, epoch: int) -> float:
@@ -63,7 +73,8 @@ def make_steps(config, model: models.GIN, example: jraph.GraphsTuple):
             apply_fn=model.apply, params=variables["params"], tx=tx, batch_stats=variables["batch_stats"]
         )
         zeros = jnp.zeros(config.num_epochs, jnp.float32)
-        return FoldState(train_state, zeros, zeros, zeros, key)
+        early = early_stopping.EarlyStopping.create(()) if config.get("patience", 0) > 0 else None
+        return FoldState(train_state, zeros, zeros, zeros, key, early)
 
     def train_step(state: FoldState, graph, labels, valid, lr):
         rng, key = jax.random.split(state.rng)
@@ -114,6 +125,13 @@ def fold_batches(dataset: GraphDataset, per_fold: list[list[np.ndarray]], budget
     return out
 
 
+def record(curve: jax.Array, values: jax.Array, epoch: int, trained: np.ndarray) -> jax.Array:
+    """`curve` (folds, epochs) with `values` (folds,) at `epoch` and every later epoch, for the folds that `trained`
+    (folds,) this epoch; the others keep theirs."""
+    later = (np.arange(curve.shape[1]) >= epoch)[None, :] & trained[:, None]
+    return jnp.where(later, values[:, None], curve)
+
+
 def split_validation(train: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator):
     """`train` ids -> (train, validation): `fraction` of each class (at least one graph of it), seeded."""
     keep, held = [], []
@@ -139,6 +157,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     folds = dataset.folds[: config.num_folds]
     val_fraction = config.get("val_fraction", 0.0)
     require(0.0 <= val_fraction < 0.5, "config.val_fraction must be in [0, 0.5)")
+    patience = config.get("patience", 0)
+    require(
+        not patience or val_fraction > 0,
+        f"config.patience={patience} needs a validation split to watch: set config.val_fraction > 0 (e.g. 0.1), "
+        "or patience 0",
+    )
     if val_fraction > 0:
         split_rng = np.random.default_rng([config.seed, 12345])
         splits = [split_validation(train, dataset.labels, val_fraction, split_rng) for train, _ in folds]
@@ -154,6 +178,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     init = jax.jit(lambda key: jax.vmap(init_one)(jax.random.split(key, len(folds))))
     train_step = jax.jit(jax.vmap(train_one, (0, 0, 0, 0, None)), donate_argnums=0)
     eval_step = jax.jit(jax.vmap(eval_one))
+    # One score, validation accuracy; no parameters kept (the empty tree).
+    update_early = jax.jit(jax.vmap(lambda early, val, epoch: early.update((), (val,), epoch, patience), (0, 0, None)))
 
     def eval_batches(sets):
         return fold_batches(dataset, [batching.pack(ids, node_counts, edge_counts, budget) for ids in sets], budget)
@@ -173,21 +199,25 @@ def train_and_evaluate(config, workdir: str) -> dict:
         rng = np.random.default_rng([config.seed, epoch])
         per_fold = [batching.pack(rng.permutation(train), node_counts, edge_counts, budget) for train, _ in folds]
         lr = jnp.float32(learning_rate(config, epoch))
+        # A fold that has stopped gets only empty batches, which leave its state as it is.
+        trained = np.ones(len(folds), bool) if state.early is None else ~np.asarray(state.early.stopped)  # (folds,)
         losses, batches = [], jnp.zeros(len(folds))
         for graphs, labels, valid in fold_batches(dataset, per_fold, budget):
-            state, loss = train_step(state, graphs, labels, valid, lr)
+            state, loss = train_step(state, graphs, labels, valid & trained, lr)
             losses.append(loss)
-            batches = batches + valid
-        mean_loss = sum(losses) / batches
+            batches = batches + (valid & trained)
+        mean_loss = sum(losses) / jnp.maximum(batches, 1)  # (folds,); 0 for a stopped fold
         test = accuracy(state, test_batches)
         state = state.replace(
-            test_curve=state.test_curve.at[:, epoch].set(test),
-            loss_curve=state.loss_curve.at[:, epoch].set(mean_loss),
+            test_curve=record(state.test_curve, test, epoch, trained),
+            loss_curve=record(state.loss_curve, mean_loss, epoch, trained),
         )
-        metrics = {"train/loss": mean_loss, "train/lr": lr, "test/accuracy": test}
+        metrics = {"train/loss": mean_loss[trained], "train/lr": lr, "test/accuracy": test}
         if val_batches:
             metrics["val/accuracy"] = accuracy(state, val_batches)
-            state = state.replace(val_curve=state.val_curve.at[:, epoch].set(metrics["val/accuracy"]))
+            state = state.replace(val_curve=record(state.val_curve, metrics["val/accuracy"], epoch, trained))
+        if state.early is not None:
+            state = state.replace(early=update_early(state.early, metrics["val/accuracy"], jnp.int32(epoch)))
         return state, metrics
 
     def final(state, last_eval):
@@ -199,6 +229,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
             val_curve = np.asarray(jax.device_get(state.val_curve))[:, : config.num_epochs]
             chosen, per_fold["test/accuracy_val_selected"] = val_selected(curve, val_curve)
             extra["per_seed/val_selected_epoch"] = [int(e) + 1 for e in chosen]
+        if state.early is not None:
+            # A stopped fold's patience ran out `patience` epochs after its best (with one score, the epoch kept);
+            # a fold still training when the run ended trained them all.
+            early = jax.device_get(state.early)
+            per_fold["epochs_trained"] = np.where(early.stopped, early.best_epoch + patience + 1, config.num_epochs)
         return (
             run.seed_summary(per_fold)
             | extra
@@ -217,6 +252,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         train_epoch=train_epoch,
         evaluate=lambda state: {"test/accuracy": accuracy(state, test_batches)},
         num_epochs=config.num_epochs,
+        done=(lambda state: early_stopping.all_stopped(state.early)) if patience > 0 else None,
         final=final,
         params=lambda state: state.train_state.params,
         plot_keys=("test/accuracy", "train/loss") + (("val/accuracy",) if val_batches else ()),

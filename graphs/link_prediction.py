@@ -8,6 +8,11 @@ program. Two reconstruction losses (`config.loss`):
   against the training edges plus self-loops, positives weighted by (#non-edges / #edges). O(N^2) per epoch.
 - "sampled", as PyTorch Geometric's `GAE.recon_loss`: binary cross-entropy of the training edges against as many
   node pairs drawn uniformly at random each epoch (almost all non-edges in a sparse graph). O(E) per epoch.
+
+With `config.patience > 0` each training step also scores the validation edges and updates early stopping
+(`lepton_jax/techniques/early_stopping.py`) on validation AUC and AP: a seed stops after `patience` epochs without
+either improving, and the test metrics and `best_epoch` are those of the parameters it kept (both scores at their
+best). With `patience` 0 (the default) nothing is kept and the test metrics are the last parameters'.
 """
 
 import jax
@@ -23,13 +28,16 @@ from graphs.data import load_node_dataset
 from graphs.jraph_compat import jraph
 from lepton_jax import registry, run, supervised
 from lepton_jax.config import require
-from lepton_jax.techniques import precision
+from lepton_jax.techniques import early_stopping, precision
 
 
 @struct.dataclass
 class LinkState:
+    """`early`: the early-stopping bookkeeping when `config.patience > 0`, else None (nothing kept)."""
+
     train_state: TrainState
     rng: jax.Array
+    early: early_stopping.EarlyStopping | None = None
 
 
 def stacked_splits(dataset, config) -> batching.LinkSplit:
@@ -48,8 +56,34 @@ def stacked_splits(dataset, config) -> batching.LinkSplit:
     return batching.LinkSplit(*(jnp.asarray(np.stack(parts)) for parts in zip(*splits)))
 
 
+def sampled_loss(z, split: batching.LinkSplit, key):
+    """PyG's `GAE.recon_loss` (`config.loss="sampled"`): binary cross-entropy of the training edges `(E, 2)` against
+    as many node pairs drawn uniformly with `key`; an edge's logit is `z_i . z_j` for the `(N, D)` embeddings `z`."""
+    positives = jnp.stack([split.train_senders, split.train_receivers], 1)  # (E, 2)
+    negatives = jax.random.randint(key, positives.shape, 0, z.shape[0])
+    pos = optax.sigmoid_binary_cross_entropy(models.inner_product_scores(z, positives), 1.0)
+    neg = optax.sigmoid_binary_cross_entropy(models.inner_product_scores(z, negatives), 0.0)
+    return pos.mean() + neg.mean()
+
+
+def link_metrics(z, split: batching.LinkSplit, names=("val", "test"), prefix: str = "") -> dict:
+    """`<name>/<prefix>auc`, `ap` and `accuracy` (`sigmoid(z_i . z_j) > 0.5`) of each of `names`' held-out edges
+    against as many non-edges, from the `(N, D)` embeddings `z`."""
+    out = {}
+    for name in names:
+        pos, neg = getattr(split, f"{name}_pos"), getattr(split, f"{name}_neg")
+        scores = models.inner_product_scores(z, jnp.concatenate([pos, neg]))
+        targets = jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])])
+        out[f"{name}/{prefix}auc"] = graph_metrics.roc_auc(scores, targets)
+        out[f"{name}/{prefix}ap"] = graph_metrics.average_precision(scores, targets)
+        out[f"{name}/{prefix}accuracy"] = jnp.mean((scores > 0) == (targets > 0))
+    return out
+
+
 def make_steps(config, model, features):
-    """`(init, train_step, evaluate)` for one seed; `split` is that seed's `LinkSplit`."""
+    """`(init, train_step, evaluate)` for one seed: `init(key, split) -> state`, `train_step(state, split, epoch)
+    -> (state, metrics)`, `evaluate(params, split) -> metrics`; `split` is that seed's `LinkSplit`."""
+    patience = config.get("patience", 0)
     tx = common.make_optimizer(config, config.num_epochs)
     num_nodes = features.shape[0]
 
@@ -68,7 +102,8 @@ def make_steps(config, model, features):
     def init(key, split):
         key, init_key = jax.random.split(key)
         params = model.init({"params": init_key}, graph_of(split), train=False)
-        return LinkState(TrainState.create(apply_fn=model.apply, params=params, tx=tx), key)
+        early = early_stopping.EarlyStopping.create(params, num_scores=2) if patience > 0 else None
+        return LinkState(TrainState.create(apply_fn=model.apply, params=params, tx=tx), key, early)
 
     require(config.loss in ("dense", "sampled"), f"config.loss must be dense or sampled, got '{config.loss}'")
 
@@ -81,16 +116,12 @@ def make_steps(config, model, features):
         losses = optax.sigmoid_binary_cross_entropy(z @ z.T, target) * (1.0 + (pos_weight - 1.0) * target)
         return norm * losses.mean()
 
-    def sampled_loss(z, split, key):
-        positives = jnp.stack([split.train_senders, split.train_receivers], 1)
-        negatives = jax.random.randint(key, positives.shape, 0, num_nodes)
-        pos = optax.sigmoid_binary_cross_entropy(models.inner_product_scores(z, positives), 1.0)
-        neg = optax.sigmoid_binary_cross_entropy(models.inner_product_scores(z, negatives), 0.0)
-        return pos.mean() + neg.mean()
-
     reconstruction_loss = dense_loss if config.loss == "dense" else sampled_loss
 
-    def train_step(state: LinkState, split):
+    def evaluate(params, split):
+        return link_metrics(model.apply(params, graph_of(split), train=False), split)
+
+    def train_step(state: LinkState, split, epoch):
         rng, key, sample_key = jax.random.split(state.rng, 3)
         graph = graph_of(split)
 
@@ -99,18 +130,16 @@ def make_steps(config, model, features):
             return reconstruction_loss(z, split, sample_key)
 
         loss, grads = precision.value_and_grad(loss_fn, state.train_state.opt_state)(state.train_state.params)
-        return LinkState(state.train_state.apply_gradients(grads=grads), rng), {"train/loss": loss}
-
-    def evaluate(state: LinkState, split):
-        z = model.apply(state.train_state.params, graph_of(split), train=False)
-        out = {}
-        for name, pos, neg in (("val", split.val_pos, split.val_neg), ("test", split.test_pos, split.test_neg)):
-            scores = models.inner_product_scores(z, jnp.concatenate([pos, neg]))
-            targets = jnp.concatenate([jnp.ones(pos.shape[0]), jnp.zeros(neg.shape[0])])
-            out[f"{name}/auc"] = graph_metrics.roc_auc(scores, targets)
-            out[f"{name}/ap"] = graph_metrics.average_precision(scores, targets)
-            out[f"{name}/accuracy"] = jnp.mean((scores > 0) == (targets > 0))  # sigmoid(score) > 0.5
-        return out
+        train_state = state.train_state.apply_gradients(grads=grads)
+        metrics = {"train/loss": loss}
+        if state.early is None:
+            return LinkState(train_state, rng), metrics
+        # The updated parameters on the validation edges (the test scores are computed, unused, and dropped by XLA).
+        val = evaluate(train_state.params, split)
+        early = state.early.update(train_state.params, (val["val/auc"], val["val/ap"]), epoch, patience)
+        metrics.update({"train/val_auc": val["val/auc"], "train/val_ap": val["val/ap"]})
+        # A seed whose patience has run out keeps its state while the others go on.
+        return early_stopping.where(state.early.stopped, state, LinkState(train_state, rng, early)), metrics
 
     return init, train_step, evaluate
 
@@ -126,17 +155,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
     model = precision.module(model, config)  # computing in `config.precision`'s type
     init_one, step_one, evaluate_one = make_steps(config, model, features)
     init = jax.jit(lambda key: jax.vmap(init_one)(common.seed_keys(key, config.num_seeds), splits))
-    train_step = jax.jit(jax.vmap(step_one), donate_argnums=0)
+    train_step = jax.jit(jax.vmap(step_one, (0, 0, None)), donate_argnums=0)
     evaluate = jax.jit(jax.vmap(evaluate_one))
+
+    def tested(state):
+        """The parameters the test metrics use: those early stopping kept (patience > 0), else the last."""
+        return state.train_state.params if state.early is None else state.early.best_params
+
+    def final(state, last_eval):
+        results = dict(last_eval)
+        if state.early is not None:
+            results["best_epoch"] = np.asarray(state.early.best_epoch) + 1
+        return run.seed_summary(results) | dict(num_seeds=int(config.num_seeds), dataset=config.dataset, model="gae")
+
     task = supervised.Task(
         init=init,
-        train_epoch=lambda state, epoch: train_step(state, splits),
-        evaluate=lambda state: evaluate(state, splits),
+        train_epoch=lambda state, epoch: train_step(state, splits, jnp.int32(epoch)),
+        evaluate=lambda state: evaluate(tested(state), splits),
         num_epochs=config.num_epochs,
-        final=lambda state, last_eval: (
-            run.seed_summary(last_eval) | dict(num_seeds=int(config.num_seeds), dataset=config.dataset, model="gae")
-        ),
-        params=lambda state: state.train_state.params,
+        done=lambda state: state.early is not None and early_stopping.all_stopped(state.early),
+        final=final,
+        params=tested,
         plot_keys=("val/auc", "val/ap"),
         title=f"GAE on {config.dataset}",
     )

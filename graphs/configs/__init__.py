@@ -4,7 +4,9 @@
 relations between them, both checked at launch (`lepton_jax.config.validate`).
 """
 
+from graphs.configs.gcn_multitask import check_tasks
 from lepton_jax.config import DROPOUT, FLAG, count, number, one_of, require
+from lepton_jax.techniques import multitask
 
 KEYS = {
     "model": one_of("gcn", "gat", "mpnn"),  # `graphs.models`
@@ -22,11 +24,14 @@ KEYS = {
     "num_folds": count(1),
     "num_layers": count(1),
     "learn_eps": FLAG,
+    # node classification and link prediction together (graphs/multitask.py)
+    **multitask.KEYS,
 }
 
 
 def check_splits(config) -> None:
-    """Link prediction keeps some edges for training; graph classification's validation share is under a half."""
+    """Link prediction keeps some edges for training; graph classification's validation share is under a half, and
+    its patience needs one; node classification validates on the dataset's own validation nodes."""
     if config.trainer == "link_prediction":
         require(
             config.val_fraction + config.test_fraction < 1,
@@ -36,6 +41,19 @@ def check_splits(config) -> None:
         require(config.model == "gcn", f"link prediction uses a GCN encoder (config.model=gcn), got '{config.model}'")
     if config.trainer == "graph_classification":
         require(0.0 <= config.val_fraction < 0.5, f"config.val_fraction={config.val_fraction} must be in [0, 0.5)")
+        patience = config.get("patience", 0)
+        require(
+            not patience or config.val_fraction > 0,
+            f"config.patience={patience} needs a validation split to watch: set config.val_fraction > 0 "
+            "(e.g. 0.1), or patience 0",
+        )
+    if config.trainer == "node_classification":
+        val_fraction = config.get("val_fraction", 0.0)
+        require(
+            not val_fraction,
+            f"config.val_fraction={val_fraction} is not used by node classification, which validates on the "
+            "dataset's own validation nodes: leave it 0",
+        )
 
 
-CHECKS = (check_splits,)
+CHECKS = (check_splits, check_tasks)

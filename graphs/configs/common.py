@@ -24,6 +24,9 @@ def base(trainer: str, dataset: str) -> ml_collections.ConfigDict:
     c.checkpoint_every_epochs = 50
     c.keep_checkpoints = 2
     config_lib.training_keys(c)  # Adam; each config sets its rate and weight decay
+    # Early stopping, off (`lepton_jax/techniques/early_stopping.py`): `patience` for every trainer, `val_fraction`
+    # the share of edges (link prediction) or of each fold's training graphs (graph classification) held out.
+    config_lib.technique_keys(c, "early_stopping")
     if trainer == "node_classification":  # the trainer that runs on a (data, model) mesh (GCN tensor-parallel)
         config_lib.technique_keys(c, "mesh")
     return c

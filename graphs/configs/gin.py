@@ -10,7 +10,8 @@ sum readout over all layers, dropout 0.5 on the readout, batch 32 graphs, Adam l
 last epoch, ~88 % best epoch, 7 minutes on a busy 2-core CPU (0.9 s per epoch for all 10 folds); PROTEINS takes
 ~9 s per epoch there (`--config.num_epochs=80` for a 13-minute run). `--config.val_fraction=0.1` holds out a
 stratified 10 % of each training fold for validation and adds `test/accuracy_val_selected_*` (early stopping chosen
-on validation, the fair protocol of Errica et al. 2020).
+on validation, the fair protocol of Errica et al. 2020); with it, `--config.patience=50` also stops each fold 50
+epochs after its best validation accuracy (the run ends when all have stopped; `epochs_trained_*` says when).
 """
 
 from graphs.configs.common import base, parse_arg, shrink

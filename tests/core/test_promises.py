@@ -95,6 +95,8 @@ TRAIN_CASES = [
     ("gae no training edges", [GAE, "--config.val_fraction=0.6", "--config.test_fraction=0.5"], "must be < 1"),
     ("gae embedding_size 0", [GAE, "--config.embedding_size=0"], "config.embedding_size=0"),
     ("gin val_fraction 0.5", [GIN, "--config.val_fraction=0.5"], "in [0, 0.5)"),
+    ("gin patience without validation", [GIN, "--config.patience=3"], "needs a validation split"),
+    ("gcn val_fraction", [GCN, "--config.val_fraction=0.1"], "not used by node classification"),
     ("gin batch_size 0", [GIN, "--config.batch_size=0"], "config.batch_size=0"),
     ("gin num_layers 0", [GIN, "--config.num_layers=0"], "config.num_layers=0"),
     # graph RL
