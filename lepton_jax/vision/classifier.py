@@ -198,18 +198,19 @@ def make_step(config, train_labels: np.ndarray, num_classes: int):
     return step, imbalance.sampler(config, lambda batch_data: batch_data[1])  # data = (images, labels)
 
 
-def make_predict(model: CNN):
-    """Jitted `(variables with a seed axis, images) -> logits (seeds, N, classes)`, in chunks of `EVAL_CHUNK`."""
+def make_predict(model: CNN, seed_loop: str = "vmap"):
+    """Jitted `(variables with a seed axis, images) -> logits (seeds, N, classes)`, in chunks of `EVAL_CHUNK`; the
+    seeds share the program as `seed_loop` says (`lepton_jax.seeds`)."""
 
     def one_seed(variables, images):
         return epochs.map_in_chunks(lambda x: model.apply(variables, x), images, EVAL_CHUNK)
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, None)))
+    return jax.jit(seeds.over_seeds(one_seed, (0, None), seed_loop))
 
 
-def make_evaluate(model: CNN, prefix: str = "test"):
+def make_evaluate(model: CNN, prefix: str = "test", seed_loop: str = "vmap"):
     """Jitted `(variables with a seed axis, images, labels) -> {<prefix>/loss, <prefix>/accuracy}` per seed."""
-    predict = make_predict(model)
+    predict = make_predict(model, seed_loop)
 
     def evaluate(variables, images, labels):
         logits = predict(variables, images)
@@ -271,14 +272,15 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
     train = epochs.to_device(train_host, mesh)
     test_images, test_labels = epochs.to_device((data.test_images, data.test_labels), mesh)
     step, sampler = make_step(config, train_host[1], data.num_classes)
-    epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, sampler=sampler)
-    evaluate = make_evaluate(model)
+    seed_loop = config.get("seed_loop", "vmap")
+    epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, seed_loop=seed_loop, sampler=sampler)
+    evaluate = make_evaluate(model, seed_loop=seed_loop)
     init_one = make_init(config, model, data.image_shape, len(train_host[0]) // config.batch_size)
 
     validate = None
     if val_host is not None:
         val_images, val_labels = epochs.to_device(val_host, mesh)
-        evaluate_val = make_evaluate(model, "val")
+        evaluate_val = make_evaluate(model, "val", seed_loop)
         validate = lambda variables: evaluate_val(variables, val_images, val_labels)  # noqa: E731
     train_epoch, kept = early_stopping.watch(
         lambda state, epoch: epoch_fn(state, train), validate, config.get("patience", 0)
@@ -286,7 +288,7 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
 
     def final(state, last_eval):
         variables = kept(state)
-        predictions = np.asarray(jnp.argmax(make_predict(model)(variables, test_images), -1))
+        predictions = np.asarray(jnp.argmax(make_predict(model, seed_loop)(variables, test_images), -1))
         report = class_report(data.test_labels, predictions, data.num_classes)
         per_seed = {f"test/{k}": v for k, v in report.items() if k != "confusion"}
         per_seed["test/loss"] = np.asarray(evaluate(variables, test_images, test_labels)["test/loss"])

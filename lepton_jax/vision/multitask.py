@@ -78,10 +78,10 @@ def train_step(state: classifier.ClassifierState, batch, key, weights: dict[str,
     return state, metrics
 
 
-def make_evaluate(model, weights: dict[str, float], prefix: str = "test"):
+def make_evaluate(model, weights: dict[str, float], prefix: str = "test", seed_loop: str = "vmap"):
     """Jitted `(variables with a seed axis, images, {task: labels}) -> {<prefix>/loss (the weighted total),
     <prefix>/<task>/loss, <prefix>/<task>/accuracy}`, each (seeds,); one forward pass for every task."""
-    predict = classifier.make_predict(model)  # {task: (seeds, N, classes)}
+    predict = classifier.make_predict(model, seed_loop)  # {task: (seeds, N, classes)}
 
     def evaluate(variables, images, labels):
         logits = predict(variables, images)
@@ -114,14 +114,15 @@ def run(config, workdir: str, source: image_data.ImageData | None = None):
     test_labels = by_task(data.test_labels, data.tasks, weights)
     test = epochs.to_device((data.test_images, test_labels), mesh)
     step = functools.partial(train_step, weights=weights)
-    epoch_fn = epochs.make_epoch(step, config.batch_size, mesh)
-    evaluate = make_evaluate(model, weights)
+    seed_loop = config.get("seed_loop", "vmap")
+    epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, seed_loop=seed_loop)
+    evaluate = make_evaluate(model, weights, seed_loop=seed_loop)
     init_one = classifier.make_init(config, model, data.image_shape, len(train_images) // config.batch_size)
 
     validate = None
     if val_host is not None:
         val = epochs.to_device((val_host[0], by_task(val_host[1], data.tasks, weights)), mesh)
-        evaluate_val = make_evaluate(model, weights, "val")
+        evaluate_val = make_evaluate(model, weights, "val", seed_loop)
         validate = lambda variables: evaluate_val(variables, *val)  # noqa: E731
     train_epoch, kept = early_stopping.watch(
         lambda state, epoch: epoch_fn(state, train), validate, config.get("patience", 0)
@@ -129,7 +130,7 @@ def run(config, workdir: str, source: image_data.ImageData | None = None):
 
     def final(state, last_eval):
         variables = kept(state)
-        logits = classifier.make_predict(model)(variables, test[0])
+        logits = classifier.make_predict(model, seed_loop)(variables, test[0])
         evaluation = evaluate(variables, *test)
         per_seed = {name: np.asarray(value) for name, value in evaluation.items() if name.endswith("loss")}
         plots = os.path.join(workdir, "plots")

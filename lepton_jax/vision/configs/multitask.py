@@ -65,6 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     classifier_config.cnn_keys(c, strong)  # the trunk: the classifier's CNN
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
     config_lib.technique_keys(c, "mesh", "early_stopping")
+    # How the seeds share each step (`lepton_jax.seeds`): "vmap" batches them; "unroll" (or "auto" on CPU) compiles
+    # one copy per seed, which XLA:CPU runs faster than batched (grouped) convolutions.
+    c.seed_loop = "vmap"
     c.batch_size = 128
     c.num_epochs = 10
     c.eval_every_epochs = 1
