@@ -88,8 +88,9 @@ class AlreadyComplete(Exception):
 
 def code_commit() -> str | None:
     """The short commit of the checkout this code runs from, `+dirty` when tracked files other than the recorded
-    results (`results/`, `RESULTS.md`: what `scripts.reproduce --record` writes between runs) differ from it; None
-    when it is not a git checkout (an installed copy) or git is missing."""
+    results (`results/`, `RESULTS.md`: what `scripts.reproduce --record` writes between runs), the tests and the
+    documentation (`*.md`), none of which a run reads, differ from it; None when it is not a git checkout (an
+    installed copy) or git is missing."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*args):
@@ -97,7 +98,9 @@ def code_commit() -> str | None:
 
     try:
         head = git("rev-parse", "--short", "HEAD").strip()
-        changed = git("status", "--porcelain", "-uno", "--", ".", ":(exclude)results", ":(exclude)RESULTS.md")
+        changed = git(
+            "status", "--porcelain", "-uno", "--", ".", ":(exclude)results", ":(exclude)tests", ":(exclude)*.md"
+        )
         return head + ("+dirty" if changed.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
