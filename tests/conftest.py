@@ -100,6 +100,30 @@ def interrupt_first_step(monkeypatch):
     return patched
 
 
+@pytest.fixture
+def without_figures(monkeypatch):
+    """Within the test, `lepton_jax.plotting` draws no figure: each one (learning curves, image grids, confusion
+    matrices, captioned images) is an empty file at its path instead, so which files a run writes can still be
+    checked. For runs whose pictures the test does not look at: drawing is host-side matplotlib work, about half a
+    second a figure (a grid of 32 captioned images), twice that on busy cores: as long as a smoke run's training."""
+    import inspect
+
+    from lepton_jax import plotting
+
+    def empty_file(draw):
+        signature = inspect.signature(draw)
+
+        def write(*args, **kwargs):
+            path = signature.bind(*args, **kwargs).arguments["path"]
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            open(path, "wb").close()
+
+        return write
+
+    for name in ("curves", "image_grid", "confusion_matrix", "labelled_images"):
+        monkeypatch.setattr(plotting, name, empty_file(getattr(plotting, name)))
+
+
 def launch(args, workdir: str, timeout=300) -> dict:
     """`python -m scripts.train ARGS --workdir=WORKDIR`, asserted to succeed; returns its results.json."""
     result = run_python(["-m", "scripts.train", *args, f"--workdir={workdir}"], timeout=timeout)

@@ -24,9 +24,16 @@ def make_config(**values) -> ml_collections.ConfigDict:
     return config_lib.technique_keys(config_lib.training_keys(ml_collections.ConfigDict(values)), "augment")
 
 
-def warp(image, **transform) -> np.ndarray:
+@jax.jit
+def _warp(image, angle, zoom, shift, flip, crop):
+    # Every transform argument traced (as `draw` passes them): one program per image shape, not each of the
+    # matrix's and the sampling's operations compiled one by one.
     height, width = image.shape[:2]
-    return np.asarray(augment.warp(jnp.asarray(image), augment.matrix(height, width, **transform)))
+    return augment.warp(image, augment.matrix(height, width, angle, zoom, shift, flip, crop))
+
+
+def warp(image, angle=0.0, zoom=1.0, shift=(0.0, 0.0), flip=False, crop=(0, 0)) -> np.ndarray:
+    return np.asarray(_warp(jnp.asarray(image), angle, zoom, jnp.asarray(shift), flip, jnp.asarray(crop)))
 
 
 def shifted(image, rows: int, cols: int) -> np.ndarray:
@@ -115,7 +122,7 @@ def test_one_key_one_batch_each_example_its_own_transform_one_compile():
     for a, b in itertools.combinations(np.asarray(first), 2):  # identical inputs, different transforms
         assert np.abs(a - b).max() > 1e-3
     augment_fn(jax.random.key(2), images + 0.5)  # new values, same shapes: no new trace
-    low = augment.make(config)(jax.random.key(0), images.astype(jnp.bfloat16))
+    low = jax.eval_shape(augment.make(config), jax.random.key(0), images.astype(jnp.bfloat16))  # traced, not run
     assert low.dtype == jnp.bfloat16 and low.shape == images.shape
 
 

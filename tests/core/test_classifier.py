@@ -46,6 +46,7 @@ def _config(**overrides):
     c = classifier_config.get_config("digits,strong,smoke")
     c.conv_features, c.hidden, c.num_seeds, c.num_epochs = (8, 16), 32, 2, 6
     c.val_fraction, c.patience, c.checkpoint_every_epochs = 0.2, 2, 1
+    c.train_examples = 400  # of the 1500 training images (320 trained on, 80 held out): 6 steps an epoch
     c.update(overrides)
     return c
 
@@ -71,12 +72,16 @@ def test_batch_norm_statistics_are_trained_and_dropout_is_on_only_in_training(fi
     model = classifier.make_model(_config())
     variables = jax.tree.map(lambda x: x[0], state.variables())
     images = jnp.ones((4, 8, 8, 1)) * 0.5
-    eval_a, eval_b = model.apply(variables, images), model.apply(variables, images)
+    # Jitted: one program each instead of every layer's operations compiled one by one.
+    evaluate = jax.jit(model.apply)
+    eval_a, eval_b = evaluate(variables, images), evaluate(variables, images)
     np.testing.assert_array_equal(eval_a, eval_b)
-    train = [
-        model.apply(variables, images, train=True, rngs={"dropout": jax.random.key(k)}, mutable=["batch_stats"])[0]
-        for k in (0, 1)
-    ]
+
+    @jax.jit
+    def train_pass(variables, key):
+        return model.apply(variables, images, train=True, rngs={"dropout": key}, mutable=["batch_stats"])[0]
+
+    train = [train_pass(variables, jax.random.key(k)) for k in (0, 1)]
     assert not np.allclose(train[0], train[1])
 
 
@@ -85,20 +90,21 @@ def test_report_uses_the_kept_parameters_and_matches_scikit_learn(finished, digi
     best = np.asarray(state.early.best_epoch) + 1
     assert results["per_seed/best_epoch"] == best.tolist() and results["perf/epochs"] <= 6
     model, variables = classifier.load_trained(workdir, digits.image_shape)  # seed 0's kept variables
-    predicted = np.asarray(jnp.argmax(model.apply(variables, digits.test_images), -1))
+    predicted = np.asarray(jnp.argmax(jax.jit(model.apply)(variables, digits.test_images), -1))
     labels = digits.test_labels
     assert results["per_seed/test/accuracy"][0] == pytest.approx(np.mean(predicted == labels), rel=1e-6)  # float32
     assert results["per_seed/test/macro_f1"][0] == pytest.approx(f1_score(labels, predicted, average="macro"))
     assert results["per_seed/test/balanced_accuracy"][0] == pytest.approx(balanced_accuracy_score(labels, predicted))
     recall = recall_score(labels, predicted, average=None)
     assert [results[f"per_seed/test/recall/{c}"][0] for c in range(10)] == pytest.approx(list(recall))
-    matrix = classifier.class_report(labels, predicted[None], 10)["confusion"][0]
+    # Two rows, as the run's two seeds: the shapes of the run's own report, whose compiled operations are reused.
+    matrix = classifier.class_report(labels, np.stack([predicted, predicted]), 10)["confusion"][0]
     np.testing.assert_array_equal(matrix, confusion_matrix(labels, predicted))
     for name in ("learning_curve.png", "confusion_matrix.png", "misclassified.png"):
         assert os.path.getsize(os.path.join(workdir, "plots", name)) > 1000
 
 
-def test_resume_equals_uninterrupted(tmp_path, finished, digits, interrupt_first_step):
+def test_resume_equals_uninterrupted(tmp_path, finished, digits, interrupt_first_step, without_figures):
     """Interrupted after its first epoch and resumed: BatchNorm statistics, dropout keys and the early-stopping
     bookkeeping all continue exactly (the same kept parameters, bit for bit)."""
     from lepton_jax.interrupt import Interrupted
@@ -135,7 +141,7 @@ def test_classes_are_selected_and_relabelled(digits):
         image_data.select_classes(digits, "7-12")
 
 
-def test_transfer_copies_the_trunk_and_a_frozen_trunk_stays_put(tmp_path, finished, digits):
+def test_transfer_copies_the_trunk_and_a_frozen_trunk_stays_put(tmp_path, finished, digits, without_figures):
     from lepton_jax.errors import UserError
     from lepton_jax.techniques import transfer
 

@@ -3,6 +3,8 @@
 frequencies against their binomial spread, the imbalanced subsets' exact counts, the metrics against scikit-learn,
 the keys off = the plain cross-entropy bit for bit, and the keys' launch checks."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -42,16 +44,18 @@ def test_weighted_cross_entropy_is_torch_normalised():
     ce = -log_p_y(LOGITS, LABELS)
     w = WEIGHTS[LABELS].astype(np.float64)
     expected = (w * ce).sum() / w.sum()  # torch.nn.CrossEntropyLoss(weight=WEIGHTS)(logits, labels)
-    per_example = imbalance.weighted_cross_entropy(jnp.asarray(LOGITS), jnp.asarray(LABELS), jnp.asarray(WEIGHTS))
+    # Jitted: one program each instead of every operation compiled one by one.
+    weighted_mean = jax.jit(imbalance.weighted_mean)
+    per_example = jax.jit(imbalance.weighted_cross_entropy)(LOGITS, LABELS, WEIGHTS)
     np.testing.assert_allclose(per_example, w * ce, rtol=1e-6)
-    loss = imbalance.weighted_mean(per_example, jnp.asarray(LABELS), jnp.asarray(WEIGHTS))
+    loss = weighted_mean(per_example, LABELS, WEIGHTS)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
     assert abs(expected - ce.mean()) > 0.1  # the weights matter here
     # The scale of the weights does not change the loss; a mask drops examples from both sums.
-    scaled = imbalance.weighted_mean(per_example * 10, jnp.asarray(LABELS), jnp.asarray(WEIGHTS * 10))
+    scaled = weighted_mean(per_example * 10, LABELS, WEIGHTS * 10)
     np.testing.assert_allclose(float(scaled), expected, rtol=1e-6)
     mask = np.array([1, 1, 0, 1])
-    masked = imbalance.weighted_mean(per_example, jnp.asarray(LABELS), jnp.asarray(WEIGHTS), jnp.asarray(mask))
+    masked = weighted_mean(per_example, LABELS, WEIGHTS, mask)
     np.testing.assert_allclose(float(masked), (mask * w * ce).sum() / (mask * w).sum(), rtol=1e-6)
 
 
@@ -76,8 +80,10 @@ def test_focal_loss_is_finite_where_the_model_is_certain():
     """p_y = 1 in float32 (and p_y = 0): the loss and its gradient stay finite, for gamma below 1 too."""
     logits = jnp.array([[100.0, 0.0, 0.0], [0.0, 100.0, 0.0]])
     labels = jnp.array([0, 0])
+    # gamma traced: one compiled program for both values
+    value_and_grad = jax.jit(jax.value_and_grad(lambda x, g: imbalance.focal_loss(x, labels, g).mean()))
     for gamma in (0.5, 2.0):
-        loss, grad = jax.value_and_grad(lambda x, g=gamma: imbalance.focal_loss(x, labels, g).mean())(logits)
+        loss, grad = value_and_grad(logits, gamma)
         assert np.isfinite(float(loss)) and np.isfinite(np.asarray(grad)).all()
         np.testing.assert_allclose(float(loss), 100.0 / 2, rtol=1e-5)  # the hopeless example: -log p = 100
 
@@ -103,9 +109,10 @@ def test_class_weights_by_hand():
 
 
 def test_nothing_configured_is_the_plain_cross_entropy_bit_for_bit():
-    logits = jax.random.normal(jax.random.key(0), (64, 10))
-    labels = jax.random.randint(jax.random.key(1), (64,), 0, 10)
-    mask = jax.random.bernoulli(jax.random.key(2), 0.5, (64,))
+    rng = np.random.default_rng(0)  # NumPy's draws: nothing to compile
+    logits = jnp.asarray(rng.normal(size=(64, 10)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 10, 64), jnp.int32)
+    mask = jnp.asarray(rng.random(64) < 0.5)
     loss_fn = imbalance.classification_loss(config(), np.bincount(np.asarray(labels), minlength=10))
     plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     np.testing.assert_array_equal(loss_fn(logits, labels), plain.mean())
@@ -121,12 +128,16 @@ def test_nothing_configured_is_the_plain_cross_entropy_bit_for_bit():
         assert imbalance.classification_loss(config(**on), counts)(logits, labels) != plain.mean()
 
 
+# Both sampler tests draw 40 batches of 500 from 1000 labels: one compiled program.
+balanced_batches = jax.jit(imbalance.balanced_batches, static_argnums=(2, 3))
+
+
 def test_balanced_batches_are_uniform_over_classes():
     """99:1 labels: each draw is a minority example with probability 1/2, each minority example with 1/20."""
     labels = np.r_[np.zeros(990, np.int32), np.ones(10, np.int32)]
     labels = jnp.asarray(np.random.default_rng(0).permutation(labels))
     num_batches, batch_size = 40, 500
-    draws = jax.jit(imbalance.balanced_batches, static_argnums=(2, 3))(jax.random.key(0), labels, num_batches, 500)
+    draws = balanced_batches(jax.random.key(0), labels, num_batches, batch_size)
     assert draws.shape == (num_batches, batch_size) and draws.dtype == jnp.int32
     draws = np.asarray(draws).ravel()
     m = draws.size
@@ -142,9 +153,9 @@ def test_balanced_batches_are_uniform_over_classes():
 
 
 def test_balanced_batches_with_absent_and_scattered_classes():
-    """Classes 2, 5 and 7 only (counts 300, 60, 6): a third each."""
-    labels = jnp.asarray(np.random.default_rng(1).permutation(np.repeat([2, 5, 7], [300, 60, 6])).astype(np.int32))
-    draws = np.asarray(imbalance.balanced_batches(jax.random.key(3), labels, 30, 400)).ravel()
+    """Classes 2, 5 and 7 only (counts 900, 94, 6): a third each."""
+    labels = jnp.asarray(np.random.default_rng(1).permutation(np.repeat([2, 5, 7], [900, 94, 6])).astype(np.int32))
+    draws = np.asarray(balanced_batches(jax.random.key(3), labels, 40, 500)).ravel()
     shares = np.array([np.mean(np.asarray(labels)[draws] == c) for c in (2, 5, 7)])
     assert np.all(np.abs(shares - 1 / 3) < 5 * np.sqrt(2 / 9 / draws.size)), shares
 
@@ -204,6 +215,18 @@ def test_imbalance_subset_counts():
     )
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def classification_metrics(labels, predictions, num_classes, mask=None):
+    """The metrics under test, jitted as one program (each operation compiled alone would cost more)."""
+    args = (labels, predictions, num_classes, mask)
+    return {
+        "confusion": core_metrics.confusion_matrix(*args),
+        "balanced_accuracy": core_metrics.balanced_accuracy(*args),
+        "macro_f1": core_metrics.macro_f1(*args),
+        "recall": core_metrics.per_class_recall(*args),
+    }
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_metrics_match_sklearn(seed):
     rng = np.random.default_rng(seed)
@@ -214,22 +237,19 @@ def test_metrics_match_sklearn(seed):
         predictions[predictions == 3] = 0  # class 3 labelled, never predicted
     mask = rng.random(n) < 0.7
     y, p = labels[mask], predictions[mask]
-    args = (jnp.asarray(labels), jnp.asarray(predictions), k, jnp.asarray(mask))
-    np.testing.assert_array_equal(core_metrics.confusion_matrix(*args), sk.confusion_matrix(y, p, labels=range(k)))
+    scores = classification_metrics(jnp.asarray(labels), jnp.asarray(predictions), k, jnp.asarray(mask))
+    np.testing.assert_array_equal(scores["confusion"], sk.confusion_matrix(y, p, labels=range(k)))
     with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
         expected = sk.balanced_accuracy_score(y, p)
-    assert float(core_metrics.balanced_accuracy(*args)) == pytest.approx(expected, abs=1e-6)
-    assert float(core_metrics.macro_f1(*args)) == pytest.approx(
-        sk.f1_score(y, p, average="macro", zero_division=0), abs=1e-6
-    )
-    np.testing.assert_allclose(
-        core_metrics.per_class_recall(*args), sk.recall_score(y, p, average=None, labels=range(k), zero_division=0)
-    )
-    unmasked = core_metrics.confusion_matrix(jnp.asarray(labels), jnp.asarray(predictions), k)
+    assert float(scores["balanced_accuracy"]) == pytest.approx(expected, abs=1e-6)
+    assert float(scores["macro_f1"]) == pytest.approx(sk.f1_score(y, p, average="macro", zero_division=0), abs=1e-6)
+    np.testing.assert_allclose(scores["recall"], sk.recall_score(y, p, average=None, labels=range(k), zero_division=0))
+    unmasked = classification_metrics(jnp.asarray(labels), jnp.asarray(predictions), k)["confusion"]
     np.testing.assert_array_equal(unmasked, sk.confusion_matrix(labels, predictions, labels=range(k)))
     # Balanced accuracy differs from accuracy on imbalanced labels: all-majority predictions score 1 / C.
     skewed = jnp.asarray(np.r_[np.zeros(99), np.ones(1)].astype(np.int32))
-    assert float(core_metrics.balanced_accuracy(skewed, jnp.zeros(100, jnp.int32), 2)) == pytest.approx(0.5)
+    all_majority = classification_metrics(skewed, jnp.zeros(100, jnp.int32), 2)
+    assert float(all_majority["balanced_accuracy"]) == pytest.approx(0.5)
 
 
 def test_bad_values_are_one_line():

@@ -3,6 +3,7 @@ are really split over `model`, the layout stays put with one compile, and a bad 
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
@@ -20,18 +21,6 @@ from tests.core import tp_worker
 WORKER = os.path.join(ROOT, "tests", "core", "tp_worker.py")
 
 
-@pytest.fixture(scope="module")
-def sharded(tmp_path_factory):
-    """The worker's report and parameters on `data:2,model:2` over 4 devices."""
-    out = tmp_path_factory.mktemp("tensor_parallel") / "params.npz"
-    result = run_python(
-        [WORKER, "data:2,model:2", str(out)], env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with np.load(out) as f:
-        return json.loads(result.stdout.strip().splitlines()[-1]), dict(f)
-
-
 def _params(name, state):
     params = state.train_state.params if name == "gcn" else state.params
     return {
@@ -40,15 +29,32 @@ def _params(name, state):
     }
 
 
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """The worker's report and parameters on `data:2,model:2` over 4 devices, and the one-device reference
+    (`(initial, trained)` parameters) trained in this process while the worker runs: each compiles on its own core."""
+    out = tmp_path_factory.mktemp("tensor_parallel") / "params.npz"
+    with ThreadPoolExecutor(1) as pool:  # the thread only waits for the subprocess
+        worker = pool.submit(
+            run_python,
+            [WORKER, "data:2,model:2", str(out)],
+            env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        )
+        reference, initial = {}, {}
+        for name, train in (("gcn", tp_worker.train_gcn), ("classifier", tp_worker.train_classifier)):
+            first, last = train("")
+            reference |= _params(name, last)
+            initial |= _params(name, first)
+        result = worker.result()
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(out) as f:
+        return json.loads(result.stdout.strip().splitlines()[-1]), dict(f), (initial, reference)
+
+
 def test_2x2_mesh_trains_as_one_device(sharded):
-    assert jax.device_count() == 1
-    report, params = sharded
+    assert jax.device_count() == 1  # the reference was trained in this process
+    report, params, (initial, reference) = sharded
     assert report["devices"] == 4
-    reference, initial = {}, {}
-    for name, train in (("gcn", tp_worker.train_gcn), ("classifier", tp_worker.train_classifier)):
-        first, last = train("")
-        reference |= _params(name, last)
-        initial |= _params(name, first)
     assert params.keys() == reference.keys() and len(reference) == 14  # GCN 4 x 2, the CNN 3 x 2
     diff = max(float(np.abs(params[k] - reference[k]).max()) for k in reference)
     assert diff < 1e-5, diff
