@@ -56,6 +56,16 @@ def stacked_splits(dataset, config) -> batching.LinkSplit:
     return batching.LinkSplit(*(jnp.asarray(np.stack(parts)) for parts in zip(*splits)))
 
 
+def train_graph(graph: jraph.GraphsTuple, split: batching.LinkSplit) -> jraph.GraphsTuple:
+    """`graph`'s nodes with only `split`'s training edges (both directions): the graph a link-prediction model
+    propagates over, so that no held-out edge reaches it."""
+    return graph._replace(
+        senders=split.train_senders,
+        receivers=split.train_receivers,
+        n_edge=jnp.array([split.train_senders.shape[0]]),
+    )
+
+
 def sampled_loss(z, split: batching.LinkSplit, key):
     """PyG's `GAE.recon_loss` (`config.loss="sampled"`): binary cross-entropy of the training edges `(E, 2)` against
     as many node pairs drawn uniformly with `key`; an edge's logit is `z_i . z_j` for the `(N, D)` embeddings `z`."""
@@ -86,18 +96,18 @@ def make_steps(config, model, features):
     patience = config.get("patience", 0)
     tx = common.make_optimizer(config, config.num_epochs)
     num_nodes = features.shape[0]
+    nodes = jraph.GraphsTuple(  # the edges are each split's (`train_graph`)
+        nodes=features,
+        edges=None,
+        senders=None,
+        receivers=None,
+        n_node=jnp.array([num_nodes]),
+        n_edge=None,
+        globals=None,
+    )
 
     def graph_of(split):
-        num_edges = split.train_senders.shape[0]
-        return jraph.GraphsTuple(
-            nodes=features,
-            edges=None,
-            senders=split.train_senders,
-            receivers=split.train_receivers,
-            n_node=jnp.array([num_nodes]),
-            n_edge=jnp.array([num_edges]),
-            globals=None,
-        )
+        return train_graph(nodes, split)
 
     def init(key, split):
         key, init_key = jax.random.split(key)

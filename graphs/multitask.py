@@ -33,10 +33,9 @@ import numpy as np
 from flax import struct
 from flax.training.train_state import TrainState
 
-from graphs import batching, common, link_prediction, models, node_classification
+from graphs import common, link_prediction, models, node_classification
 from graphs import metrics as graph_metrics
 from graphs.data import load_node_dataset
-from graphs.jraph_compat import jraph
 from lepton_jax import registry, run, seeds, supervised
 from lepton_jax.techniques import early_stopping, multitask, precision
 
@@ -59,28 +58,6 @@ def make_model(config, num_classes: int, weights: dict[str, float]) -> multitask
     return precision.module(multitask.MultiHead(trunk, {task: outputs[task] for task in weights}), config)
 
 
-def train_graph(graph: jraph.GraphsTuple, split: batching.LinkSplit) -> jraph.GraphsTuple:
-    """`graph`'s nodes with only `split`'s training edges (both directions): the graph both tasks train and are
-    evaluated on."""
-    return graph._replace(
-        senders=split.train_senders,
-        receivers=split.train_receivers,
-        n_edge=jnp.array([split.train_senders.shape[0]]),
-    )
-
-
-def node_metrics(logits, labels: node_classification.Labels, names=("val", "test")) -> dict:
-    """`<name>/node_loss`, `node_accuracy`, `node_precision`, `node_recall`, `node_macro_f1` of the nodes of each
-    of `names` (the dataset's split masks)."""
-    out = {}
-    for name in names:
-        mask = getattr(labels, name)
-        out[f"{name}/node_loss"] = graph_metrics.cross_entropy(logits, labels.labels, mask)
-        scores = graph_metrics.classification_metrics(logits, labels.labels, mask)
-        out.update({f"{name}/node_{k}": v for k, v in scores.items()})
-    return out
-
-
 def make_steps(config, model, weights: dict[str, float]):
     """The steps of one seed (vmap them over seeds; `split` is the seed's `LinkSplit`, `graph` the shared nodes):
     `init(key, graph, split) -> state`, `epoch_step(state, graph, split, labels, epoch) -> (state, metrics)`,
@@ -90,13 +67,13 @@ def make_steps(config, model, weights: dict[str, float]):
 
     def init(key, graph, split):
         key, init_key = jax.random.split(key)
-        params = model.init({"params": init_key}, train_graph(graph, split), train=False)
+        params = model.init({"params": init_key}, link_prediction.train_graph(graph, split), train=False)
         train_state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
         return MultiTaskState(train_state, early_stopping.EarlyStopping.create(params), key)
 
     def train_step(train_state, graph, split, labels, key):
         dropout_key, sample_key = jax.random.split(key)
-        seen = train_graph(graph, split)
+        seen = link_prediction.train_graph(graph, split)
 
         def loss_fn(params):
             outputs = model.apply(params, seen, train=True, rngs={"dropout": dropout_key})
@@ -116,10 +93,10 @@ def make_steps(config, model, weights: dict[str, float]):
         return train_state.apply_gradients(grads=grads), metrics
 
     def evaluate(params, graph, split, labels, names=("val", "test")):
-        outputs = model.apply(params, train_graph(graph, split), train=False)
+        outputs = model.apply(params, link_prediction.train_graph(graph, split), train=False)
         out = {}
         if "node" in weights:
-            out |= node_metrics(outputs["node"], labels, names)
+            out |= node_classification.node_metrics(outputs["node"], labels, names, prefix="node_")
         if "link" in weights:
             out |= link_prediction.link_metrics(outputs["link"], split, names, prefix="link_")
         return out

@@ -46,6 +46,18 @@ def labels_of(dataset: NodeDataset) -> Labels:
     return Labels(*(jnp.asarray(a) for a in (dataset.labels, dataset.train_mask, dataset.val_mask, dataset.test_mask)))
 
 
+def node_metrics(logits, labels: Labels, names=("val", "test"), prefix: str = "") -> dict:
+    """`<name>/<prefix>loss`, `accuracy`, `precision`, `recall` and `macro_f1` of the nodes of each of `names` (the
+    split masks of `labels`), from the `(N, classes)` logits."""
+    out = {}
+    for name in names:
+        mask = getattr(labels, name)
+        out[f"{name}/{prefix}loss"] = graph_metrics.cross_entropy(logits, labels.labels, mask)
+        scores = graph_metrics.classification_metrics(logits, labels.labels, mask)
+        out.update({f"{name}/{prefix}{k}": v for k, v in scores.items()})
+    return out
+
+
 def make_steps(config, model: nn.Module):
     """The steps of one seed (vmap them over seeds): `init(key, graph) -> state`, `epoch_step(state, graph, labels,
     epoch) -> (state, metrics)`, `evaluate(params, graph, labels) -> metrics` and the bare
@@ -71,18 +83,7 @@ def make_steps(config, model: nn.Module):
         return train_state.apply_gradients(grads=grads), metrics
 
     def evaluate(params, graph, labels):
-        logits = model.apply(params, graph, train=False)
-        out = {}
-        for split in ("val", "test"):
-            mask = getattr(labels, split)
-            out[f"{split}/loss"] = graph_metrics.cross_entropy(logits, labels.labels, mask)
-            out.update(
-                {
-                    f"{split}/{k}": v
-                    for k, v in graph_metrics.classification_metrics(logits, labels.labels, mask).items()
-                }
-            )
-        return out
+        return node_metrics(model.apply(params, graph, train=False), labels)
 
     def epoch_step(state: NodeState, graph, labels, epoch):
         rng, key = jax.random.split(state.rng)

@@ -34,7 +34,7 @@ def karate():
 
 def test_the_graph_holds_only_the_training_edges(karate):
     dataset, graph, split = karate
-    seen = trainer.train_graph(graph, split)
+    seen = link_prediction.train_graph(graph, split)
     edges = set(zip(np.asarray(seen.senders).tolist(), np.asarray(seen.receivers).tolist()))
     assert len(edges) == seen.senders.shape[0] == 2 * (78 - 3 - 15)  # 78 edges, 3 for validation, 15 for test
     assert all((r, s) in edges for s, r in edges)  # both directions
@@ -79,7 +79,9 @@ def test_both_tasks_learn_on_the_karate_club(finished, karate):
     labels = node_classification.labels_of(dataset)
     for seed in range(8):
         split = seeds.tree_slice(splits, seed)
-        outputs = model.apply(seeds.tree_slice(state.early.best_params, seed), trainer.train_graph(graph, split))
+        outputs = model.apply(
+            seeds.tree_slice(state.early.best_params, seed), link_prediction.train_graph(graph, split)
+        )
         predicted = np.argmax(np.asarray(outputs["node"]), -1)
         test = np.asarray(labels.test)
         accuracy = np.mean(predicted[test] == dataset.labels[test])
