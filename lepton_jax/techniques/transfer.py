@@ -34,12 +34,18 @@ def excluded(config) -> tuple[str, ...]:
     return tuple(name.strip() for name in config.get("transfer_exclude", "head").split(",") if name.strip())
 
 
+def source_steps(workdir: str) -> list[int]:
+    """The checkpoint steps of the source run `workdir` (oldest first); none is one `UserError` line."""
+    steps = checkpoint.saved_steps(workdir)
+    if not steps:
+        raise UserError(f"config.init_from={workdir} holds no checkpoint to start from; point it at a trained run")
+    return steps
+
+
 def check_source(config) -> None:
     """At launch (a config check): `config.init_from`, when set, is a run with a checkpoint to start from."""
-    if config.get("init_from") and not checkpoint.saved_steps(config.init_from):
-        raise UserError(
-            f"config.init_from={config.init_from} holds no checkpoint to start from; point it at a trained run"
-        )
+    if config.get("init_from"):
+        source_steps(config.init_from)
 
 
 def read_variables(workdir: str) -> dict:
@@ -49,9 +55,7 @@ def read_variables(workdir: str) -> dict:
     """
     import orbax.checkpoint as ocp
 
-    steps = checkpoint.saved_steps(workdir)
-    if not steps:
-        raise UserError(f"config.init_from={workdir} holds no checkpoint to start from; point it at a trained run")
+    steps = source_steps(workdir)
     try:
         state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(steps[-1]), "state"))
     except Exception as error:  # noqa: BLE001 - any failure to read is the user's file to fix
