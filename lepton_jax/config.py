@@ -116,6 +116,7 @@ DROPOUT = number(0, 1, high_open=True)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "linear", "cosine", "step")
 PRECISIONS = ("f32", "bf16", "f16")  # `lepton_jax/techniques/precision.py`
+MONITORS = ("loss", "accuracy")  # the validation score early stopping watches in the image trainers
 MESH_AXES = ("data", "model")  # the device mesh's axes (`lepton_jax/parallel.py`)
 
 
@@ -176,6 +177,10 @@ KEYS = {
     # validation, and the evaluations without improvement before a seed stops (0: never; its best parameters kept).
     "val_fraction": number(0, 1, high_open=True),
     "patience": count(0),
+    # The image trainers' validation split: "train" carves it from the end of the training examples; "rest" takes as
+    # many images from after the first `train_examples` (never trained on). And the score early stopping watches.
+    "val_from": one_of("train", "rest"),
+    "monitor": one_of(*MONITORS),
     # Transfer learning (`lepton_jax/techniques/transfer.py`): the run whose parameters start this one, the modules
     # not copied (trained from scratch), and whether the copied ones stay frozen.
     "init_from": PATH,
@@ -230,6 +235,7 @@ def training_keys(config: ml_collections.ConfigDict, **defaults) -> ml_collectio
 TECHNIQUES = {
     "mesh": {"mesh": ""},  # the device mesh (`lepton_jax/parallel.py`; "": every device on data)
     "early_stopping": {"val_fraction": 0.0, "patience": 0},
+    "validation": {"val_from": "train", "monitor": "loss"},  # the image trainers' split and watched score
     "augment": {
         "augment_crop": 0,
         "augment_flip": False,

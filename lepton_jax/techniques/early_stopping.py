@@ -6,7 +6,8 @@
 
 Keys (`lepton_jax/config.py`): `val_fraction`, the share of the training data held out for validation
 (`holdout`), and `patience`, the evaluations without improvement after which a seed stops (0: it never stops, but
-the best parameters are still the ones kept).
+the best parameters are still the ones kept). The image trainers also take `monitor` (`watch`: the validation loss,
+or accuracy) and `val_from` (`"rest"`: the validation images follow the training subset instead of ending it).
 
 The scores are "higher is better" (pass `-loss` for a loss). With several scores an evaluation *improves* when any
 of them is at least its best so far, and the parameters are *kept* when all are: the rule of the GAT paper's code
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from lepton_jax.config import require
+from lepton_jax.config import MONITORS, require
 
 
 def where(condition, new, old):
@@ -66,27 +67,30 @@ class EarlyStopping:
         return where(self.stopped, self, new)
 
 
-def watch(train_epoch: Callable, validate: Callable | None, patience: int) -> tuple[Callable, Callable]:
+def watch(train_epoch: Callable, validate: Callable | None, patience: int, monitor: str = "loss"):
     """`(train_epoch, kept)` for a trainer whose state (seed axis first) has `variables()` and an `early` field.
 
-    Each epoch of the returned `train_epoch` ends with `validate(variables)` (per-seed metrics with `val/loss`, added
-    to the epoch's) and the early-stopping update on `-val/loss`; `kept(state)` is then the variables to test, the
-    best so far. With `validate` None: `train_epoch` itself, and `kept` the last variables.
+    Each epoch of the returned `train_epoch` ends with `validate(variables)` (per-seed metrics with `val/loss` and
+    `val/accuracy`, added to the epoch's) and the early-stopping update on the `monitor`ed score (`-val/loss`, or
+    `val/accuracy`); `kept(state)` is then the variables to test, the best so far. With `validate` None:
+    `train_epoch` itself, and `kept` the last variables.
     """
     if validate is None:
         return train_epoch, lambda state: state.variables()
+    require(monitor in MONITORS, f"config.monitor must be one of {', '.join(MONITORS)}, got '{monitor}'")
 
     @jax.jit
-    def update(state, val_loss, epoch):
-        def one(early, variables, loss):
-            return early.update(variables, (-loss,), epoch, patience)
+    def update(state, score, epoch):
+        def one(early, variables, value):
+            return early.update(variables, (value,), epoch, patience)
 
-        return state.replace(early=jax.vmap(one)(state.early, state.variables(), val_loss))
+        return state.replace(early=jax.vmap(one)(state.early, state.variables(), score))
 
     def watched_epoch(state, epoch):
         state, metrics = train_epoch(state, epoch)
         val = validate(state.variables())
-        return update(state, val["val/loss"], epoch), metrics | val
+        score = -val["val/loss"] if monitor == "loss" else val["val/accuracy"]
+        return update(state, score, epoch), metrics | val
 
     return watched_epoch, lambda state: state.early.best_params
 

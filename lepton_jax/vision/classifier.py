@@ -33,7 +33,7 @@ from flax.training.train_state import TrainState
 
 from lepton_jax import checkpoint, epochs, metrics, parallel, plotting, registry, seeds, supervised
 from lepton_jax import run as run_lib
-from lepton_jax.config import require, to_dict
+from lepton_jax.config import require, technique_settings, to_dict
 from lepton_jax.errors import UserError
 from lepton_jax.metrics import TrainingDiverged
 from lepton_jax.techniques import augment, early_stopping, imbalance, optim, precision, transfer
@@ -243,14 +243,22 @@ def report_plots(data: image_data.ImageData, images, labels, predictions, confus
 
 def split_training(data: image_data.ImageData, config):
     """((train images, labels), (validation images, labels) or None): the first `config.train_examples` of the
-    training set (0: all), of which the last `config.val_fraction` is held out for early stopping
-    (`lepton_jax/techniques/early_stopping.py`)."""
-    count = config.get("train_examples", 0) or len(data.train_images)
-    require(
-        count <= len(data.train_images),
-        f"config.train_examples={count} is more than the {len(data.train_images)} training images of {data.name}",
-    )
+    training set (0: all), and for early stopping (`lepton_jax/techniques/early_stopping.py`) a `val_fraction` of
+    that many images, held out from its end (`val_from="train"`) or, with `val_from="rest"`, taken from the training
+    images after it, so that the run still trains on every one of its `train_examples`."""
+    total = len(data.train_images)
+    count = config.get("train_examples", 0) or total
+    require(count <= total, f"config.train_examples={count} is more than the {total} training images of {data.name}")
+    settings = technique_settings(config, "validation")
     images, labels = data.train_images[:count], data.train_labels[:count]
+    if settings["val_from"] == "rest" and config.get("val_fraction", 0.0) > 0:
+        held = max(1, int(round(count * config.val_fraction)))
+        require(
+            count + held <= total,
+            f"config.val_from='rest' needs {held} training images after the first {count} for validation, but "
+            f"{data.name} has {total - count}; lower config.train_examples or config.val_fraction",
+        )
+        return (images, labels), (data.train_images[count : count + held], data.train_labels[count : count + held])
     held = early_stopping.holdout(count, config.get("val_fraction", 0.0))
     if not held:
         return (images, labels), None
@@ -283,7 +291,10 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
         evaluate_val = make_evaluate(model, "val", seed_loop)
         validate = lambda variables: evaluate_val(variables, val_images, val_labels)  # noqa: E731
     train_epoch, kept = early_stopping.watch(
-        lambda state, epoch: epoch_fn(state, train), validate, config.get("patience", 0)
+        lambda state, epoch: epoch_fn(state, train),
+        validate,
+        config.get("patience", 0),
+        technique_settings(config, "validation")["monitor"],
     )
 
     def final(state, last_eval):

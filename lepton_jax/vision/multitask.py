@@ -28,6 +28,7 @@ import numpy as np
 
 from lepton_jax import epochs, parallel, plotting, registry, supervised
 from lepton_jax import run as run_lib
+from lepton_jax.config import technique_settings
 from lepton_jax.techniques import early_stopping, imbalance, multitask, precision
 from lepton_jax.vision import classifier
 from lepton_jax.vision import data as image_data
@@ -80,7 +81,8 @@ def train_step(state: classifier.ClassifierState, batch, key, weights: dict[str,
 
 def make_evaluate(model, weights: dict[str, float], prefix: str = "test", seed_loop: str = "vmap"):
     """Jitted `(variables with a seed axis, images, {task: labels}) -> {<prefix>/loss (the weighted total),
-    <prefix>/<task>/loss, <prefix>/<task>/accuracy}`, each (seeds,); one forward pass for every task."""
+    <prefix>/<task>/loss, <prefix>/<task>/accuracy, <prefix>/accuracy (the tasks' mean)}`, each (seeds,); one
+    forward pass for every task."""
     predict = classifier.make_predict(model, seed_loop)  # {task: (seeds, N, classes)}
 
     def evaluate(variables, images, labels):
@@ -92,6 +94,7 @@ def make_evaluate(model, weights: dict[str, float], prefix: str = "test", seed_l
         for task in weights:
             out[f"{prefix}/{task}/loss"] = losses[task]
             out[f"{prefix}/{task}/accuracy"] = jnp.mean(jnp.argmax(logits[task], -1) == labels[task], axis=-1)
+        out[f"{prefix}/accuracy"] = sum(out[f"{prefix}/{task}/accuracy"] for task in weights) / len(weights)
         return out
 
     return jax.jit(evaluate)
@@ -125,7 +128,10 @@ def run(config, workdir: str, source: image_data.ImageData | None = None):
         evaluate_val = make_evaluate(model, weights, "val", seed_loop)
         validate = lambda variables: evaluate_val(variables, *val)  # noqa: E731
     train_epoch, kept = early_stopping.watch(
-        lambda state, epoch: epoch_fn(state, train), validate, config.get("patience", 0)
+        lambda state, epoch: epoch_fn(state, train),
+        validate,
+        config.get("patience", 0),
+        technique_settings(config, "validation")["monitor"],
     )
 
     def final(state, last_eval):

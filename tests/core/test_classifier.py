@@ -1,6 +1,7 @@
 """The image classifier as a task: BatchNorm/dropout, early stopping with the best parameters kept, the per-class
 report (against scikit-learn), its plots, and resume == uninterrupted."""
 
+import json
 import os
 
 import jax
@@ -116,6 +117,27 @@ def test_resume_equals_uninterrupted(tmp_path, finished, digits, interrupt_first
     assert resumed["resumed_from_epoch"] == 1
     assert resumed["params_sha256"] == results["params_sha256"]
     assert resumed["per_seed/best_epoch"] == results["per_seed/best_epoch"]
+
+
+def test_validation_from_the_rest_and_early_stopping_on_accuracy(tmp_path, digits, without_figures):
+    """`val_from=rest`: every one of the `train_examples` is trained on and the validation images are the ones after
+    them; `monitor=accuracy`: the parameters kept are the last epoch's with the best validation accuracy."""
+    from lepton_jax.errors import UserError
+
+    config = _config(num_seeds=1, num_epochs=5, patience=0, val_fraction=0.25, val_from="rest", monitor="accuracy")
+    (images, _), (val_images, val_labels) = classifier.split_training(digits, config)
+    np.testing.assert_array_equal(images, digits.train_images[:400])
+    np.testing.assert_array_equal(val_images, digits.train_images[400:500])
+    np.testing.assert_array_equal(val_labels, digits.train_labels[400:500])
+    _, results = classifier.run(config, str(tmp_path / "run"), digits)
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        curve = [json.loads(line)["val/accuracy"] for line in f]
+    assert len(curve) == 5
+    best = max(i for i, value in enumerate(curve) if value == max(curve))  # a tie keeps the later epoch
+    assert results["per_seed/best_epoch"] == [best + 1]
+    with pytest.raises(UserError, match=r"config.val_from='rest' needs 1125 training images after the first 1500") as e:
+        classifier.split_training(digits, _config(train_examples=0, val_fraction=0.75, val_from="rest"))
+    assert "\n" not in str(e.value)
 
 
 def test_patience_without_a_validation_split_is_one_line():

@@ -12,8 +12,9 @@ The default network is the Flax MNIST example's (Conv32-ReLU-AvgPool, Conv64-ReL
 `strong` doubles each block's convolutions (Conv-BatchNorm-ReLU twice, then a max pool), with dropout 0.25 before
 and after the dense layer. Regularisation keys apply to either: `dropout`, `batch_norm`, `weight_decay` (L2, or
 decoupled with `optimizer=adamw`), and early stopping (`val_fraction` > 0 holds out the last share of the training
-set; `patience` evaluations without a lower validation loss stop a seed; the test metrics use each seed's best
-parameters).
+set, or with `val_from=rest` takes that many of the training images after the first `train_examples`; `patience`
+evaluations without a better validation score, the loss or with `monitor=accuracy` the accuracy, stop a seed; the
+test metrics use each seed's best parameters).
 """
 
 import ml_collections
@@ -54,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train_examples = 0  # > 0: only the first this many training images (e.g. 1000, to study overfitting)
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
     # Early stopping, augmentation, class imbalance and transfer (all off): `lepton_jax/techniques/`.
-    config_lib.technique_keys(c, "mesh", "early_stopping", "augment", "imbalance", "transfer")
+    config_lib.technique_keys(c, "mesh", "early_stopping", "validation", "augment", "imbalance", "transfer")
     # How the seeds share each step (`lepton_jax.seeds`): "vmap" batches them; "unroll" (or "auto" on CPU) compiles
     # one copy per seed, which XLA:CPU runs faster than batched (grouped) convolutions.
     c.seed_loop = "vmap"
