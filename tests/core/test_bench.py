@@ -119,7 +119,7 @@ def test_importing_common_imports_neither_jax_nor_torch():
     assert stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", ["rl", "graph_envs"])
+@pytest.mark.parametrize("name", ["rl", "graph_envs", "cluster"])
 def test_benchmark_imports_without_peers(name):
     module = importlib.import_module(f"scripts.bench.{name}")
     # Every benchmark is an absl main with --out, --repeats...: forget this one's flags so the next can define its own.
