@@ -22,7 +22,6 @@ running) is timed apart, its compile time reported as the first call minus the m
 XLA's threads for ours). The growth column is the exponent b of time ~ N^b between consecutive sizes.
 """
 
-import json
 import math
 import sys
 
@@ -190,9 +189,7 @@ def main(argv):
             "rows": rows,
             "machine": common.machine(load_before),
         }
-        with open(_OUT.value, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"Wrote {_OUT.value}")
+        common.write_report(_OUT.value, report)
 
 
 if __name__ == "__main__":

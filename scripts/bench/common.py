@@ -118,6 +118,13 @@ def machine(load_before: float) -> dict:
     }
 
 
+def write_report(path: str, report: dict) -> None:
+    """Writes a benchmark's `report` as JSON to `path` (its `--out`) and says where, on stderr."""
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"Wrote {path}", file=sys.stderr)
+
+
 def warn_if_busy() -> float:
     """Returns the 1-minute load average, warning when it is high enough to skew timings."""
     load = os.getloadavg()[0]

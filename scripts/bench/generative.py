@@ -32,7 +32,6 @@ On a 2-core CPU the whole run takes a few minutes (plus about a minute to instal
 
 import json
 import os
-import sys
 import time
 
 import jax
@@ -242,9 +241,7 @@ def main(argv):
             )
     print(f"load average before/after: {load:.2f} / {report['machine']['load_average_after']:.2f}")
     if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"Wrote {_OUT.value}", file=sys.stderr)
+        common.write_report(_OUT.value, report)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ at every step and kept only where an episode ended, which is what agents see), `
 graph generator alone (resets/s). Compile time is timed apart from the run (the median of `--repeats` runs).
 """
 
-import json
 import time
 
 import jax
@@ -103,8 +102,7 @@ def main(argv):
             "rows": rows,
             "machine": common.machine(load),
         }
-        with open(_OUT.value, "w") as f:
-            json.dump(result, f, indent=1)
+        common.write_report(_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -219,9 +219,7 @@ def main(argv):
             "scaling": scaling,
             "machine": common.machine(load_before),
         }
-        with open(_OUT.value, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"\nWrote {_OUT.value}")
+        common.write_report(_OUT.value, report)
 
 
 if __name__ == "__main__":

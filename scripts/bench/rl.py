@@ -407,9 +407,7 @@ def main(argv):
         report["minatar"] = bench_minatar(load_before)
     report["machine"] = common.machine(load_before)
     if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"\nWrote {_OUT.value}")
+        common.write_report(_OUT.value, report)
 
 
 if __name__ == "__main__":
