@@ -71,6 +71,14 @@ def root():
     return ROOT
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8x8 digits as the image trainers' `ImageData` (embedded: no files needed)."""
+    from lepton_jax.vision import data as image_data  # here, so that collecting the other tests stays cheap
+
+    return image_data.load("digits")
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _CACHE_DIR is not None:
         shutil.rmtree(_CACHE_DIR, ignore_errors=True)

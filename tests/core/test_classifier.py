@@ -53,11 +53,6 @@ def _config(**overrides):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return image_data.load("digits")
-
-
-@pytest.fixture(scope="module")
 def finished(tmp_path_factory, digits):
     workdir = str(tmp_path_factory.mktemp("classifier"))
     state, results = classifier.run(_config(), workdir, digits)

@@ -16,7 +16,6 @@ import pytest
 from lepton_jax.errors import UserError
 from lepton_jax.techniques import distill
 from lepton_jax.vision import classifier
-from lepton_jax.vision import data as image_data
 from lepton_jax.vision.configs import classifier as classifier_config
 
 # A worked example: 3 examples of 4 classes (an example where student and teacher disagree, a confident teacher).
@@ -108,11 +107,6 @@ def _tiny(**overrides):
     c.batch_size, c.val_fraction, c.checkpoint_every_epochs = 50, 0.2, 1
     c.update(overrides)
     return c
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return image_data.load("digits")
 
 
 @pytest.fixture(scope="module")

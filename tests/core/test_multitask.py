@@ -24,11 +24,6 @@ from lepton_jax.vision import multitask as trainer
 from lepton_jax.vision.configs import multitask as multitask_config
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return image_data.load("digits")
-
-
 def test_multi_mnist_is_deterministic_and_its_labels_differ(digits):
     built = image_data.multi_mnist(digits, seed=0, max_shift=2, size=12)
     again = image_data.multi_mnist(digits, seed=0, max_shift=2, size=12)
