@@ -140,6 +140,7 @@ MESH = Key(
 )
 CLASS_WEIGHTINGS = ("none", "inverse", "sqrt_inverse", "effective")  # `lepton_jax/techniques/imbalance.py`
 IMBALANCES = ("none", "step", "linear")
+PRUNE_SCOPES = ("layer", "global")  # `lepton_jax/techniques/prune.py`
 
 # The keys every trainer may have: the run's identity, seeds, the checkpoint cadence, the optimiser and the common
 # network settings. An area declares its own keys in its table (never one of these again).
@@ -200,6 +201,16 @@ KEYS = {
     "balanced_sampling": FLAG,  # draw each batch with every class equally likely
     "imbalance": one_of(*IMBALANCES),  # make the training set imbalanced (Buda et al.), to study the above
     "imbalance_ratio": number(1),  # the largest class count over the smallest
+    # Magnitude pruning (`lepton_jax/techniques/prune.py`, through the optimiser factory); sparsity 0 is off.
+    "prune_sparsity": number(0, 1, high_open=True),  # the target share of zeroed kernel weights
+    "prune_begin": UNIT,  # when pruning starts, as a fraction of the run's optimiser steps
+    "prune_end": UNIT,  # when it reaches the target, as a fraction of them
+    "prune_every": count(1),  # optimiser steps between two pruning events
+    "prune_scope": one_of(*PRUNE_SCOPES),  # per layer, or one threshold over the whole network
+    # Knowledge distillation (`lepton_jax/techniques/distill.py`): a finished run of the same task as the teacher.
+    "teacher": PATH,
+    "distill_temperature": POSITIVE,
+    "distill_alpha": UNIT,  # the soft targets' weight; 1 - alpha on the labels
 }
 
 
@@ -252,6 +263,8 @@ TECHNIQUES = {
         "imbalance_ratio": 10.0,
     },
     "transfer": {"init_from": None, "transfer_exclude": "head", "freeze_trunk": False},
+    "prune": {"prune_sparsity": 0.0, "prune_begin": 0.1, "prune_end": 0.75, "prune_every": 100, "prune_scope": "layer"},
+    "distill": {"teacher": None, "distill_temperature": 4.0, "distill_alpha": 0.9},
 }
 
 

@@ -49,7 +49,7 @@ def finish(c: ml_collections.ConfigDict, preset: dict, smoke: bool, smoke_sizes:
     """Adds the optimiser keys the algorithm did not set (`lepton_jax/techniques/optim.py`), applies the env's
     preset, then (for `smoke`) a seconds-long run: 2 seeds and `smoke_sizes`."""
     config_lib.training_keys(c)
-    config_lib.technique_keys(c, "mesh")
+    config_lib.technique_keys(c, "mesh", "prune")
     for key, value in preset.items():
         c[key] = value
     if smoke:

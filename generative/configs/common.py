@@ -25,5 +25,5 @@ def base(trainer: str, arg: str | None, flags: tuple[str, ...]) -> tuple[ml_coll
     c.classifier_workdir = ml_collections.config_dict.placeholder(str)
     c.smoke_classifier = False  # the classifier's own smoke config (for tests)
     config_lib.training_keys(c)  # Adam; each config sets its rate (and the DCGAN its betas)
-    config_lib.technique_keys(c, "mesh")
+    config_lib.technique_keys(c, "mesh", "prune")  # DCGAN: both networks
     return c, {p for p in parts if p in flags}

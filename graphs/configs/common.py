@@ -29,6 +29,8 @@ def base(trainer: str, dataset: str) -> ml_collections.ConfigDict:
     config_lib.technique_keys(c, "early_stopping")
     if trainer == "node_classification":  # the trainer that runs on a (data, model) mesh (GCN tensor-parallel)
         config_lib.technique_keys(c, "mesh")
+    if trainer != "graph_classification":  # full-batch trainers: one optimiser step per epoch
+        config_lib.technique_keys(c, "prune")
     return c
 
 

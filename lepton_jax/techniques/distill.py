@@ -51,21 +51,10 @@ from lepton_jax import config as config_lib
 from lepton_jax.errors import UserError
 from lepton_jax.techniques import transfer
 
-# The keys and their defaults (teacher None: off, the student trains on its labels alone).
-KEYS = {
-    "teacher": config_lib.PATH,
-    "distill_temperature": config_lib.POSITIVE,
-    "distill_alpha": config_lib.UNIT,
-}
-DEFAULTS = {"teacher": None, "distill_temperature": 4.0, "distill_alpha": 0.9}
-
-
 def settings(config) -> dict:
-    """The distillation keys of `config` (one missing: its default), each checked against its declaration."""
-    values = {name: config.get(name, default) for name, default in DEFAULTS.items()}
-    for name, value in values.items():
-        config_lib.check(name, value, KEYS[name])
-    return values
+    """The distillation keys of `config` (the `distill` group of `lepton_jax.config.TECHNIQUES`; one missing: its
+    default), each checked against its declaration."""
+    return config_lib.technique_settings(config, "distill")
 
 
 # ---- The loss -------------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ puts them in a config with that trainer's defaults):
   max_grad_norm     clip the gradient to this global norm first (0: no clipping)
   accumulate        average the gradients of this many steps into one update (`optax.MultiSteps`; 1: off)
   precision         f16 wraps the optimiser in `precision.dynamic_loss_scale` (see `precision.py`)
+  prune_*           magnitude pruning of the kernels to `prune_sparsity` (`prune.py`: Zhu & Gupta's schedule over
+                    the run's optimiser steps, the masks in the optimiser state)
 
 sgd, momentum and nesterov are the hand-written `sgd` below (an `optax.GradientTransformation`, tested equal to
 `optax.sgd` step for step); the others are optax's. With the defaults each trainer sets, the factory builds exactly
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from lepton_jax.config import OPTIMIZERS, SCHEDULES, require
-from lepton_jax.techniques import precision
+from lepton_jax.techniques import precision, prune
 
 Rate = float | jax.Array | Callable[[jax.Array], jax.Array]
 
@@ -124,8 +126,8 @@ def make(
     decay_mask: Any = None,
     flatten: bool = False,
 ) -> optax.GradientTransformation:
-    """The run's optimiser: clipping, then L2, then `config.optimizer` at the scheduled rate, accumulated; for f16
-    inside the dynamic loss scale.
+    """The run's optimiser: clipping, then L2, then `config.optimizer` at the scheduled rate, pruned, accumulated;
+    for f16 inside the dynamic loss scale.
 
     Args:
       config: the config, or an RL run's `sweep.HyperParams` (whose `lr` may be traced).
@@ -151,6 +153,10 @@ def make(
     tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
     if flatten:
         tx = optax.flatten(tx)
+    # Outside `flatten` (the masks need the parameters' names), inside `MultiSteps` (its steps are optimiser steps).
+    pruning = prune.settings(config, max(1, total_steps // accumulate))
+    if pruning:
+        tx = prune.magnitude_pruning(tx, **pruning)
     if accumulate > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=accumulate).gradient_transformation()
     if precision.dtype(config) == jnp.float16:

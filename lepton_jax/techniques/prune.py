@@ -57,10 +57,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lepton_jax.config import require
+from lepton_jax.config import PRUNE_SCOPES, require, technique_settings
 from lepton_jax.errors import UserError
 
-SCOPES = ("layer", "global")
+SCOPES = PRUNE_SCOPES
 Prunable = Callable[[str, Any], bool]  # (a leaf's path "params/Dense_0/kernel", the leaf) -> prune it?
 
 # The pruned count is floor(s n) with s n in float32: this many ulps of slack (relative) make a product that is
@@ -138,18 +138,19 @@ def check_config(config) -> None:
 
 
 def settings(config, total_steps: int) -> dict | None:
-    """`magnitude_pruning`'s arguments (but `inner`) from the config keys, for a run of `total_steps` optimiser
-    steps; None when `config.prune_sparsity` is 0 (or absent): no pruning."""
-    sparsity = config.get("prune_sparsity", 0.0)
-    if not sparsity:
+    """`magnitude_pruning`'s arguments (but `inner`) from the config keys (the `prune` group of
+    `lepton_jax.config.TECHNIQUES`), for a run of `total_steps` optimiser steps; None when `config.prune_sparsity`
+    is 0 (or absent): no pruning."""
+    values = technique_settings(config, "prune")
+    if not values["prune_sparsity"]:
         return None
     check_config(config)
     return {
-        "target_sparsity": sparsity,
-        "begin_step": int(round(config.get("prune_begin", 0.1) * total_steps)),
-        "end_step": int(round(config.get("prune_end", 0.75) * total_steps)),
-        "frequency": config.get("prune_every", 100),
-        "scope": config.get("prune_scope", "layer"),
+        "target_sparsity": values["prune_sparsity"],
+        "begin_step": int(round(values["prune_begin"] * total_steps)),
+        "end_step": int(round(values["prune_end"] * total_steps)),
+        "frequency": values["prune_every"],
+        "scope": values["prune_scope"],
     }
 
 

@@ -55,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train_examples = 0  # > 0: only the first this many training images (e.g. 1000, to study overfitting)
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
     # Early stopping, augmentation, class imbalance and transfer (all off): `lepton_jax/techniques/`.
-    config_lib.technique_keys(c, "mesh", "early_stopping", "validation", "augment", "imbalance", "transfer")
+    config_lib.technique_keys(c, "mesh", "early_stopping", "validation", "augment", "imbalance", "transfer", "prune")
     # How the seeds share each step (`lepton_jax.seeds`): "vmap" batches them; "unroll" (or "auto" on CPU) compiles
     # one copy per seed, which XLA:CPU runs faster than batched (grouped) convolutions.
     c.seed_loop = "vmap"

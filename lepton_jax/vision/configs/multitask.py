@@ -64,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.update(multitask.DEFAULTS)  # task_weights "" (e.g. "left:1,right:0.5"), single_task "" (e.g. "left")
     classifier_config.cnn_keys(c, strong)  # the trunk: the classifier's CNN
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
-    config_lib.technique_keys(c, "mesh", "early_stopping", "validation")
+    config_lib.technique_keys(c, "mesh", "early_stopping", "validation", "prune")
     # How the seeds share each step (`lepton_jax.seeds`): "vmap" batches them; "unroll" (or "auto" on CPU) compiles
     # one copy per seed, which XLA:CPU runs faster than batched (grouped) convolutions.
     c.seed_loop = "vmap"
