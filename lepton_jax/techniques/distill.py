@@ -51,6 +51,7 @@ from lepton_jax import config as config_lib
 from lepton_jax.errors import UserError
 from lepton_jax.techniques import transfer
 
+
 def settings(config) -> dict:
     """The distillation keys of `config` (the `distill` group of `lepton_jax.config.TECHNIQUES`; one missing: its
     default), each checked against its declaration."""
