@@ -91,6 +91,15 @@ def loss(student_logits, teacher_logits, labels, temperature: float, alpha: floa
     return alpha * soft + (1.0 - alpha) * hard
 
 
+def criterion(temperature: float, alpha: float) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """`(student logits, labels, teacher logits) -> ()` the batch's mean `loss`: a trainer's loss with a teacher."""
+
+    def batch_loss(student_logits, labels, teacher_logits):
+        return loss(student_logits, teacher_logits, labels, temperature, alpha).mean()
+
+    return batch_loss
+
+
 # ---- The teacher ----------------------------------------------------------------------------------------------------
 
 

@@ -297,3 +297,17 @@ def sparsity(params, prunable: Prunable = is_kernel) -> Sparsity:
             per_leaf[name] = float(np.count_nonzero(values == 0) / max(values.size, 1))
             zeros, total = zeros + int(np.count_nonzero(values == 0)), total + values.size
     return Sparsity(zeros / total if total else 0.0, per_leaf)
+
+
+def seed_sparsity(params, prunable: Prunable = is_kernel) -> np.ndarray:
+    """(seeds,) the measured share of zeros in the prunable leaves of `params` with a leading seed axis, per seed
+    (what a trainer reports as `sparsity`)."""
+    leaves = [
+        np.asarray(leaf).reshape(np.shape(leaf)[0], -1)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+        if prunable(path_name(path), leaf[0])
+    ]
+    if not leaves:
+        return np.zeros(jax.tree.leaves(params)[0].shape[0])
+    values = np.concatenate(leaves, axis=1)  # (seeds, prunable weights)
+    return (values == 0).mean(axis=1)

@@ -33,10 +33,10 @@ from flax.training.train_state import TrainState
 
 from lepton_jax import checkpoint, epochs, metrics, parallel, plotting, registry, seeds, supervised
 from lepton_jax import run as run_lib
-from lepton_jax.config import require, technique_settings, to_dict
+from lepton_jax.config import TECHNIQUES, require, technique_settings, to_dict
 from lepton_jax.errors import UserError
 from lepton_jax.metrics import TrainingDiverged
-from lepton_jax.techniques import augment, early_stopping, imbalance, optim, precision, transfer
+from lepton_jax.techniques import augment, distill, early_stopping, imbalance, optim, precision, prune, transfer
 from lepton_jax.vision import data as image_data
 
 EVAL_CHUNK = 1000  # test images per forward pass in evaluation (bounds the activations' memory)
@@ -98,6 +98,32 @@ class CNN(nn.Module):
         return self.head(x)
 
 
+class MLP(nn.Module):
+    """A fully connected classifier on the flattened image: [Dense(h)-ReLU [dropout]] per entry of `hidden_sizes`,
+    then Dense(classes). LeNet-300-100 (LeCun et al. 1998) is `hidden_sizes=(300, 100)`; Hinton et al.'s (2015)
+    distillation nets are (1200, 1200) and (800, 800). `features` gives the last hidden layer."""
+
+    num_classes: int = 10
+    hidden_sizes: tuple[int, ...] = (300, 100)
+    dropout: float = 0.0
+
+    def setup(self):
+        self.hidden = [nn.Dense(size, name=f"dense{i}") for i, size in enumerate(self.hidden_sizes)]
+        self.head = nn.Dense(self.num_classes, name="head")
+        self.drop = nn.Dropout(self.dropout)
+
+    def features(self, x, train: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        for dense in self.hidden:
+            x = nn.relu(dense(x))
+            if self.dropout:
+                x = self.drop(x, deterministic=not train)
+        return x  # (B, hidden_sizes[-1])
+
+    def __call__(self, x, train: bool = False):
+        return self.head(self.features(x, train))
+
+
 class ClassifierState(TrainState):
     """`params` holds the trained variables (`{"params": ...}`); `model_state` the others (`{"batch_stats": ...}` with
     BatchNorm, else empty); `early` the early-stopping bookkeeping when a validation split is held out."""
@@ -122,13 +148,16 @@ class ClassifierState(TrainState):
         return outputs, {**self.model_state, **updates}
 
 
-def make_model(config, num_classes: int = 10) -> CNN:
-    """The CNN, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`)."""
+def make_model(config, num_classes: int = 10) -> CNN | MLP:
+    """The network, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`)."""
     return precision.module(make_cnn(config, num_classes), config)
 
 
-def make_cnn(config, num_classes: int = 10) -> CNN:
-    """The CNN the config describes (in float32: wrap it with `precision.module`, as `make_model` does)."""
+def make_cnn(config, num_classes: int = 10) -> CNN | MLP:
+    """The network the config describes: the CNN, or with `model="mlp"` the MLP (in float32: wrap it with
+    `precision.module`, as `make_model` does)."""
+    if config.get("model", "cnn") == "mlp":
+        return MLP(num_classes, tuple(config.hidden_sizes), config.get("dropout", 0.0))
     return CNN(
         num_classes,
         tuple(config.conv_features),
@@ -170,17 +199,27 @@ def make_init(config, model: CNN, image_shape, steps_per_epoch: int = 1, read_so
     return init
 
 
-def train_step(state: ClassifierState, batch, key, augment_fn=None, criterion=imbalance.cross_entropy):
+def train_step(
+    state: ClassifierState,
+    batch,
+    key,
+    augment_fn=None,
+    criterion=imbalance.cross_entropy,
+    teacher: distill.Teacher | None = None,
+):
     """One optimiser step on `criterion` (softmax cross-entropy, or a class-weighted or focal loss:
     `lepton_jax/techniques/imbalance.py`); `batch` = (images (B,H,W,1), labels (B,)); `key` drives dropout and, with
-    `augment_fn` (`lepton_jax/techniques/augment.py`), the batch's augmentation."""
+    `augment_fn` (`lepton_jax/techniques/augment.py`), the batch's augmentation. With a `teacher`
+    (`lepton_jax/techniques/distill.py`) the criterion is `criterion(logits, labels, teacher_logits)`, the teacher's
+    logits on the same augmented batch."""
     images, labels = batch
     if augment_fn is not None:  # its own stream of the key: the dropout masks stay those of an unaugmented run
         images = augment_fn(jax.random.fold_in(key, 1), images)
+    targets = () if teacher is None else (distill.teacher_logits(teacher, images),)
 
     def loss_fn(params):
         logits, model_state = state.train_forward(params, images, key)
-        return criterion(logits, labels), (logits, model_state)
+        return criterion(logits, labels, *targets), (logits, model_state)
 
     (loss, (logits, model_state)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(
         state.params
@@ -190,11 +229,16 @@ def train_step(state: ClassifierState, batch, key, augment_fn=None, criterion=im
     return state, {"train/loss": loss, "train/accuracy": accuracy}
 
 
-def make_step(config, train_labels: np.ndarray, num_classes: int):
+def make_step(config, train_labels: np.ndarray, num_classes: int, image_shape=None):
     """`(step, sampler)` for `epochs.make_epoch`: `train_step` with the config's augmentation and loss (plain, or
-    class-weighted / focal from the training labels' counts), and its batch sampler (class-balanced, or None)."""
+    class-weighted / focal from the training labels' counts, or with `config.teacher` the distillation loss from
+    that run's network, read here: `image_shape` needed), and its batch sampler (class-balanced, or None)."""
     criterion = imbalance.classification_loss(config, np.bincount(train_labels, minlength=num_classes))
-    step = functools.partial(train_step, augment_fn=augment.make(config), criterion=criterion)
+    teacher, distilling = None, distill.settings(config)
+    if distilling["teacher"] is not None:
+        teacher = distill.load_teacher(distilling["teacher"], make_model, image_shape, num_classes, "classifier")
+        criterion = distill.criterion(distilling["distill_temperature"], distilling["distill_alpha"])
+    step = functools.partial(train_step, augment_fn=augment.make(config), criterion=criterion, teacher=teacher)
     return step, imbalance.sampler(config, lambda batch_data: batch_data[1])  # data = (images, labels)
 
 
@@ -279,7 +323,7 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
     train_host, val_host = split_training(data, config)
     train = epochs.to_device(train_host, mesh)
     test_images, test_labels = epochs.to_device((data.test_images, data.test_labels), mesh)
-    step, sampler = make_step(config, train_host[1], data.num_classes)
+    step, sampler = make_step(config, train_host[1], data.num_classes, data.image_shape)
     seed_loop = config.get("seed_loop", "vmap")
     epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, seed_loop=seed_loop, sampler=sampler)
     evaluate = make_evaluate(model, seed_loop=seed_loop)
@@ -306,6 +350,8 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
         results = run_lib.seed_summary(per_seed) | {"num_seeds": int(config.num_seeds)}
         if state.early is not None:
             results |= run_lib.seed_summary({"best_epoch": np.asarray(state.early.best_epoch) + 1})
+        if prune.settings(config, 1):  # the share of zeroed kernel weights the test metrics were measured with
+            results |= run_lib.seed_summary({"test/sparsity": prune.seed_sparsity(variables)})
         if parallel.is_main_process():
             plots = os.path.join(workdir, "plots")
             report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots)
@@ -339,8 +385,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def config_key(config) -> dict:
-    """The classifier's config as the cache compares it: all its keys but `UNKEYED`."""
-    return {k: v for k, v in to_dict(config).items() if k not in UNKEYED}
+    """The classifier's config as the cache compares it: all its keys but `UNKEYED` and the toolbox's technique keys
+    at their off values (`lepton_jax.config.TECHNIQUES`), so that a technique added later leaves the key (and the
+    default workdir) of every classifier that does not use it as it was."""
+    off = {name: value for group in TECHNIQUES.values() for name, value in group.items()}
+    return {k: v for k, v in to_dict(config).items() if k not in UNKEYED and not (k in off and v == off[k])}
 
 
 def config_hash(config) -> str:
@@ -420,7 +469,7 @@ def check_workdir(config, workdir: str, flag: str = "--workdir", alternatives: S
             stored = json.load(f)
     except (OSError, ValueError) as error:
         raise refuse(f"has an unreadable config.json ({error}); point {flag} at a classifier run") from None
-    stored = {k: v for k, v in stored.items() if k not in UNKEYED} if isinstance(stored, dict) else {}
+    stored = config_key(ml_collections.ConfigDict(stored)) if isinstance(stored, dict) else {}
     needed = config_key(config)
     changed = sorted(k for k in set(stored) | set(needed) if stored.get(k) != needed.get(k))
     if changed:

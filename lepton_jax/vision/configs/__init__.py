@@ -4,12 +4,13 @@
 """
 
 from lepton_jax.config import FLAG, Key, count, one_of, require, sizes
-from lepton_jax.techniques import transfer
+from lepton_jax.techniques import distill, transfer
 from lepton_jax.vision.configs.multitask import KEYS as MULTITASK_KEYS
 from lepton_jax.vision.configs.multitask import check_tasks
 from lepton_jax.vision.data import parse_classes
 
 KEYS = {
+    "model": one_of("cnn", "mlp"),  # the network: the CNN (conv_features, ...) or the MLP (hidden_sizes)
     "conv_features": sizes(1),  # filters of each block's convolutions
     "convs_per_block": count(1),
     "batch_norm": FLAG,
@@ -32,4 +33,4 @@ def check_early_stopping(config) -> None:
     )
 
 
-CHECKS = (check_early_stopping, check_tasks, transfer.check_source)
+CHECKS = (check_early_stopping, check_tasks, transfer.check_source, distill.check_config)
