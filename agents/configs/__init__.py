@@ -6,6 +6,7 @@ between them, both checked at launch (`lepton_jax.config.validate`).
 
 from lepton_jax.config import FLAG, POSITIVE, count, number, one_of, require
 from lepton_jax.rl import config as rl_config
+from lepton_jax.techniques import distill
 
 KEYS = {
     **rl_config.KEYS,
@@ -73,4 +74,4 @@ def _check_replay_memory(config, spec) -> None:
     )
 
 
-CHECKS = (rl_config.check_sweep, rl_config.check_on_policy, check_replay, check_env)
+CHECKS = (rl_config.check_sweep, rl_config.check_on_policy, check_replay, check_env, distill.check_config)

@@ -12,6 +12,7 @@ defaults.
 import ml_collections
 
 from agents.configs import common
+from lepton_jax import config as config_lib
 from lepton_jax.rl.config import ON_POLICY_SWEEPABLE
 
 # Per-env overrides of the defaults below. CartPole uses CleanRL's defaults exactly.
@@ -56,6 +57,7 @@ GYMNAX_BASELINES = {"Breakout-MinAtar": 28, "Asterix-MinAtar": 15, "Freeway-MinA
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c, smoke, preset = common.base("ppo", arg, PRESETS, ON_POLICY_SWEEPABLE)
     defaults(c)
+    config_lib.technique_keys(c, "distill")  # a finished PPO run as the teacher (`agents/ppo.py`); off
     return common.finish(c, preset, smoke, SMOKE_SIZES)
 
 

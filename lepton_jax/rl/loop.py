@@ -31,6 +31,7 @@ from lepton_jax.errors import UserError
 from lepton_jax.rl import envs, sweep
 from lepton_jax.rl import plots as rl_plots
 from lepton_jax.rl.agent import run_updates_masked, with_hparams
+from lepton_jax.techniques import prune
 
 
 def state_shardings(abstract_state, mesh):
@@ -296,6 +297,8 @@ def run(config, workdir: str, make_agent, after_training=None):
         "perf/steps_per_second": trained_steps / train_seconds if train_seconds else float("nan"),
         "num_seeds": int(config.num_seeds),
     }
+    if prune.settings(config, 1) and not runs.active:  # the share of zeroed kernel weights, per seed
+        results |= run_lib.seed_summary({"sparsity": prune.seed_sparsity(jax.device_get(state.train_state.params))})
     if after_training is not None:
         results |= after_training(agent, jax.device_get(state.train_state.params), workdir)
     title = f"{config.trainer} on {config.env_name} ({config.num_seeds} seeds)"

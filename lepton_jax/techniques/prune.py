@@ -192,6 +192,20 @@ def keep_largest(scores: jax.Array, num_pruned) -> jax.Array:
     return ranks >= num_pruned
 
 
+@jax.custom_batching.custom_vmap
+def any_over_batch(flag: jax.Array) -> jax.Array:
+    """`flag` (a () bool); under vmap, whether it holds for any member of the batch, unbatched.
+
+    A `lax.cond` on a batched predicate runs both branches (a select); on this one it runs only the branch taken."""
+    return flag
+
+
+@any_over_batch.def_vmap
+def _any_over_batch_rule(axis_size, in_batched, flag):
+    del axis_size
+    return (jnp.any(flag) if in_batched[0] else flag), False
+
+
 class PruneState(NamedTuple):
     count: jax.Array  # () int32: updates taken, the schedule's step
     masks: Any  # the parameters' tree: bool, False where pruned; a () True for a leaf that is never pruned
@@ -265,10 +279,13 @@ def magnitude_pruning(
         ]
         old = [masks[i] for i in index]
         level = schedule(state.count, target_sparsity, begin_step, end_step, frequency, initial_sparsity)
-        # Under vmap (a seed axis) the cond runs both branches: the ranking is then computed on every step.
+        event = is_event(state.count, begin_step, end_step, frequency)
+        # The predicate is unbatched under vmap (`any_over_batch`), so the cond stays a cond and the ranking runs
+        # only at events; inside, each run keeps its old masks unless this is its own event (seeds share the count,
+        # so in practice all or none are).
         new = jax.lax.cond(
-            is_event(state.count, begin_step, end_step, frequency),
-            lambda: recompute(candidates, old, level),
+            any_over_batch(event),
+            lambda: [jnp.where(event, n, o) for n, o in zip(recompute(candidates, old, level), old)],
             lambda: old,
         )
         for i, mask in zip(index, new):

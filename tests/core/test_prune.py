@@ -354,3 +354,46 @@ def test_settings_from_the_config_keys():
         prune.settings(config, 1000)
     message = str(error.value)
     assert "\n" not in message and "config.prune_begin=0.8" in message and "config.prune_end=0.75" in message
+
+
+def sorts_by_place(jaxpr, inside: bool = False, counts: dict | None = None) -> dict:
+    """How many `sort` equations a jaxpr holds inside a `cond`'s branches and outside any."""
+    counts = {"in cond": 0, "outside": 0} if counts is None else counts
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "sort":
+            counts["in cond" if inside else "outside"] += 1
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            sorts_by_place(sub, inside or eqn.primitive.name == "cond", counts)
+    return counts
+
+
+def test_under_vmap_the_ranking_runs_only_at_events_and_each_seed_prunes_as_alone():
+    """Seeds vmapped: the pruning cond keeps an unbatched predicate (a real cond in the program, not a select that
+    ranks the weights at every step), and every seed's trajectory equals its own unvmapped one."""
+    tx = make_tx("layer")
+    inits = [MODEL.init(jax.random.key(s), INPUTS) for s in range(2)]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *inits)
+
+    def loss(params, index):  # no permutation here: its sort would count as a ranking outside the cond
+        logits = MODEL.apply(params, INPUTS * (1.0 + 0.1 * index))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, LABELS).mean()
+
+    def one(params, opt_state, index):
+        updates, opt_state = tx.update(jax.grad(loss)(params, index), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    batched = jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
+    jaxpr = jax.make_jaxpr(jax.vmap(one, in_axes=(0, 0, None)))(stacked, jax.vmap(tx.init)(stacked), 0)
+    sorts = sorts_by_place(jaxpr.jaxpr)
+    assert sorts["in cond"] > 0 and sorts["outside"] == 0  # the ranking runs only in the cond's branch
+    params, opt_state = stacked, jax.vmap(tx.init)(stacked)
+    single = [(p, tx.init(p)) for p in inits]
+    step = jax.jit(one)
+    for index in range(12):
+        params, opt_state = batched(params, opt_state, index)
+        single = [step(p, o, index) for p, o in single]
+    for s in range(2):
+        for a, b in zip(kernels(jax.tree.map(lambda x, s=s: x[s], params)), kernels(single[s][0])):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+            assert np.array_equal(a == 0, b == 0)
+    assert prune.sparsity(params).overall > 0
