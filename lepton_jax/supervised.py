@@ -121,7 +121,7 @@ def fit(config, workdir: str, task: Task, desc: str = "") -> tuple[Any, dict]:
         results["perf/examples_per_second"] = task.examples_per_epoch / results["perf/epoch_seconds"]
 
     def plot(records, plots):
-        plotting.curves(records, task.plot_keys, os.path.join(plots, "learning_curve.png"), "epoch", task.title)
+        plotting.curves(records, task.plot_keys, os.path.join(plots, "learning_curve.png"), "epoch", title=task.title)
 
     results = run.finish(results, (task.params or (lambda s: s))(state), plot=plot if task.plot_keys else None)
     return state, results
