@@ -5,8 +5,11 @@
 
 from lepton_jax.config import FLAG, Key, count, one_of, require, sizes
 from lepton_jax.techniques import distill, transfer
+from lepton_jax.vision.configs.kmeans import KEYS as KMEANS_KEYS
 from lepton_jax.vision.configs.multitask import KEYS as MULTITASK_KEYS
 from lepton_jax.vision.configs.multitask import check_tasks
+from lepton_jax.vision.configs.semi_supervised import KEYS as SEMI_SUPERVISED_KEYS
+from lepton_jax.vision.configs.simclr import KEYS as SIMCLR_KEYS
 from lepton_jax.vision.data import parse_classes
 
 KEYS = {
@@ -21,14 +24,18 @@ KEYS = {
         "str", "classes as ranges or numbers, e.g. '0-4' or '1,3,5', each once", lambda v: parse_classes(v) is not None
     ),
     **MULTITASK_KEYS,  # the multi-task classifier's: MultiMNIST's and the multi-task technique's
+    **SIMCLR_KEYS,  # SimCLR's: the loss, the projection, the views, the frozen-feature evaluation
+    **KMEANS_KEYS,  # the kmeans trainer's: which images, raw pixels or a SimCLR encoder's features
+    **SEMI_SUPERVISED_KEYS,  # the semi-supervised trainer's: the labelled subset, the method, its augmentation
 }
 
 
 def check_early_stopping(config) -> None:
     """Patience watches a validation split: the classifier holds one out only when `val_fraction` > 0."""
+    patience = config.get("patience", 0)  # absent in a trainer without early stopping
     require(
-        not config.patience or config.val_fraction > 0,
-        f"config.patience={config.patience} needs a validation split to watch: set config.val_fraction > 0 "
+        not patience or config.get("val_fraction", 0.0) > 0,
+        f"config.patience={patience} needs a validation split to watch: set config.val_fraction > 0 "
         "(e.g. 0.1), or patience 0",
     )
 
