@@ -141,6 +141,7 @@ MESH = Key(
 CLASS_WEIGHTINGS = ("none", "inverse", "sqrt_inverse", "effective")  # `lepton_jax/techniques/imbalance.py`
 IMBALANCES = ("none", "step", "linear")
 PRUNE_SCOPES = ("layer", "global")  # `lepton_jax/techniques/prune.py`
+QUANTIZE_MODES = ("none", "ptq", "qat")  # `lepton_jax/techniques/quantize.py`
 
 # The keys every trainer may have: the run's identity, seeds, the checkpoint cadence, the optimiser and the common
 # network settings. An area declares its own keys in its table (never one of these again).
@@ -211,6 +212,10 @@ KEYS = {
     "teacher": PATH,
     "distill_temperature": POSITIVE,
     "distill_alpha": UNIT,  # the soft targets' weight; 1 - alpha on the labels
+    # Int8 quantisation (`lepton_jax/techniques/quantize.py`): none, post-training (ptq) or quantisation-aware
+    # training (qat); PTQ calibrates its static activation ranges on this many training batches.
+    "quantize": one_of(*QUANTIZE_MODES),
+    "quantize_calibration_batches": count(1),
 }
 
 
@@ -265,6 +270,7 @@ TECHNIQUES = {
     "transfer": {"init_from": None, "transfer_exclude": "head", "freeze_trunk": False},
     "prune": {"prune_sparsity": 0.0, "prune_begin": 0.1, "prune_end": 0.75, "prune_every": 100, "prune_scope": "layer"},
     "distill": {"teacher": None, "distill_temperature": 4.0, "distill_alpha": 0.9},
+    "quantize": {"quantize": "none", "quantize_calibration_batches": 8},
 }
 
 

@@ -73,13 +73,15 @@ def read_variables(workdir: str) -> dict:
 
 def transfer(target: dict, source: dict, exclude: tuple[str, ...], where: str = "config.init_from") -> dict:
     """`target` variables with every module not in `exclude` replaced by `source`'s (all collections: parameters
-    and BatchNorm statistics alike). Shapes must match."""
+    and BatchNorm statistics alike). Shapes must match. A collection the source run does not have at all (the
+    quantisation statistics of a quantisation-aware run started from a float one) keeps `target`'s values."""
     flat_target = traverse_util.flatten_dict(target)
     flat_source = traverse_util.flatten_dict(source)
+    collections = {path[0] for path in flat_source}
     out = {}
     for path, value in flat_target.items():
         module = path[1] if len(path) > 1 else path[0]  # (collection, module, ...)
-        if module in exclude:
+        if module in exclude or (len(path) > 1 and path[0] not in collections):
             out[path] = value
             continue
         name = "/".join(path)

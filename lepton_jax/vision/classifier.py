@@ -36,7 +36,17 @@ from lepton_jax import run as run_lib
 from lepton_jax.config import TECHNIQUES, require, technique_settings, to_dict
 from lepton_jax.errors import UserError
 from lepton_jax.metrics import TrainingDiverged
-from lepton_jax.techniques import augment, distill, early_stopping, imbalance, optim, precision, prune, transfer
+from lepton_jax.techniques import (
+    augment,
+    distill,
+    early_stopping,
+    imbalance,
+    optim,
+    precision,
+    prune,
+    quantize,
+    transfer,
+)
 from lepton_jax.vision import data as image_data
 
 EVAL_CHUNK = 1000  # test images per forward pass in evaluation (bounds the activations' memory)
@@ -149,8 +159,9 @@ class ClassifierState(TrainState):
 
 
 def make_model(config, num_classes: int = 10) -> CNN | MLP:
-    """The network, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`)."""
-    return precision.module(make_cnn(config, num_classes), config)
+    """The network, computing in `config.precision`'s type (`lepton_jax/techniques/precision.py`); with
+    `quantize=qat`, through int8 fake quantisation (`lepton_jax/techniques/quantize.py`)."""
+    return precision.module(quantize.qat_model(make_cnn(config, num_classes), config), config)
 
 
 def make_cnn(config, num_classes: int = 10) -> CNN | MLP:
@@ -352,6 +363,18 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
             results |= run_lib.seed_summary({"best_epoch": np.asarray(state.early.best_epoch) + 1})
         if prune.settings(config, 1):  # the share of zeroed kernel weights the test metrics were measured with
             results |= run_lib.seed_summary({"test/sparsity": prune.seed_sparsity(variables)})
+        if quantize.mode(config) != "none" and parallel.is_main_process():
+            # Seed 0 quantised to int8 (PTQ: calibrated on training batches; QAT: converted), exported, compared.
+            calibration = quantize.calibration_images(config, train_host[0])
+            results |= quantize.report(
+                model,
+                seeds.tree_slice(variables, 0),
+                calibration,
+                data.test_images,
+                data.test_labels,
+                workdir,
+                config.batch_size,
+            )
         if parallel.is_main_process():
             plots = os.path.join(workdir, "plots")
             report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots)

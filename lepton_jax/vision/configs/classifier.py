@@ -66,9 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.classes = ""  # e.g. "5-9": only those classes, relabelled 0..4
     c.train_examples = 0  # > 0: only the first this many training images (e.g. 1000, to study overfitting)
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
-    # Early stopping, augmentation, class imbalance, transfer, pruning and distillation (all off):
+    # Early stopping, augmentation, class imbalance, transfer, pruning, distillation and int8 quantisation (all off):
     # `lepton_jax/techniques/`.
-    groups = ("early_stopping", "validation", "augment", "imbalance", "transfer", "prune", "distill")
+    groups = ("early_stopping", "validation", "augment", "imbalance", "transfer", "prune", "distill", "quantize")
     config_lib.technique_keys(c, "mesh", *groups)
     # How the seeds share each step (`lepton_jax.seeds`): "vmap" batches them; "unroll" (or "auto" on CPU) compiles
     # one copy per seed, which XLA:CPU runs faster than batched (grouped) convolutions.
