@@ -1,4 +1,5 @@
-"""Graph learning with jraph: GNNs for node classification, link prediction and graph classification.
+"""Graph learning with jraph: GNNs for node classification (with GLNN distillation into an MLP), link prediction,
+graph classification, and Deep Graph Infomax's unsupervised node embeddings.
 
 Graph RL (environments, structure2vec agents, exact solvers) lives in the subpackage `graphs.rl`.
 """
@@ -9,4 +10,5 @@ TRAINERS = {
     "link_prediction": "graphs.link_prediction",
     "graph_classification": "graphs.graph_classification",
     "node_link_multitask": "graphs.multitask",
+    "dgi": "graphs.dgi",
 }

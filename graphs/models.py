@@ -1,9 +1,10 @@
-"""Graph neural networks on (padded) `jraph.GraphsTuple`s: GCN, GAT, MPNN with edge features, and GIN.
+"""Graph neural networks on (padded) `jraph.GraphsTuple`s: GCN, GAT, MPNN with edge features, GIN, and a per-node
+MLP that ignores the edges (the graph-less baseline and distillation student).
 
-GCN, GAT and MPNN map a graph to per-node outputs `(num_nodes, num_outputs)` (node classification, link-prediction
-encoders, per-node policies); GIN maps a batch of graphs to per-graph logits. All take a padded graph as it comes:
-padding edges join padding nodes only (see `graphs/batching.py`), so they never change a real node's output, and
-the number of nodes is read from the array shapes, so each shape compiles once.
+GCN, GAT, MPNN and the MLP map a graph to per-node outputs `(num_nodes, num_outputs)` (node classification,
+link-prediction encoders, per-node policies); GIN maps a batch of graphs to per-graph logits. All take a padded graph
+as it comes: padding edges join padding nodes only (see `graphs/batching.py`), so they never change a real node's
+output, and the number of nodes is read from the array shapes, so each shape compiles once.
 
 Messages flow `senders[k] -> receivers[k]`; an undirected graph lists each edge in both directions.
 """
@@ -101,6 +102,14 @@ def gcn_coefficients(senders, receivers, num_nodes: int):
     return inv_sqrt[senders] * inv_sqrt[receivers], 1.0 / degree
 
 
+def gcn_propagate(h, senders, receivers):
+    """`D^-1/2 (A + I) D^-1/2 h` for node values `h` `(N, F)`: GCN's propagation, in `h`'s type (bf16 in bf16 runs)."""
+    num_nodes = h.shape[0]
+    edge_coef, self_coef = gcn_coefficients(senders, receivers, num_nodes)
+    edge_coef, self_coef = edge_coef.astype(h.dtype), self_coef.astype(h.dtype)
+    return jax.ops.segment_sum(h[senders] * edge_coef[:, None], receivers, num_nodes) + h * self_coef[:, None]
+
+
 class GCNConv(nn.Module):
     """One graph convolution (Kipf & Welling 2017): `D^-1/2 (A + I) D^-1/2 X W + b`; `split` as `Linear`'s."""
 
@@ -110,11 +119,8 @@ class GCNConv(nn.Module):
 
     @nn.compact
     def __call__(self, x, senders, receivers):
-        num_nodes = x.shape[0]
         h = Linear(self.features, self.split, name="linear")(x)  # transform first: F_out < F_in
-        edge_coef, self_coef = gcn_coefficients(senders, receivers, num_nodes)
-        edge_coef, self_coef = edge_coef.astype(h.dtype), self_coef.astype(h.dtype)  # h's type (bf16 in bf16 runs)
-        out = jax.ops.segment_sum(h[senders] * edge_coef[:, None], receivers, num_nodes) + h * self_coef[:, None]
+        out = gcn_propagate(h, senders, receivers)
         if self.use_bias:
             out = out + self.param("bias", parallel.bias_init(nn.initializers.zeros, self.split), (self.features,))
         return out
@@ -249,6 +255,40 @@ class MPNN(nn.Module):
         return nn.Dense(self.num_outputs, name="output")(x)
 
 
+class Affine(nn.Module):
+    """`x W + b` for dense features or `SparseFeatures` `(N, F_in)` -> `(N, features)`."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        return Linear(self.features, name="linear")(x) + self.param("bias", nn.initializers.zeros, (self.features,))
+
+
+class NodeMLP(nn.Module):
+    """A per-node MLP that never reads the edges (GLNN's student, Zhang et al. 2022): `[Affine, activation,
+    dropout] * len(hidden_sizes)`, then an `Affine` to `num_outputs`.
+
+    As GLNN's MLP, dropout acts on the hidden layers only, not on the input features. The features may be dense or
+    `SparseFeatures`. The modules are `layer_0, layer_1, ..., output`, so the first layer is the first in name order
+    (`weight_decay_on=first_layer`). The last hidden representation is sown as `intermediates/embedding`.
+    """
+
+    hidden_sizes: Sequence[int]
+    num_outputs: int
+    dropout: float = 0.0
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, graph: jraph.GraphsTuple, train: bool = False):
+        x = graph.nodes  # the edges are never read
+        for i, size in enumerate(self.hidden_sizes):
+            x = activation(self.activation)(Affine(size, name=f"layer_{i}")(x))
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        self.sow("intermediates", "embedding", x)
+        return Affine(self.num_outputs, name="output")(x)
+
+
 class GINLayer(nn.Module):
     """`h_i' = ReLU(BN(MLP((1 + ε) h_i + Σ_{j∈N(i)} h_j)))` with a learnable ε (Xu et al. 2019).
 
@@ -303,8 +343,12 @@ def inner_product_scores(embeddings, pairs):
     return jnp.sum(embeddings[pairs[:, 0]] * embeddings[pairs[:, 1]], -1)
 
 
+NODE_MODELS = ("gcn", "gat", "mpnn", "mlp")  # `make_node_model`'s choices
+SPARSE_INPUT = ("gcn", "gat", "mlp")  # the node models that take `SparseFeatures`
+
+
 def make_node_model(config, num_outputs: int) -> nn.Module:
-    """The per-node model named by `config.model` ("gcn", "gat" or "mpnn"); GCN's weights tensor-parallel (boxed)."""
+    """The per-node model named by `config.model` (one of `NODE_MODELS`); GCN's weights tensor-parallel (boxed)."""
     if config.model == "gcn":
         return GCN(tuple(config.hidden_sizes), num_outputs, config.dropout, config.activation, tensor_parallel=True)
     if config.model == "gat":
@@ -319,4 +363,6 @@ def make_node_model(config, num_outputs: int) -> nn.Module:
         )
     if config.model == "mpnn":
         return MPNN(tuple(config.hidden_sizes), num_outputs, config.message_hidden, config.dropout, config.activation)
-    raise UserError(f"unknown model '{config.model}'; valid: gcn, gat, mpnn")
+    if config.model == "mlp":
+        return NodeMLP(tuple(config.hidden_sizes), num_outputs, config.dropout, config.activation)
+    raise UserError(f"unknown model '{config.model}'; valid: {', '.join(NODE_MODELS)}")

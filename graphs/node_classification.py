@@ -1,7 +1,9 @@
-"""Semi-supervised node classification, full batch (GCN, GAT or MPNN on Cora, Citeseer or the karate club).
+"""Semi-supervised node classification, full batch (GCN, GAT, MPNN or an MLP on Cora, Citeseer or the karate club).
 
 One jitted, seed-vmapped `epoch_step` trains on the labelled nodes, evaluates the updated parameters on the
-validation nodes and updates early stopping; test metrics are taken with the parameters early stopping kept.
+validation nodes and updates early stopping; test metrics are taken with the parameters early stopping kept. With
+`config.teacher` (a finished run of this trainer), the model learns from that run's soft labels on every node too:
+GLNN's distillation of a GNN into an MLP (`graphs/glnn.py`).
 
 The state lives on the mesh `config.mesh` names (`lepton_jax/parallel.py`): GCN's weights split over `model` in
 tensor-parallel pairs, everything else (and the graph) replicated; full-batch training has no batch to split over
@@ -17,12 +19,12 @@ import numpy as np
 from flax import struct
 from flax.training.train_state import TrainState
 
-from graphs import common, models
+from graphs import common, glnn, models
 from graphs import metrics as graph_metrics
 from graphs.data import NodeDataset, load_node_dataset
 from lepton_jax import epochs, parallel, plotting, registry, run, seeds, supervised
-from lepton_jax.config import require
-from lepton_jax.techniques import early_stopping, precision
+from lepton_jax.config import MONITORS, require
+from lepton_jax.techniques import distill, early_stopping, precision
 
 
 @struct.dataclass
@@ -34,12 +36,14 @@ class NodeState:
 
 @struct.dataclass
 class Labels:
-    """Node labels and the split masks `(N,)`, passed to the step functions as arguments (not baked-in constants)."""
+    """Node labels and the split masks `(N,)`, passed to the step functions as arguments (not baked-in constants),
+    and a teacher's logits `(N, C)` on every node when distilling (None otherwise)."""
 
     labels: jax.Array
     train: jax.Array
     val: jax.Array
     test: jax.Array
+    teacher: jax.Array | None = None
 
 
 def labels_of(dataset: NodeDataset) -> Labels:
@@ -58,23 +62,39 @@ def node_metrics(logits, labels: Labels, names=("val", "test"), prefix: str = ""
     return out
 
 
+def watched(config) -> tuple[str, ...]:
+    """The validation scores early stopping watches: by default the GAT paper's rule (better validation accuracy or
+    loss resets the patience; both, and the parameters are kept); a config with `monitor` watches that one alone
+    (GLNN's rule is `accuracy`: a distilled model's validation loss against hard labels says little)."""
+    monitor = config.get("monitor")
+    if monitor is None:
+        return ("accuracy", "loss")
+    require(monitor in MONITORS, f"config.monitor must be one of {', '.join(MONITORS)}, got '{monitor}'")
+    return (monitor,)
+
+
 def make_steps(config, model: nn.Module):
     """The steps of one seed (vmap them over seeds): `init(key, graph) -> state`, `epoch_step(state, graph, labels,
     epoch) -> (state, metrics)`, `evaluate(params, graph, labels) -> metrics` and the bare
     `train_step(train_state, graph, labels, key) -> (train_state, metrics)` (for tests). The parameters are
     unboxed: a tensor-parallel model's splits (`lepton_jax.parallel.state_shardings`) never reach the optimiser."""
     tx = common.make_optimizer(config, config.num_epochs)
+    keys = distill.settings(config)  # used when the labels carry a teacher's logits
+    monitored = watched(config)
 
     def init(key, graph):
         key, init_key = jax.random.split(key)
         params = nn.unbox(model.init({"params": init_key}, graph, train=False))
         train_state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
-        return NodeState(train_state, early_stopping.EarlyStopping.create(params, num_scores=2), key)
+        return NodeState(train_state, early_stopping.EarlyStopping.create(params, num_scores=len(monitored)), key)
 
     def train_step(train_state, graph, labels, key):
         def loss_fn(params):
             logits = model.apply(params, graph, train=True, rngs={"dropout": key})
-            return graph_metrics.cross_entropy(logits, labels.labels, labels.train), logits
+            if labels.teacher is None:
+                return graph_metrics.cross_entropy(logits, labels.labels, labels.train), logits
+            temperature, alpha = keys["distill_temperature"], keys["distill_alpha"]
+            return glnn.loss(logits, labels.teacher, labels.labels, labels.train, temperature, alpha), logits
 
         (loss, logits), grads = precision.value_and_grad(loss_fn, train_state.opt_state, has_aux=True)(
             train_state.params
@@ -89,8 +109,7 @@ def make_steps(config, model: nn.Module):
         rng, key = jax.random.split(state.rng)
         train_state, metrics = train_step(state.train_state, graph, labels, key)
         val = evaluate(train_state.params, graph, labels)
-        # The GAT paper's rule: better validation accuracy or loss resets the patience; both, and the params are kept.
-        scores = (val["val/accuracy"], -val["val/loss"])
+        scores = tuple(val["val/accuracy"] if name == "accuracy" else -val["val/loss"] for name in monitored)
         early = state.early.update(train_state.params, scores, epoch, config.patience)
         new = NodeState(train_state, early, rng)
         metrics.update({"train/val_loss": val["val/loss"], "train/val_accuracy": val["val/accuracy"]})
@@ -125,8 +144,11 @@ def make_task(config, workdir: str) -> supervised.Task:
     """The run `train_and_evaluate` hands to `supervised.fit`: all seeds in one program, on `config.mesh`'s mesh."""
     dataset = load_node_dataset(config.dataset, config.data_dir)
     mesh = parallel.mesh_from_config(config)
-    graph = common.full_graph(dataset, config.normalize_features, sparse=config.model in ("gcn", "gat"))
-    graph, labels = epochs.to_device((graph, labels_of(dataset)), mesh)
+    graph = common.full_graph(dataset, config.normalize_features, sparse=config.model in models.SPARSE_INPUT)
+    labels = labels_of(dataset)
+    if config.get("teacher") is not None:  # its soft labels, once, on every node
+        labels = labels.replace(teacher=jnp.asarray(glnn.teacher_logits(config, dataset)))
+    graph, labels = epochs.to_device((graph, labels), mesh)
     model = precision.module(models.make_node_model(config, dataset.num_classes), config)
     init_one, epoch_one, evaluate_one, _ = make_steps(config, model)
 
@@ -149,11 +171,18 @@ def make_task(config, workdir: str) -> supervised.Task:
     def final(state, last_eval):
         headline = {k: v for k, v in last_eval.items() if k.startswith(("test/", "val/"))}
         headline["best_epoch"] = np.asarray(state.early.best_epoch) + 1
-        if config.dataset == "karate" and parallel.is_main_process():
+        teacher = {}
+        if labels.teacher is not None:  # the teacher's own scores on this split, beside the student's
+            scores = jax.device_get(node_metrics(labels.teacher, labels))
+            teacher = {f"teacher/{k}": float(v) for k, v in scores.items() if k.endswith("accuracy")}
+        # The classic demo, when the last hidden layer is 2-D (gcn.py:karate): the learned embedding, drawn.
+        if config.dataset == "karate" and tuple(config.hidden_sizes)[-1:] == (2,) and parallel.is_main_process():
             path = os.path.join(workdir, "plots", "embedding.png")
             karate_plot(model, state.early.best_params, graph, labels, path)
-        return run.seed_summary(headline) | dict(
-            num_seeds=int(config.num_seeds), dataset=config.dataset, model=config.model
+        return (
+            run.seed_summary(headline)
+            | teacher
+            | dict(num_seeds=int(config.num_seeds), dataset=config.dataset, model=config.model)
         )
 
     return supervised.Task(

@@ -5,11 +5,13 @@ relations between them, both checked at launch (`lepton_jax.config.validate`).
 """
 
 from graphs.configs.gcn_multitask import check_tasks
+from graphs.glnn import check_teacher
+from graphs.models import NODE_MODELS
 from lepton_jax.config import DROPOUT, FLAG, count, number, one_of, require
 from lepton_jax.techniques import multitask
 
 KEYS = {
-    "model": one_of("gcn", "gat", "mpnn"),  # `graphs.models`
+    "model": one_of(*NODE_MODELS),  # `graphs.models.make_node_model`
     "heads": count(1),
     "output_heads": count(1),
     "attention_dropout": DROPOUT,
@@ -24,6 +26,10 @@ KEYS = {
     "num_folds": count(1),
     "num_layers": count(1),
     "learn_eps": FLAG,
+    # the linear probe of frozen embeddings (graphs/probe.py; DGI)
+    "probe_runs": count(1),
+    "probe_epochs": count(1),
+    "probe_lr": number(0, low_open=True),
     # node classification and link prediction together (graphs/multitask.py)
     **multitask.KEYS,
 }
@@ -31,7 +37,8 @@ KEYS = {
 
 def check_splits(config) -> None:
     """Link prediction keeps some edges for training; graph classification's validation share is under a half, and
-    its patience needs one; node classification validates on the dataset's own validation nodes."""
+    its patience needs one; node classification validates on the dataset's own validation nodes, and DGI stops on
+    its training loss."""
     if config.trainer == "link_prediction":
         require(
             config.val_fraction + config.test_fraction < 1,
@@ -47,13 +54,14 @@ def check_splits(config) -> None:
             f"config.patience={patience} needs a validation split to watch: set config.val_fraction > 0 "
             "(e.g. 0.1), or patience 0",
         )
-    if config.trainer == "node_classification":
+    uses = {"node_classification": "node classification, which validates on the dataset's own validation nodes"}
+    uses["dgi"] = "DGI, which stops on its training loss"
+    if config.trainer in uses:
         val_fraction = config.get("val_fraction", 0.0)
         require(
             not val_fraction,
-            f"config.val_fraction={val_fraction} is not used by node classification, which validates on the "
-            "dataset's own validation nodes: leave it 0",
+            f"config.val_fraction={val_fraction} is not used by {uses[config.trainer]}: leave it 0",
         )
 
 
-CHECKS = (check_splits, check_tasks)
+CHECKS = (check_splits, check_tasks, check_teacher)

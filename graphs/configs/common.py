@@ -28,7 +28,8 @@ def base(trainer: str, dataset: str) -> ml_collections.ConfigDict:
     # the share of edges (link prediction) or of each fold's training graphs (graph classification) held out.
     config_lib.technique_keys(c, "early_stopping")
     if trainer == "node_classification":  # the trainer that runs on a (data, model) mesh (GCN tensor-parallel)
-        config_lib.technique_keys(c, "mesh")
+        # ... and distils a finished run's soft labels into its model (`graphs/glnn.py`, e.g. GCN into an MLP).
+        config_lib.technique_keys(c, "mesh", "distill")
     if trainer != "graph_classification":  # full-batch trainers: one optimiser step per epoch
         config_lib.technique_keys(c, "prune")
     return c

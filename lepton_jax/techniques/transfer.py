@@ -57,7 +57,9 @@ def read_variables(workdir: str) -> dict:
 
     steps = source_steps(workdir)
     try:
-        state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(steps[-1]), "state"))
+        # Orbax takes absolute paths only: a workdir given relative to the working directory is made absolute.
+        path = os.path.abspath(os.path.join(workdir, "checkpoints", str(steps[-1]), "state"))
+        state = ocp.StandardCheckpointer().restore(path)
     except Exception as error:  # noqa: BLE001 - any failure to read is the user's file to fix
         first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise UserError(f"config.init_from={workdir}: its checkpoint {steps[-1]} cannot be read ({first})") from None

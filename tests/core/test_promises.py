@@ -241,6 +241,8 @@ def test_every_key_of_every_shipped_config_is_declared():
         "graphs.configs.gat": [None],
         "graphs.configs.gae": [None],
         "graphs.configs.gin": [None],
+        "graphs.configs.dgi": [None, "karate"],
+        "graphs.configs.mlp": [None, "karate"],
         "graphs.rl.configs.s2v_dqn": [None, "MaxCut-BA-40-50"],
         "graphs.rl.configs.graph_ppo": [None, "MaxCut-ER-10-20"],
         "generative.configs.vae": [None, "digits,conv,latent2"],
