@@ -108,12 +108,12 @@ def interrupt_first_step(monkeypatch):
     return patched
 
 
-@pytest.fixture
-def without_figures(monkeypatch):
-    """Within the test, `lepton_jax.plotting` draws no figure: each one (learning curves, image grids, confusion
-    matrices, captioned images) is an empty file at its path instead, so which files a run writes can still be
-    checked. For runs whose pictures the test does not look at: drawing is host-side matplotlib work, about half a
-    second a figure (a grid of 32 captioned images), twice that on busy cores: as long as a smoke run's training."""
+FIGURES = ("curves", "image_grid", "confusion_matrix", "labelled_images")  # what `lepton_jax.plotting` draws
+
+
+def blank_figures(patch: pytest.MonkeyPatch, names=FIGURES) -> None:
+    """Through `patch`, the `lepton_jax.plotting` functions `names` draw nothing: each figure is an empty file at
+    its path instead (see `without_figures`; for a module-scoped run, `with pytest.MonkeyPatch.context() as patch`)."""
     import inspect
 
     from lepton_jax import plotting
@@ -128,8 +128,17 @@ def without_figures(monkeypatch):
 
         return write
 
-    for name in ("curves", "image_grid", "confusion_matrix", "labelled_images"):
-        monkeypatch.setattr(plotting, name, empty_file(getattr(plotting, name)))
+    for name in names:
+        patch.setattr(plotting, name, empty_file(getattr(plotting, name)))
+
+
+@pytest.fixture
+def without_figures(monkeypatch):
+    """Within the test, `lepton_jax.plotting` draws no figure: each one (learning curves, image grids, confusion
+    matrices, captioned images) is an empty file at its path instead, so which files a run writes can still be
+    checked. For runs whose pictures the test does not look at: drawing is host-side matplotlib work, about half a
+    second a figure (a grid of 32 captioned images), twice that on busy cores: as long as a smoke run's training."""
+    blank_figures(monkeypatch)
 
 
 def launch(args, workdir: str, timeout=300) -> dict:

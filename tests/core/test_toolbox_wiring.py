@@ -16,6 +16,7 @@ from lepton_jax.errors import UserError
 from lepton_jax.techniques import augment, distill, prune
 from lepton_jax.vision import classifier
 from lepton_jax.vision.configs import classifier as classifier_config
+from tests.conftest import blank_figures
 
 
 def holds_pruning(state) -> bool:
@@ -76,11 +77,13 @@ def _mlp(**overrides):
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, digits):
     workdir = str(tmp_path_factory.mktemp("teacher"))
-    classifier.run(_mlp(hidden_sizes=(48, 48)), workdir, digits)
+    with pytest.MonkeyPatch.context() as patch:
+        blank_figures(patch)  # no test looks at its pictures
+        classifier.run(_mlp(hidden_sizes=(48, 48)), workdir, digits)
     return workdir
 
 
-def test_a_pruned_classifier_is_exactly_that_sparse_and_says_so(tmp_path, digits):
+def test_a_pruned_classifier_is_exactly_that_sparse_and_says_so(tmp_path, digits, without_figures):
     config = _mlp(prune_sparsity=0.75, prune_begin=0.0, prune_end=0.5, prune_every=5)
     state, results = classifier.run(config, str(tmp_path), digits)
     for seed in range(2):
@@ -98,25 +101,30 @@ def test_the_teacher_sees_the_students_augmented_batch_and_stays_frozen(teacher_
     config = _mlp(teacher=teacher_run, distill_temperature=3.0, distill_alpha=0.7, augment_rotate=20.0)
     teacher = distill.load_teacher(teacher_run, classifier.make_model, (8, 8, 1), 10, "classifier")
     model = classifier.make_model(config)
-    state = classifier.make_init(config, model, (8, 8, 1))(jax.random.key(1))
+    state = jax.jit(classifier.make_init(config, model, (8, 8, 1)))(jax.random.key(1))
     step, _ = classifier.make_step(config, digits.train_labels, 10, (8, 8, 1))
     images, labels = jnp.asarray(digits.train_images[:16]), jnp.asarray(digits.train_labels[:16])
     key = jax.random.key(2)
     new_state, logged = jax.jit(step)(state, (images, labels), key)
 
-    seen = augment.make(config)(jax.random.fold_in(key, 1), images)  # the batch after augmentation
-    expected = distill.loss(model.apply(state.params, seen), teacher.apply(teacher.variables, seen), labels, 3.0, 0.7)
+    # Jitted, as the step is (eagerly, each operation of the networks and the augmentation compiles on its own).
+    augmented = jax.jit(augment.make(config))
+
+    @jax.jit
+    def distill_loss(batch):
+        return distill.loss(model.apply(state.params, batch), teacher.apply(teacher.variables, batch), labels, 3.0, 0.7)
+
+    seen = augmented(jax.random.fold_in(key, 1), images)  # the batch after augmentation
+    expected = distill_loss(seen)
     np.testing.assert_allclose(logged["train/loss"], expected.mean(), rtol=1e-5)
-    unaugmented = distill.loss(
-        model.apply(state.params, images), teacher.apply(teacher.variables, images), labels, 3.0, 0.7
-    )
+    unaugmented = distill_loss(images)
     assert abs(float(unaugmented.mean()) - float(logged["train/loss"])) > 1e-3  # the check above can tell them apart
     again = distill.load_teacher(teacher_run, classifier.make_model, (8, 8, 1), 10, "classifier")
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, teacher.variables, again.variables)))
     assert not np.array_equal(new_state.params["params"]["head"]["kernel"], state.params["params"]["head"]["kernel"])
 
 
-def test_distillation_through_the_launcher_and_its_errors(teacher_run, tmp_path, digits):
+def test_distillation_through_the_launcher_and_its_errors(teacher_run, tmp_path, digits, without_figures):
     _, results = classifier.run(_mlp(teacher=teacher_run, distill_temperature=4.0), str(tmp_path / "s"), digits)
     assert results["test/accuracy_mean"] > 0.5
     from lepton_jax.vision import configs

@@ -14,6 +14,7 @@ from graphs.configs import dgi as dgi_config
 from graphs.jraph_compat import jraph
 from graphs.node_classification import labels_of
 from lepton_jax.errors import UserError
+from tests.conftest import blank_figures
 
 # A path 0-1-2 and an edge 2-3: 4 nodes, 3 undirected edges; 3 features per node, 2 hidden units.
 SENDERS, RECEIVERS = data.undirected_edges(np.array([[0, 1], [1, 2], [2, 3]]), 4)
@@ -68,14 +69,15 @@ def test_loss_matches_a_hand_computation_and_the_step_compiles_once():
     init, epoch_step, loss_fn = dgi.make_steps(config, model)
     graph = tiny_graph()
     # The parameter tree is the one the model makes (a renamed or missing leaf fails here).
-    shapes = jax.tree.map(np.shape, model.init(jax.random.PRNGKey(0), graph, jnp.arange(4)))
+    shapes = jax.tree.map(np.shape, jax.eval_shape(model.init, jax.random.PRNGKey(0), graph, jnp.arange(4)))
     assert shapes == jax.tree.map(np.shape, PARAMS)
+    loss_fn = jax.jit(loss_fn)  # one program for the three permutations (eagerly: one for each operation)
     for permutation in ([1, 2, 3, 0], [3, 2, 1, 0], [0, 1, 2, 3]):
         got = loss_fn(PARAMS, graph, jnp.array(permutation))
         np.testing.assert_allclose(got, hand_loss(np.array(permutation)), rtol=1e-5)
     # Training steps: finite, one compile for every epoch, the loss of the parameters before each update.
     step = jax.jit(chex.assert_max_traces(epoch_step, n=1))
-    state = init(jax.random.PRNGKey(1), graph)
+    state = jax.jit(init)(jax.random.PRNGKey(1), graph)
     for epoch in range(3):
         before = state.train_state.params["params"]["linear"]["kernel"]
         state, metrics = step(state, graph, jnp.int32(epoch))
@@ -84,7 +86,8 @@ def test_loss_matches_a_hand_computation_and_the_step_compiles_once():
 
 
 def test_corruption_is_a_permutation_of_the_feature_rows():
-    permutations = [np.asarray(dgi.corruption(jax.random.PRNGKey(k), 50)) for k in range(3)]
+    corruption = jax.jit(dgi.corruption, static_argnums=1)
+    permutations = [np.asarray(corruption(jax.random.PRNGKey(k), 50)) for k in range(3)]
     for permutation in permutations:
         np.testing.assert_array_equal(np.sort(permutation), np.arange(50))  # every node once
         assert not np.array_equal(permutation, np.arange(50))
@@ -93,11 +96,11 @@ def test_corruption_is_a_permutation_of_the_feature_rows():
     np.testing.assert_array_equal(shuffled, FEATURES[[2, 0, 3, 1]])
     # The model shuffles X W instead of X: the corrupted scores equal those of the graph with shuffled features.
     permutation = jnp.array([2, 0, 3, 1])
-    model = dgi.DGI(2)
-    real, corrupted = model.apply(PARAMS, tiny_graph(), permutation)
-    summary = jax.nn.sigmoid(model.apply(PARAMS, tiny_graph(), method=dgi.DGI.embed).mean(0))
-    shuffled_embeddings = model.apply(PARAMS, tiny_graph(shuffled), method=dgi.DGI.embed)
-    expected = model.apply(PARAMS, shuffled_embeddings, summary, method=dgi.DGI.discriminate)
+    apply = jax.jit(dgi.DGI(2).apply, static_argnames="method")  # eagerly: a program for each operation
+    real, corrupted = apply(PARAMS, tiny_graph(), permutation)
+    summary = jax.nn.sigmoid(apply(PARAMS, tiny_graph(), method=dgi.DGI.embed).mean(0))
+    shuffled_embeddings = apply(PARAMS, tiny_graph(shuffled), method=dgi.DGI.embed)
+    expected = apply(PARAMS, shuffled_embeddings, summary, method=dgi.DGI.discriminate)
     np.testing.assert_allclose(corrupted, expected, rtol=1e-6)
     assert not np.allclose(real, corrupted)
 
@@ -120,10 +123,23 @@ def test_probe_separates_separable_embeddings():
     np.testing.assert_array_equal(result.test_accuracy, 0.0)
 
 
-def test_karate_run_learns_keeps_its_lowest_loss_and_fills_the_workdir(tmp_path):
+def _karate_config():
     config = dgi_config.get_config("karate,smoke")
-    config.num_epochs, config.num_seeds = 40, 1
-    results = dgi.train_and_evaluate(config, str(tmp_path))
+    config.num_epochs, config.num_seeds, config.checkpoint_every_epochs = 40, 1, 20
+    return config
+
+
+@pytest.fixture(scope="module")
+def karate_run(tmp_path_factory):
+    """A finished 40-epoch karate run (one seed): (its workdir, its results)."""
+    workdir = tmp_path_factory.mktemp("dgi_karate")
+    with pytest.MonkeyPatch.context() as patch:
+        blank_figures(patch)  # no test looks at its pictures
+        return workdir, dgi.train_and_evaluate(_karate_config(), str(workdir))
+
+
+def test_karate_run_learns_keeps_its_lowest_loss_and_fills_the_workdir(karate_run):
+    tmp_path, results = karate_run
     # The discriminator learned (the loss starts at ln 2 = 0.693) and the probe beats chance (0.5) by far.
     assert results["train/best_loss_mean"] < 0.3
     assert results["test/accuracy_mean"] > 0.75
@@ -140,8 +156,9 @@ def test_sparse_features_give_the_dense_loss():
     dataset = data.karate_club()
     dense, sparse = (common.full_graph(dataset, False, sparse=s) for s in (False, True))
     model = dgi.DGI(8)
-    params = model.init(jax.random.PRNGKey(0), dense, jnp.arange(34))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), dense, jnp.arange(34))
     _, _, loss_fn = dgi.make_steps(dgi_config.get_config("karate"), model)
+    loss_fn = jax.jit(loss_fn)  # a program for each graph (eagerly: one for each operation)
     permutation = dgi.corruption(jax.random.PRNGKey(1), 34)
     np.testing.assert_allclose(loss_fn(params, sparse, permutation), loss_fn(params, dense, permutation), rtol=1e-5)
 
@@ -158,16 +175,14 @@ def test_shipped_configs_validate_and_a_bad_probe_value_is_one_line():
     assert str(error.value) == "config.probe_runs=0 is not allowed: it must be an integer >= 1"
 
 
-def test_resumed_run_equals_uninterrupted(tmp_path, interrupt_first_step, without_figures):
+def test_resumed_run_equals_uninterrupted(tmp_path, karate_run, interrupt_first_step, without_figures):
     """The kept parameters, the loss and the probe after an interrupted and resumed run are the uninterrupted run's."""
     from lepton_jax.interrupt import Interrupted
 
-    config = dgi_config.get_config("karate,smoke")
-    config.hidden = 16
-    full = dgi.train_and_evaluate(config, str(tmp_path / "full"))
+    _, full = karate_run
     with interrupt_first_step(), pytest.raises(Interrupted, match="epoch 1/"):
-        dgi.train_and_evaluate(config, str(tmp_path / "split"))
-    resumed = dgi.train_and_evaluate(config, str(tmp_path / "split"))
-    assert resumed["resumed_from_epoch"] == 1 and resumed["perf/epochs"] == full["perf/epochs"] == 6
+        dgi.train_and_evaluate(_karate_config(), str(tmp_path / "split"))
+    resumed = dgi.train_and_evaluate(_karate_config(), str(tmp_path / "split"))
+    assert resumed["resumed_from_epoch"] == 1 and resumed["perf/epochs"] == full["perf/epochs"] == 40
     assert resumed["params_sha256"] == full["params_sha256"]
     assert resumed["per_seed/test/accuracy"] == full["per_seed/test/accuracy"]

@@ -15,7 +15,7 @@ from graphs.configs import gcn as gcn_config
 from graphs.configs import mlp as mlp_config
 from lepton_jax import seeds, supervised
 from lepton_jax.errors import UserError
-from tests.conftest import run_python
+from tests.conftest import blank_figures, run_python
 
 
 def _one_line(call, *patterns):
@@ -37,15 +37,16 @@ def test_loss_against_a_hand_computation():
         z = z - z.max(-1, keepdims=True)
         return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
+    loss = jax.jit(glnn.loss, static_argnums=(4, 5))  # a program for each setting (eagerly, one for each operation)
     for temperature, alpha in ((1.0, 1.0), (4.0, 0.9), (2.0, 0.0)):
         p_teacher = np.exp(log_softmax(teacher / temperature))
         kl = (p_teacher * (log_softmax(teacher / temperature) - log_softmax(student / temperature))).sum(-1)
         soft = temperature**2 * kl.mean()  # every node, labelled or not
         hard = -log_softmax(student)[np.arange(6), labels][train].mean()  # the training nodes only
-        got = glnn.loss(jnp.asarray(student), jnp.asarray(teacher), labels, train, temperature, alpha)
+        got = loss(jnp.asarray(student), jnp.asarray(teacher), labels, train, temperature, alpha)
         np.testing.assert_allclose(got, alpha * soft + (1 - alpha) * hard, rtol=1e-5)
     # A student with the teacher's logits has nothing to learn from it.
-    np.testing.assert_allclose(glnn.loss(teacher, teacher, labels, train, 1.0, 1.0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(loss(teacher, teacher, labels, train, 1.0, 1.0), 0.0, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,10 @@ def teacher(tmp_path_factory):
     """A finished GCN run on the karate club, its seed-0 kept parameters, and their logits on every node."""
     workdir = str(tmp_path_factory.mktemp("glnn") / "gcn_karate")
     config = gcn_config.get_config("karate,smoke")
-    state, _ = supervised.fit(config, workdir, node_classification.make_task(config, workdir))
+    with pytest.MonkeyPatch.context() as patch:  # no test looks at its pictures (the learning curves, the embedding)
+        blank_figures(patch)
+        patch.setattr(node_classification, "karate_plot", lambda *args: None)
+        state, _ = supervised.fit(config, workdir, node_classification.make_task(config, workdir))
     params = jax.device_get(seeds.tree_slice(state.early.best_params, 0))
     graph = common.full_graph(data.karate_club(), config.normalize_features, sparse=True)
     logits = models.make_node_model(config, 2).apply(params, graph, train=False)
@@ -76,7 +80,7 @@ def test_student_gets_the_teachers_soft_targets(teacher):
     labels = node_classification.labels_of(dataset).replace(teacher=jnp.asarray(logits))
     init, _, _, train_step = node_classification.make_steps(student_config, models.make_node_model(student_config, 2))
     train_step = jax.jit(train_step)
-    state = init(jax.random.PRNGKey(0), graph)
+    state = jax.jit(init)(jax.random.PRNGKey(0), graph)  # eagerly, each operation would compile on its own
     key = jax.random.PRNGKey(1)
     _, metrics = train_step(state.train_state.replace(params=params), graph, labels, key)
     np.testing.assert_allclose(metrics["train/loss"], 0.0, atol=1e-6)
@@ -86,7 +90,7 @@ def test_student_gets_the_teachers_soft_targets(teacher):
     assert metrics["train/loss"] > 1e-4
 
 
-def test_mlp_student_run_reports_itself_and_its_teacher(teacher, tmp_path):
+def test_mlp_student_run_reports_itself_and_its_teacher(teacher, tmp_path, without_figures):
     workdir, _, _, expected = teacher
     config = mlp_config.get_config("karate,smoke")
     config.teacher = workdir
