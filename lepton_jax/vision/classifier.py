@@ -409,8 +409,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def config_key(config) -> dict:
     """The classifier's config as the cache compares it: all its keys but `UNKEYED` and the toolbox's technique keys
-    at their off values (`lepton_jax.config.TECHNIQUES`), so that a technique added later leaves the key (and the
-    default workdir) of every classifier that does not use it as it was."""
+    at their off values (`lepton_jax.config.TECHNIQUES`), so that a run saved before a technique existed still
+    matches a config that leaves it off (as the launcher's own resume check does)."""
     off = {name: value for group in TECHNIQUES.values() for name, value in group.items()}
     return {k: v for k, v in to_dict(config).items() if k not in UNKEYED and not (k in off and v == off[k])}
 
@@ -418,7 +418,7 @@ def config_key(config) -> dict:
 def config_hash(config) -> str:
     """8 hex digits of the config's sha256, `UNKEYED` keys at their defaults (None): the hash the launcher puts in
     its default workdir (`scripts/train.py`), so a classifier trained there without `--workdir` is found too."""
-    keyed = config_key(config) | {k: None for k in UNKEYED}
+    keyed = to_dict(config) | {k: None for k in UNKEYED}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:8]
 
 

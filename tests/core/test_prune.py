@@ -8,6 +8,7 @@ import functools
 import chex
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -362,7 +363,7 @@ def sorts_by_place(jaxpr, inside: bool = False, counts: dict | None = None) -> d
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "sort":
             counts["in cond" if inside else "outside"] += 1
-        for sub in jax.core.jaxprs_in_params(eqn.params):
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
             sorts_by_place(sub, inside or eqn.primitive.name == "cond", counts)
     return counts
 
