@@ -145,7 +145,9 @@ def test_shipped_configs_validate():
     from scripts import trainers
 
     for arg in (None, "citeseer", "karate", "cora,smoke"):
-        trainers.validate(mlp_config.get_config(arg))
+        config = mlp_config.get_config(arg)
+        assert config.model == "mlp" and config.trainer == "node_classification", arg
+        trainers.validate(config)
     config = gcn_config.get_config("cora")
     config.model = "mlp"  # the MLP from the GCN file, as `--config.model=mlp`
     trainers.validate(config)
