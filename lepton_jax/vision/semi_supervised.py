@@ -39,6 +39,7 @@ pseudo-label is the true class: a diagnostic, the only use of the unlabelled ima
 `labelled.png` (the labelled images) and `strong_augment.png`.
 """
 
+import dataclasses
 import functools
 import os
 
@@ -57,6 +58,7 @@ from lepton_jax.vision import data as image_data
 from lepton_jax.vision.configs.semi_supervised import METHODS
 
 SUBSET_STREAM = 7  # the labelled subset's own random stream of the seed (apart from anything else drawn from it)
+ALIGNMENT_MOMENTUM = 0.999  # distribution alignment's running mean: about the last 1000 steps' predictions
 
 
 def labelled_subset(labels: np.ndarray, per_class: int, seed: int, num_classes: int) -> np.ndarray:
@@ -135,19 +137,40 @@ def strong_augment(key: jax.Array, images: jax.Array, values: dict, cutout_size:
     return jax.vmap(one)(jax.random.split(key, images.shape[0]), images).astype(images.dtype)
 
 
-def unlabelled_loss(student_logits, target_logits, threshold: float):
+class SemiState(classifier.ClassifierState):
+    """The classifier's state and `prediction_mean` (K,): the running mean of the network's predicted class
+    probabilities on unlabelled images, which distribution alignment divides by (uniform at the start)."""
+
+    prediction_mean: jax.Array | None = None
+
+
+def align(probabilities, prediction_mean, momentum: float = ALIGNMENT_MOMENTUM):
+    """Distribution alignment (Berthelot et al. 2020, ReMixMatch; FixMatch's appendix): each row of `probabilities`
+    (U, K) multiplied by (uniform class prior) / (running mean of the model's predictions) and renormalised, so a
+    class the model over-predicts loses confidence and one it starves gains it.
+
+    Returns:
+      (the aligned (U, K) probabilities, the running mean moved on by this batch: `momentum` * old + (1 -
+      `momentum`) * the batch's mean prediction; the batch's own mean is already in the division).
+    """
+    mean = momentum * prediction_mean + (1.0 - momentum) * jnp.mean(probabilities, 0)
+    aligned = probabilities / mean
+    return aligned / jnp.sum(aligned, -1, keepdims=True), mean
+
+
+def unlabelled_loss(student_logits, probabilities, threshold: float):
     """FixMatch's unlabelled term: (loss, mask, pseudo-labels).
 
     Args:
       student_logits: (U, K) the predictions trained towards the pseudo-labels.
-      target_logits: (U, K) the predictions the pseudo-labels come from (treated as constants).
-      threshold: the max softmax probability a pseudo-label needs.
+      probabilities: (U, K) the class probabilities the pseudo-labels come from (treated as constants).
+      threshold: the max probability a pseudo-label needs.
 
     Returns:
-      The mean over all U images of mask * cross-entropy(student, argmax(target)) (images below the threshold count
-      as 0, not left out of the mean), the (U,) float mask, and the (U,) pseudo-labels.
+      The mean over all U images of mask * cross-entropy(student, argmax(probabilities)) (images below the
+      threshold count as 0, not left out of the mean), the (U,) float mask, and the (U,) pseudo-labels.
     """
-    probabilities = jax.nn.softmax(jax.lax.stop_gradient(target_logits), -1)
+    probabilities = jax.lax.stop_gradient(probabilities)
     pseudo_labels = jnp.argmax(probabilities, -1)
     mask = (jnp.max(probabilities, -1) >= threshold).astype(jnp.float32)
     losses = optax.softmax_cross_entropy_with_integer_labels(student_logits, pseudo_labels)
@@ -161,13 +184,14 @@ def unlabelled_weight(step, lambda_u: float, rampup_steps: int):
     return lambda_u * jnp.minimum(1.0, step.astype(jnp.float32) / rampup_steps)
 
 
-def train_step(state: classifier.ClassifierState, batch, key, *, settings: dict):
+def train_step(state: SemiState, batch, key, *, settings: dict):
     """One optimiser step; `batch` = (images (B (1 + mu), H, W, C), labels, is_labelled): the first B rows are the
     labelled images, the rest the unlabelled ones (whose labels only the pseudo-label accuracy reads).
 
     `settings` (static; `step_settings`): `method`, `labelled` (B), `weak` and `strong` (augmentations or None),
-    `threshold`, `lambda_u`, `rampup_steps`. The key's streams: dropout the key itself, the labelled images'
-    augmentation `fold_in(key, 1)` (as the classifier), the unlabelled weak view 2, the strong view 3.
+    `threshold`, `lambda_u`, `rampup_steps`, `align` (distribution alignment of the pseudo-labels' probabilities).
+    The key's streams: dropout the key itself, the labelled images' augmentation `fold_in(key, 1)` (as the
+    classifier), the unlabelled weak view 2, the strong view 3.
     """
     images, labels, _ = batch
     labelled, method = settings["labelled"], settings["method"]
@@ -195,8 +219,13 @@ def train_step(state: classifier.ClassifierState, batch, key, *, settings: dict)
             return supervised_loss, (logits, model_state, {})
         student_logits = logits[labelled:]
         target_logits = targets if method == "fixmatch" else student_logits  # Lee: the prediction itself
-        loss_u, mask, pseudo = unlabelled_loss(student_logits, target_logits, settings["threshold"])
+        probabilities = jax.nn.softmax(jax.lax.stop_gradient(target_logits), -1)
+        prediction_mean = state.prediction_mean
+        if settings["align"]:
+            probabilities, prediction_mean = align(probabilities, prediction_mean)
+        loss_u, mask, pseudo = unlabelled_loss(student_logits, probabilities, settings["threshold"])
         extra = {"loss": loss_u, "mask": mask, "pseudo": pseudo, "supervised": supervised_loss}
+        extra["prediction_mean"] = prediction_mean
         return supervised_loss + weight * loss_u, (logits, model_state, extra)
 
     (loss, (logits, model_state, extra)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(
@@ -205,6 +234,7 @@ def train_step(state: classifier.ClassifierState, batch, key, *, settings: dict)
     state = state.apply_gradients(grads=grads).replace(model_state=model_state)
     metrics = {"train/loss": loss, "train/accuracy": jnp.mean(jnp.argmax(logits[:labelled], -1) == y_labelled)}
     if extra:
+        state = state.replace(prediction_mean=extra["prediction_mean"])
         mask = extra["mask"]
         correct = (extra["pseudo"] == y_unlabelled).astype(jnp.float32)
         metrics |= {
@@ -213,8 +243,22 @@ def train_step(state: classifier.ClassifierState, batch, key, *, settings: dict)
             "train/mask_rate": jnp.mean(mask),
             "train/pseudo_label_accuracy": jnp.sum(mask * correct) / jnp.maximum(jnp.sum(mask), 1.0),
             "train/unlabelled_weight": weight,
+            "train/prediction_mean_max": jnp.max(extra["prediction_mean"]),  # 1 / K when the classes are balanced
         }
     return state, metrics
+
+
+def make_init(config, model, image_shape, steps_per_epoch: int, num_classes: int):
+    """`key -> SemiState` for one seed: the classifier's state (`classifier.make_init`) and a uniform running mean
+    of the predictions."""
+    init_classifier = classifier.make_init(config, model, image_shape, steps_per_epoch)
+
+    def init(key):
+        state = init_classifier(key)
+        fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+        return SemiState(**fields, prediction_mean=jnp.full(num_classes, 1.0 / num_classes))
+
+    return init
 
 
 def step_settings(config, total_steps: int) -> dict:
@@ -231,6 +275,7 @@ def step_settings(config, total_steps: int) -> dict:
         "threshold": config.confidence_threshold,
         "lambda_u": config.lambda_u,
         "rampup_steps": int(round(config.lambda_u_rampup * total_steps)),
+        "align": config.get("distribution_alignment", False),
     }
 
 
@@ -279,7 +324,7 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
     sampler = make_sampler(config.batch_size, len(chosen))
     epoch_fn = epochs.make_epoch(step, batch_size, mesh, seed_loop=seed_loop, sampler=sampler)
     evaluate = classifier.make_evaluate(model, seed_loop=seed_loop)
-    init_one = classifier.make_init(config, model, data.image_shape, steps_per_epoch)
+    init_one = make_init(config, model, data.image_shape, steps_per_epoch, data.num_classes)
 
     def final(state, last_eval):
         variables = state.variables()

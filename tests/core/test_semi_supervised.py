@@ -59,22 +59,44 @@ def test_unlabelled_loss_masks_by_threshold_as_computed_by_hand():
     log_softmax = student - np.log(np.exp(student).sum(1, keepdims=True))
     expected = -(log_softmax[0, 0] + log_softmax[2, 2]) / 4
     unlabelled_loss = jax.jit(semi.unlabelled_loss, static_argnums=2)  # eagerly, each operation compiles on its own
-    loss, mask, pseudo = unlabelled_loss(jnp.asarray(student), jnp.asarray(target), 0.95)
+    loss, mask, pseudo = unlabelled_loss(jnp.asarray(student), jnp.asarray(probabilities), 0.95)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
     np.testing.assert_array_equal(mask, [1.0, 0.0, 1.0, 0.0])
     np.testing.assert_array_equal(pseudo, [0, 1, 2, 1])
-    loss_all, mask_all, _ = unlabelled_loss(jnp.asarray(student), jnp.asarray(target), 0.0)
+    loss_all, mask_all, _ = unlabelled_loss(jnp.asarray(student), jnp.asarray(probabilities), 0.0)
     expected_all = -np.mean(log_softmax[np.arange(4), [0, 1, 2, 1]])
     assert float(mask_all.sum()) == 4 and float(loss_all) == pytest.approx(expected_all, rel=1e-6)
     # The targets are constants: the gradient reaches the student's logits only.
     grad_target = jax.jit(jax.grad(lambda t: semi.unlabelled_loss(jnp.asarray(student), t, 0.0)[0]))(
-        jnp.asarray(target)
+        jnp.asarray(probabilities)
     )
     np.testing.assert_array_equal(grad_target, 0.0)
     # The ramp of the weight: half-way through a 10-step ramp, half of lambda_u; then all of it.
     assert float(semi.unlabelled_weight(jnp.int32(5), 2.0, 10)) == 1.0
     assert float(semi.unlabelled_weight(jnp.int32(30), 2.0, 10)) == 2.0
     assert float(semi.unlabelled_weight(jnp.int32(0), 2.0, 0)) == 2.0
+
+
+def test_distribution_alignment_divides_by_the_running_mean_and_moves_it_on():
+    probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.25, 0.25]], np.float32)
+    old = np.array([0.5, 0.3, 0.2], np.float32)
+    # By hand: the running mean moves a tenth of the way to the batch's mean (momentum 0.9), then each row is
+    # divided by it and renormalised.
+    batch_mean = probabilities.mean(0)
+    mean = 0.9 * old + 0.1 * batch_mean
+    expected = probabilities / mean
+    expected /= expected.sum(1, keepdims=True)
+    aligned, new_mean = jax.jit(semi.align, static_argnums=2)(jnp.asarray(probabilities), jnp.asarray(old), 0.9)
+    np.testing.assert_allclose(new_mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(aligned, expected, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(aligned).sum(1), 1.0, rtol=1e-6)
+    # An over-predicted class loses confidence: class 0 (running mean 0.5) falls in every row, class 2 rises.
+    assert np.all(np.asarray(aligned)[:, 0] < probabilities[:, 0])
+    assert np.all(np.asarray(aligned)[:, 2] > probabilities[:, 2])
+    # A uniform running mean and momentum 1 change nothing.
+    same, kept = semi.align(jnp.asarray(probabilities), jnp.full(3, 1 / 3), 1.0)
+    np.testing.assert_allclose(same, probabilities, rtol=1e-6)
+    np.testing.assert_allclose(kept, 1 / 3, rtol=1e-6)
 
 
 def test_cutout_zeroes_one_square_and_strong_augmentation_is_per_example_and_deterministic():
@@ -108,7 +130,7 @@ def stepper(digits):
     is_labelled = np.zeros(len(digits.train_labels), bool)
     is_labelled[chosen] = True
     model = classifier.make_model(c, 10)
-    init = classifier.make_init(c, model, digits.image_shape, 10)
+    init = semi.make_init(c, model, digits.image_shape, 10, 10)
     state = jax.jit(init)(jax.random.PRNGKey(0))
     size = c.batch_size * (1 + c.mu)
     data = (jnp.asarray(digits.train_images), jnp.asarray(digits.train_labels), jnp.asarray(is_labelled))
@@ -129,7 +151,7 @@ def stepper(digits):
         for i, index in enumerate(indices):
             batch = (data[0][index], targets[index], data[2][index])
             current, metrics = step(current, batch, jax.random.PRNGKey(10 + i))
-        return current.params, metrics
+        return current.params, metrics | {"prediction_mean": current.prediction_mean}
 
     return steps, np.asarray(indices), is_labelled, c.batch_size
 
@@ -158,6 +180,12 @@ def test_methods_differ_only_in_the_unlabelled_term_which_never_reads_their_labe
     assert distance(supervised, silent) < 1e-5  # the same labelled batches, augmentation and dropout keys
     assert distance(supervised, fixmatch) > 1e-3 and distance(supervised, pseudo) > 1e-3
     assert distance(fixmatch, pseudo) > 1e-3
+    # Distribution alignment moves the running mean of the predictions on (its arithmetic: the test above); without
+    # it the mean stays uniform.
+    _, aligned_metrics = steps("fixmatch", confidence_threshold=0.0, distribution_alignment=True)
+    _, plain_metrics = steps("fixmatch", confidence_threshold=0.0)
+    np.testing.assert_allclose(plain_metrics["prediction_mean"], 0.1, rtol=1e-6)
+    assert float(np.max(np.abs(np.asarray(aligned_metrics["prediction_mean"]) - 0.1))) > 1e-6
     # The unlabelled images' labels changed: the same parameters (only the pseudo-label accuracy reads them).
     shuffled = digits.train_labels.copy()
     unlabelled = np.flatnonzero(~is_labelled)

@@ -30,7 +30,7 @@ References (100 labels): VAT 1.36 %, Ladder (conv) 0.89 %, Kingma et al. M1+M2 3
 import ml_collections
 
 from lepton_jax import config as config_lib
-from lepton_jax.config import NON_NEGATIVE, UNIT, count, number, one_of
+from lepton_jax.config import FLAG, NON_NEGATIVE, UNIT, count, number, one_of
 from lepton_jax.vision.configs import classifier as classifier_config
 
 METHODS = ("supervised", "pseudo_label", "fixmatch")  # `semi_method`: what the unlabelled term is
@@ -41,6 +41,7 @@ KEYS = {
     "unlabelled_examples": count(0),  # the first this many other training images are the unlabelled ones (0: all)
     "semi_method": one_of(*METHODS),
     "confidence_threshold": UNIT,  # the max probability a pseudo-label needs to count
+    "distribution_alignment": FLAG,  # pseudo-label probabilities divided by the running mean prediction
     "mu": count(1),  # unlabelled images per labelled image in a step
     "lambda_u": NON_NEGATIVE,  # the unlabelled term's weight
     "lambda_u_rampup": number(0, 1),  # the share of the run over which that weight rises linearly from 0
@@ -65,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.unlabelled_examples = 0  # 0: every other training image
     c.semi_method = "fixmatch"
     c.confidence_threshold = 0.95  # FixMatch's
+    c.distribution_alignment = False  # ReMixMatch's distribution alignment of the pseudo-labels
     c.mu = 3  # FixMatch's is 7
     c.lambda_u = 1.0
     c.lambda_u_rampup = 0.0
