@@ -108,18 +108,26 @@ def _chunk(chunk_size: int, n: int) -> int:
     return int(min(chunk_size, n))
 
 
-def _scan_chunks(fn, carry, arrays: tuple, chunk: int):
-    """Runs `fn(carry, chunk_arrays, index, valid) -> (carry, outputs)` over `chunk` rows at a time of the per-point
-    `arrays` (each (N, ...)), zero-padded to a multiple of `chunk`; `index` (chunk,) holds the rows' positions and
-    `valid` (chunk,) is False on padding. Returns the final carry and the per-row outputs, (N, ...) each."""
+def _chunked(arrays: tuple, chunk: int) -> tuple:
+    """The per-point `arrays` (each (N, ...)) zero-padded to a multiple of `chunk` and cut into (num_chunks, chunk,
+    ...), and the row positions (num_chunks, chunk): `_scan_chunks`'s input, made once where a loop scans it often."""
     n = arrays[0].shape[0]
     num = -(-n // chunk)
     padded = tuple(
         jnp.pad(a, [(0, num * chunk - n)] + [(0, 0)] * (a.ndim - 1)).reshape(num, chunk, *a.shape[1:]) for a in arrays
     )
-    index = jnp.arange(num * chunk).reshape(num, chunk)
+    return padded, jnp.arange(num * chunk, dtype=jnp.int32).reshape(num, chunk)
+
+
+def _scan_chunks(fn, carry, arrays: tuple, chunk: int, chunked: tuple | None = None):
+    """Runs `fn(carry, chunk_arrays, index, valid) -> (carry, outputs)` over `chunk` rows at a time of the per-point
+    `arrays` (each (N, ...)), zero-padded to a multiple of `chunk` (or `chunked`, `_chunked`'s output for them);
+    `index` (chunk,) holds the rows' positions and `valid` (chunk,) is False on padding. Returns the final carry and
+    the per-row outputs, (N, ...) each."""
+    n = arrays[0].shape[0]
+    padded, index = chunked or _chunked(arrays, chunk)
     carry, out = lax.scan(lambda c, xs: fn(c, xs[0], xs[1], xs[1] < n), carry, (padded, index))
-    return carry, jax.tree.map(lambda o: o.reshape(num * chunk, *o.shape[2:])[:n], out)
+    return carry, jax.tree.map(lambda o: o.reshape(-1, *o.shape[2:])[:n], out)
 
 
 def _squared_distances(x, y):
@@ -173,19 +181,26 @@ def _lloyd(points, centres, tol, max_iter: int, chunk: int) -> KMeansFit:
     k, dim = centres.shape
     tol = tol * jnp.mean(jnp.var(points, 0))  # scikit-learn's scale: relative to the data's spread
 
-    def assign(centres):
-        """One pass: the (K, D) sums and (K,) counts of each centre's points, the inertia, and the (N,) labels."""
+    chunked = _chunked((points,), chunk)  # padded once, not in every pass of the loop
+
+    def assign(centres, final: bool = False):
+        """One pass: the (K, D) sums and (K,) counts of each centre's points, and with `final` the inertia and the
+        (N,) labels too (the updates need neither)."""
+        centre_norms = jnp.sum(centres * centres, 1)
 
         def body(carry, arrays, index, valid):
             (x,) = arrays
-            labels = jnp.argmin(_squared_distances(x, centres), 1)  # (chunk,)
+            # The nearest centre by |c|^2 - 2 x.c: |x - c|^2 less |x|^2, the same for every centre.
+            labels = jnp.argmin(centre_norms[None, :] - 2 * jnp.matmul(x, centres.T, precision=HIGHEST), 1)
             members = jax.nn.one_hot(labels, k, dtype=jnp.float32) * valid[:, None]  # (chunk, K)
-            residuals = jnp.sum((x - centres[labels]) ** 2, 1) * valid
             sums, counts, inertia = carry
             sums = sums + jnp.matmul(members.T, x, precision=HIGHEST)
+            if not final:
+                return (sums, counts + members.sum(0), inertia), None
+            residuals = jnp.sum((x - centres[labels]) ** 2, 1) * valid  # exact, not by the expansion
             return (sums, counts + members.sum(0), inertia + residuals.sum()), labels.astype(jnp.int32)
 
-        return _scan_chunks(body, (jnp.zeros((k, dim)), jnp.zeros(k), jnp.zeros(())), (points,), chunk)
+        return _scan_chunks(body, (jnp.zeros((k, dim)), jnp.zeros(k), jnp.zeros(())), (points,), chunk, chunked)
 
     def update(state):
         centres, _, iteration = state
@@ -195,7 +210,7 @@ def _lloyd(points, centres, tol, max_iter: int, chunk: int) -> KMeansFit:
 
     state = (centres, jnp.array(jnp.inf, jnp.float32), jnp.array(0, jnp.int32))
     centres, _, iterations = lax.while_loop(lambda s: (s[2] < max_iter) & (s[1] > tol), update, state)
-    (_, _, inertia), labels = assign(centres)  # the labels and inertia of the final centres
+    (_, _, inertia), labels = assign(centres, final=True)  # the labels and inertia of the final centres
     return KMeansFit(centres, labels, inertia, iterations)
 
 
@@ -407,6 +422,7 @@ def _over_neighbours(points, values, eps2, chunk: int, count: bool):
     """(N,) for each point, the number of points within eps (count) or the smallest of `values` (N,) over them
     (N where none), itself included; chunk x chunk tiles of pairs."""
     n = points.shape[0]
+    chunked = _chunked((points, values), chunk)  # padded once for every query chunk
 
     def query(carry, arrays, index, valid):
         (x,) = arrays
@@ -419,7 +435,7 @@ def _over_neighbours(points, values, eps2, chunk: int, count: bool):
             return jnp.minimum(result, jnp.min(jnp.where(near, value[None, :], n), 1)), None
 
         start = jnp.full(x.shape[0], 0 if count else n, jnp.int32)
-        return carry, _scan_chunks(reference, start, (points, values), chunk)[0]
+        return carry, _scan_chunks(reference, start, (points, values), chunk, chunked)[0]
 
     return _scan_chunks(query, None, (points,), chunk)[1]
 
@@ -469,22 +485,49 @@ def dbscan(points, eps: float, min_samples: int = 5, *, chunk_size: int = CHUNK_
 # ---- Nearest neighbours -----------------------------------------------------------------------------------------
 
 
+GROUP = 32  # KNN: a tile's candidates are the k groups of this many neighbouring columns with the best maxima
+
+
+def _tile_candidates(scores, index, k: int):
+    """(scores, indices) (Q, C') of the columns of a (Q, C) tile of `scores` (their training indices: `index` (C,))
+    that can hold the tile's k best of each row: C' = k * GROUP of them when GROUP divides C and C > k * GROUP,
+    else all C.
+
+    Exact, ties included: a column among the row's k best (the lower index first among equals) lies in a group
+    whose maximum is at least its score, and fewer than k groups rank above that group (each such group holds a
+    better column or an equal one of lower index), so `top_k` of the group maxima picks it. The tile then costs a
+    max over its groups and a `top_k` of C / GROUP + k * GROUP values, not a `top_k` of C."""
+    rows, columns = scores.shape
+    if columns % GROUP or columns <= k * GROUP:
+        return scores, jnp.broadcast_to(index, (rows, columns))
+    grouped = scores.reshape(rows, columns // GROUP, GROUP)
+    _, groups = lax.top_k(jnp.max(grouped, 2), k)  # (Q, k) the best groups (the lower group first among equals)
+    picked = jnp.take_along_axis(grouped, groups[:, :, None], 1).reshape(rows, k * GROUP)
+    grouped_index = index.reshape(columns // GROUP, GROUP)[groups].reshape(rows, k * GROUP)
+    return picked, grouped_index
+
+
 @functools.partial(jax.jit, static_argnames=("k", "num_classes", "query_chunk", "train_chunk"))
 def _knn(train, train_labels, queries, k: int, num_classes: int, query_chunk: int, train_chunk: int) -> Neighbours:
+    train_norms = jnp.sum(train * train, 1)
+    chunked = _chunked((train, train_norms), train_chunk)  # padded once for every query chunk
+
     def query(carry, arrays, index, valid):
         (x,) = arrays
 
         def reference(best, arrays, index, valid):
-            (y,) = arrays
-            scores = jnp.where(valid[None, :], -_squared_distances(x, y), -jnp.inf)  # (chunk, train chunk)
-            # The best so far first: on equal distances `top_k` keeps the earlier entry, the lower index.
+            y, y_norms = arrays
+            # The ranking score 2 x.y - |y|^2 = |x|^2 - |x - y|^2: the nearest has the highest; padding never wins.
+            scores = 2 * jnp.matmul(x, y.T, precision=HIGHEST) - y_norms[None, :]  # (chunk, train chunk)
+            scores, indices = _tile_candidates(jnp.where(valid[None, :], scores, -jnp.inf), index, k)
+            # The best so far first: on equal scores `top_k` keeps the earlier entry, the lower index.
             scores = jnp.concatenate([best[0], scores], 1)
-            indices = jnp.concatenate([best[1], jnp.broadcast_to(index, (x.shape[0], index.shape[0]))], 1)
+            indices = jnp.concatenate([best[1], indices], 1)
             top, position = lax.top_k(scores, k)
             return (top, jnp.take_along_axis(indices, position, 1)), None
 
         start = (jnp.full((x.shape[0], k), -jnp.inf), jnp.zeros((x.shape[0], k), jnp.int32))
-        (_, indices), _ = _scan_chunks(reference, start, (train,), train_chunk)
+        (_, indices), _ = _scan_chunks(reference, start, (train, train_norms), train_chunk, chunked)
         # The k distances again as differences: |x|^2 - 2 x.y + |y|^2 cancels where |x| is large and x near y.
         return carry, (indices, jnp.sqrt(jnp.sum((x[:, None, :] - train[indices]) ** 2, -1)))  # (chunk, k)
 

@@ -7,6 +7,7 @@ on a worked example, and the one-line errors."""
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn import cluster as sk_cluster
@@ -158,6 +159,22 @@ def test_knn_matches_sklearn(k):
     np.testing.assert_array_equal(np.asarray(ours.predictions), reference.predict(queries))
     np.testing.assert_array_equal(np.asarray(ours.indices), indices)
     np.testing.assert_allclose(ours.distances, distances, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_knn_tile_candidates_hold_the_exact_top_k_ties_included(k):
+    # Small integer scores: many ties, which `top_k` must break to the lower index as it does over the whole row.
+    scores = jnp.asarray(np.random.default_rng(k).integers(0, 6, (50, 8 * cluster.GROUP)), jnp.float32)
+    index = jnp.arange(1000, 1000 + scores.shape[1], dtype=jnp.int32)
+    picked, picked_index = cluster._tile_candidates(scores, index, k)
+    assert picked.shape == (50, k * cluster.GROUP)  # the grouped path, not the whole tile
+    top, position = jax.lax.top_k(scores, k)
+    top_picked, position_picked = jax.lax.top_k(picked, k)
+    np.testing.assert_array_equal(top_picked, top)
+    np.testing.assert_array_equal(
+        np.take_along_axis(np.asarray(picked_index), np.asarray(position_picked), 1),
+        np.asarray(index)[np.asarray(position)],
+    )
 
 
 def test_knn_tied_vote_goes_to_the_smallest_label():
