@@ -141,6 +141,19 @@ def without_figures(monkeypatch):
     blank_figures(monkeypatch)
 
 
+def one_line_error(call, *patterns) -> str:
+    """`call()` raises a `UserError` whose message is one line holding each of `patterns`; returns the message."""
+    from lepton_jax.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        call()
+    message = str(error.value)
+    assert "\n" not in message, message
+    for pattern in patterns:
+        assert pattern in message, message
+    return message
+
+
 def launch(args, workdir: str, timeout=300) -> dict:
     """`python -m scripts.train ARGS --workdir=WORKDIR`, asserted to succeed; returns its results.json."""
     result = run_python(["-m", "scripts.train", *args, f"--workdir={workdir}"], timeout=timeout)

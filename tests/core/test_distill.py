@@ -13,10 +13,10 @@ import numpy as np
 import optax
 import pytest
 
-from lepton_jax.errors import UserError
 from lepton_jax.techniques import distill
 from lepton_jax.vision import classifier
 from lepton_jax.vision.configs import classifier as classifier_config
+from tests.conftest import one_line_error
 
 # A worked example: 3 examples of 4 classes (an example where student and teacher disagree, a confident teacher).
 STUDENT = np.array([[1.0, 2.0, 0.5, -1.0], [0.0, 0.0, 3.0, 1.0], [-2.0, 4.0, 1.0, 0.0]], np.float32)
@@ -176,16 +176,6 @@ def test_teacher_gets_no_gradient_and_stays_put_through_a_step(teacher_run, digi
 # ---- Bad teachers and keys: one line each ------------------------------------------------------------------------
 
 
-def _one_line(call, *patterns):
-    with pytest.raises(UserError) as error:
-        call()
-    message = str(error.value)
-    assert "\n" not in message, message
-    for pattern in patterns:
-        assert pattern in message, message
-    return message
-
-
 @pytest.fixture(scope="module")
 def broken(teacher_run, tmp_path_factory):
     """Copies of the finished teacher run, each spoilt in one way."""
@@ -218,26 +208,26 @@ def broken(teacher_run, tmp_path_factory):
     return runs
 
 
-def test_each_bad_teacher_is_one_line(broken, teacher_run, digits):
+def test_each_bad_teacher_isone_line_error(broken, teacher_run, digits):
     def load(workdir, image_shape=digits.image_shape, num_classes=10):
         return lambda: distill.load_teacher(workdir, classifier.make_model, image_shape, num_classes, "classifier")
 
     where = lambda name: f"config.teacher={broken[name]}"  # noqa: E731
-    _one_line(load(broken["missing"]), where("missing"), "does not exist")
-    _one_line(load(broken["file"]), where("file"), "not a directory")
-    _one_line(load(broken["unfinished"]), where("unfinished"), "not a finished run")
-    _one_line(load(broken["no_checkpoint"]), where("no_checkpoint"), "no checkpoint")
-    _one_line(load(broken["corrupt"]), where("corrupt"), "cannot be read")
-    _one_line(load(broken["bad_config"]), broken["bad_config"], "config.teacher", "cannot be read")
-    _one_line(load(broken["vae"]), where("vae"), "trainer 'vae', not of 'classifier'")
-    _one_line(load(broken["other"]), where("other"), "params/conv1/bias has shape (8,) there and (12,) here")
-    _one_line(load(teacher_run, num_classes=5), "another task", "predicts 10 classes, this run 5")
-    _one_line(load(teacher_run, image_shape=(16, 16, 1)), "dense/kernel", "images of shape (16, 16, 1)")
+    one_line_error(load(broken["missing"]), where("missing"), "does not exist")
+    one_line_error(load(broken["file"]), where("file"), "not a directory")
+    one_line_error(load(broken["unfinished"]), where("unfinished"), "not a finished run")
+    one_line_error(load(broken["no_checkpoint"]), where("no_checkpoint"), "no checkpoint")
+    one_line_error(load(broken["corrupt"]), where("corrupt"), "cannot be read")
+    one_line_error(load(broken["bad_config"]), broken["bad_config"], "config.teacher", "cannot be read")
+    one_line_error(load(broken["vae"]), where("vae"), "trainer 'vae', not of 'classifier'")
+    one_line_error(load(broken["other"]), where("other"), "params/conv1/bias has shape (8,) there and (12,) here")
+    one_line_error(load(teacher_run, num_classes=5), "another task", "predicts 10 classes, this run 5")
+    one_line_error(load(teacher_run, image_shape=(16, 16, 1)), "dense/kernel", "images of shape (16, 16, 1)")
     # A teacher's files are only read: its unreadable checkpoint is not set aside as a resumed run's would be.
     assert not [name for name in os.listdir(os.path.join(broken["corrupt"], "checkpoints")) if "unreadable" in name]
 
 
-def test_launch_check_refuses_bad_keys_in_one_line(teacher_run, broken):
+def test_launch_check_refuses_bad_keys_inone_line_error(teacher_run, broken):
     def config(**values):
         return ml_collections.ConfigDict(values)
 
@@ -252,10 +242,10 @@ def test_launch_check_refuses_bad_keys_in_one_line(teacher_run, broken):
         ("distill_alpha", -0.1, "in [0, 1]"),
         ("teacher", "", "a path"),
     ):
-        _one_line(lambda: distill.check_config(config(**{name: value})), f"config.{name}={value!r}", allowed)  # noqa: B023
-    _one_line(lambda: distill.check_config(config(teacher=broken["missing"])), "does not exist")
-    _one_line(lambda: distill.check_config(config(teacher=broken["unfinished"])), "not a finished run")
-    _one_line(
+        one_line_error(lambda: distill.check_config(config(**{name: value})), f"config.{name}={value!r}", allowed)  # noqa: B023
+    one_line_error(lambda: distill.check_config(config(teacher=broken["missing"])), "does not exist")
+    one_line_error(lambda: distill.check_config(config(teacher=broken["unfinished"])), "not a finished run")
+    one_line_error(
         lambda: distill.check_config(config(teacher=teacher_run, class_weighting="inverse")),
         "config.class_weighting='inverse' cannot be combined",
     )

@@ -14,17 +14,7 @@ from graphs import common, data, glnn, models, node_classification
 from graphs.configs import gcn as gcn_config
 from graphs.configs import mlp as mlp_config
 from lepton_jax import seeds, supervised
-from lepton_jax.errors import UserError
-from tests.conftest import blank_figures, run_python
-
-
-def _one_line(call, *patterns):
-    with pytest.raises(UserError) as error:
-        call()
-    message = str(error.value)
-    assert "\n" not in message, message
-    for pattern in patterns:
-        assert pattern in message, message
+from tests.conftest import blank_figures, one_line_error, run_python
 
 
 def test_loss_against_a_hand_computation():
@@ -108,11 +98,11 @@ def test_mlp_student_run_reports_itself_and_its_teacher(teacher, tmp_path, witho
     np.testing.assert_array_equal(model.apply(params, graph), model.apply(params, edgeless))
 
 
-def test_a_bad_teacher_is_one_line(teacher, tmp_path):
+def test_a_bad_teacher_isone_line_error(teacher, tmp_path):
     workdir = teacher[0]
     config = mlp_config.get_config("karate")
     config.teacher = str(tmp_path / "no_such_run")
-    _one_line(lambda: glnn.check_teacher(config), f"config.teacher={tmp_path}/no_such_run does not exist")
+    one_line_error(lambda: glnn.check_teacher(config), f"config.teacher={tmp_path}/no_such_run does not exist")
     other = str(tmp_path / "link_run")
     shutil.copytree(workdir, other)
     with open(os.path.join(other, "config.json")) as f:
@@ -120,11 +110,13 @@ def test_a_bad_teacher_is_one_line(teacher, tmp_path):
     with open(os.path.join(other, "config.json"), "w") as f:
         json.dump(saved | {"trainer": "link_prediction"}, f)
     config.teacher = other
-    _one_line(lambda: glnn.check_teacher(config), "a run of trainer 'link_prediction', not of 'node_classification'")
+    one_line_error(
+        lambda: glnn.check_teacher(config), "a run of trainer 'link_prediction', not of 'node_classification'"
+    )
     config.teacher = workdir
     glnn.check_teacher(config)  # a good one passes
     config.distill_alpha = 1.5
-    _one_line(lambda: glnn.check_teacher(config), "config.distill_alpha=1.5", "in [0, 1]")
+    one_line_error(lambda: glnn.check_teacher(config), "config.distill_alpha=1.5", "in [0, 1]")
     # Through the launcher, before any data is read: a karate teacher for a Cora student.
     result = run_python(
         [
@@ -152,4 +144,4 @@ def test_shipped_configs_validate():
     config.model = "mlp"  # the MLP from the GCN file, as `--config.model=mlp`
     trainers.validate(config)
     config.model = "mlpp"
-    _one_line(lambda: trainers.validate(config), "config.model='mlpp' is not allowed", "gcn, gat, mpnn, mlp")
+    one_line_error(lambda: trainers.validate(config), "config.model='mlpp' is not allowed", "gcn, gat, mpnn, mlp")
