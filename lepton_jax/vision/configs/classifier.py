@@ -43,6 +43,18 @@ def mlp_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def base(trainer: str, dataset: str, num_seeds: int = 1) -> ml_collections.ConfigDict:
+    """The keys every image trainer's config starts with: the trainer, the dataset and where its files are, the
+    seed and the number of seeds trained together."""
+    c = ml_collections.ConfigDict()
+    c.trainer = trainer
+    c.dataset = dataset
+    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
+    c.seed = 0
+    c.num_seeds = num_seeds
+    return c
+
+
 def parse_arg(arg: str | None) -> tuple[str, bool, bool]:
     """`"mnist,strong,smoke"` -> `("mnist", strong, smoke)`; the dataset is `mnist` when not named."""
     parts = [p for p in (arg or "mnist").split(",") if p]
@@ -53,12 +65,7 @@ def parse_arg(arg: str | None) -> tuple[str, bool, bool]:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dataset, strong, smoke = parse_arg(arg)
 
-    c = ml_collections.ConfigDict()
-    c.trainer = "classifier"
-    c.dataset = dataset
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
-    c.num_seeds = 1
+    c = base("classifier", dataset)
     if "mlp" in (arg or "").split(","):
         mlp_keys(c)
     else:

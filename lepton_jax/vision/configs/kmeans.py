@@ -17,6 +17,7 @@ images, 3 seeds, 12 s): 73.0 +- 4.2 %, NMI 0.733 +- 0.008.
 import ml_collections
 
 from lepton_jax.config import PATH, count, one_of
+from lepton_jax.vision.configs import classifier as classifier_config
 
 # This trainer's keys beyond the vision pillar's (`lepton_jax/vision/configs/__init__.py` `KEYS` spreads them in).
 KEYS = {
@@ -30,12 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     parts = [p for p in (arg or "mnist").split(",") if p]
     names = [p for p in parts if p != "smoke"]
 
-    c = ml_collections.ConfigDict()
-    c.trainer = "kmeans"
-    c.dataset = names[0] if names else "mnist"
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
-    c.num_seeds = 3
+    c = classifier_config.base("kmeans", names[0] if names else "mnist", num_seeds=3)
     c.cluster_images = "all"
     c.features_from = ml_collections.config_dict.placeholder(str)  # None: raw pixels
     c.num_clusters = 0

@@ -49,12 +49,7 @@ def check_tasks(config) -> None:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dataset, strong, smoke = classifier_config.parse_arg(arg)
 
-    c = ml_collections.ConfigDict()
-    c.trainer = "multitask_classifier"
-    c.dataset = dataset  # the source of the digits
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
-    c.num_seeds = 1
+    c = classifier_config.base("multitask_classifier", dataset)
     # MultiMNIST (`lepton_jax/vision/data.py` `multi_mnist`)
     c.max_shift = 4  # each digit moves 1..4 pixels (the first up-left, the second down-right) on a 36x36 canvas
     c.image_size = 0  # 0: resized to the source's size (28x28, Sener & Koltun); 36: the canvas (Sabour et al.)

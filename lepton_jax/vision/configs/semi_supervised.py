@@ -55,12 +55,7 @@ KEYS = {
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dataset, strong, smoke = classifier_config.parse_arg(arg)
 
-    c = ml_collections.ConfigDict()
-    c.trainer = "semi_supervised"
-    c.dataset = dataset
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
-    c.num_seeds = 1
+    c = classifier_config.base("semi_supervised", dataset)
     classifier_config.cnn_keys(c, strong)
     c.labels_per_class = 10
     c.unlabelled_examples = 0  # 0: every other training image

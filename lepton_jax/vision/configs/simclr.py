@@ -45,12 +45,7 @@ KEYS = {
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dataset, strong, smoke = classifier_config.parse_arg(arg)
 
-    c = ml_collections.ConfigDict()
-    c.trainer = "simclr"
-    c.dataset = dataset
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
-    c.num_seeds = 1
+    c = classifier_config.base("simclr", dataset)
     classifier_config.cnn_keys(c, strong)  # the trunk: the classifier's CNN (its features)
     c.train_examples = 0  # > 0: only the first this many training images (for training and for the probe)
     c.projection_hidden = 256
