@@ -121,17 +121,39 @@ def strong_settings(config) -> dict:
 
 def make_strong(config):
     """`strong(key, images) -> images`: `strong_augment` with the config's `strong_*` keys."""
-    return functools.partial(strong_augment, values=strong_settings(config), cutout_size=config.strong_cutout)
+    return functools.partial(
+        strong_augment,
+        values=strong_settings(config),
+        cutout_size=config.strong_cutout,
+        thickness=config.get("strong_thickness", 0),
+    )
 
 
-def strong_augment(key: jax.Array, images: jax.Array, values: dict, cutout_size: int) -> jax.Array:
+def thicken(key: jax.Array, image: jax.Array, radius: int) -> jax.Array:
+    """`image` (H, W, C) with probability 1/2 as it is, else with its strokes thickened: a grey-scale dilation (the
+    max over a square neighbourhood) of a radius drawn from 1..`radius` pixels. A digit's thickness is a nuisance
+    that no affine map or cutout changes (the reverse, erosion, would erase MNIST's 2-pixel strokes outright)."""
+    on_key, size_key = jax.random.split(key)
+    size = jnp.where(jax.random.bernoulli(on_key), jax.random.randint(size_key, (), 1, radius + 1), 0)
+    out = image
+    for r in range(1, radius + 1):  # static windows; the drawn radius picks one
+        window = (2 * r + 1, 2 * r + 1, 1)
+        dilated = jax.lax.reduce_window(image, -jnp.inf, jax.lax.max, window, (1, 1, 1), "SAME")
+        out = jnp.where(size == r, dilated, out)
+    return out
+
+
+def strong_augment(key: jax.Array, images: jax.Array, values: dict, cutout_size: int, thickness: int = 0) -> jax.Array:
     """Each of `images` (B, H, W, C) rotated, zoomed and shifted (`augment.draw` with `values`, one bilinear
-    resampling), then cut out (`cutout`, when `cutout_size` > 0), each example with its own key split from `key`."""
+    resampling), then thickened or thinned (`thicken`, when `thickness` > 0), then cut out (`cutout`, when
+    `cutout_size` > 0), each example with its own key split from `key`."""
     _, height, width, _ = images.shape
 
     def one(example_key, image):
         affine_key, cut_key = jax.random.split(example_key)
         image = augment.warp(image, augment.draw(affine_key, values, height, width))
+        if thickness:  # its own stream: the affine maps and cutouts stay those drawn without it
+            image = thicken(jax.random.fold_in(example_key, 1), image, thickness)
         return cutout(cut_key, image, cutout_size) if cutout_size else image
 
     return jax.vmap(one)(jax.random.split(key, images.shape[0]), images).astype(images.dtype)
@@ -372,6 +394,7 @@ def plot_examples(config, data: image_data.ImageData, chosen: np.ndarray, plots:
     augmented = augmented.reshape(len(originals), 8, *data.image_shape)
     rows = np.concatenate([np.asarray(originals)[:, None], augmented], axis=1).reshape(-1, *data.image_shape)
     on = f"rotate={config.strong_rotate}, scale={config.strong_scale}, shift={config.strong_shift}"
+    on += f", thickness={config.get('strong_thickness', 0)}"
     plotting.image_grid(
         rows,
         os.path.join(plots, "strong_augment.png"),

@@ -99,6 +99,20 @@ def test_distribution_alignment_divides_by_the_running_mean_and_moves_it_on():
     np.testing.assert_allclose(kept, 1 / 3, rtol=1e-6)
 
 
+def test_thicken_dilates_strokes_by_a_drawn_radius_half_the_time():
+    image = np.zeros((9, 9, 1), np.float32)
+    image[4, 2:7] = 1.0  # a 1 x 5 stroke: dilated by 1 pixel 3 x 7 = 21 pixels, by 2 pixels 5 x 9 = 45
+    thicken = jax.jit(jax.vmap(lambda k: semi.thicken(k, jnp.asarray(image), 2)))
+    out = np.asarray(thicken(jax.random.split(jax.random.PRNGKey(0), 2000)))
+    sums, counts = np.unique(out.sum((1, 2, 3)), return_counts=True)
+    np.testing.assert_array_equal(sums, [5.0, 21.0, 45.0])  # as it is, or dilated by 1 or 2: never thinner
+    np.testing.assert_allclose(counts / 2000, [0.5, 0.25, 0.25], atol=0.04)
+    assert np.all(out >= image)  # a dilation only adds ink
+    grown = out[out.sum((1, 2, 3)) == 21.0][0, :, :, 0]
+    np.testing.assert_array_equal(grown[3:6, 1:8], 1.0)  # the 3 x 7 box around the stroke
+    assert grown.sum() == 21.0
+
+
 def test_cutout_zeroes_one_square_and_strong_augmentation_is_per_example_and_deterministic():
     size = 4
     ones = jnp.ones((10, 10, 1))

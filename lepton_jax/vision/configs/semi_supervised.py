@@ -15,8 +15,9 @@ Keys beyond the classifier's network and optimiser: `labels_per_class`, `unlabel
 training image), `semi_method` (supervised, pseudo_label, fixmatch), `confidence_threshold`, `mu` (unlabelled
 images per labelled one in a step), `lambda_u` and
 `lambda_u_rampup` (the unlabelled term's weight and the share of the run over which it rises from 0), and the
-strong augmentation: `strong_rotate` (degrees), `strong_scale`, `strong_shift` (pixels), `strong_cutout` (the
-erased square's side, pixels; 0: none). The weak augmentation is the shared `augment_*` keys
+strong augmentation: `strong_rotate` (degrees), `strong_scale`, `strong_shift` (pixels), `strong_thickness` (with
+probability 1/2 the strokes dilated by 1 to this many pixels; 0: never), `strong_cutout` (the erased
+square's side, pixels; 0: none). The weak augmentation is the shared `augment_*` keys
 (`lepton_jax/techniques/augment.py`). `batch_size` counts the labelled images of a step.
 
 MNIST, 100 labels, seed 0, the default CNN, batch 32 labelled + 96 unlabelled (468 steps an epoch), measured on 2
@@ -49,6 +50,7 @@ KEYS = {
     "strong_scale": number(0, 1, high_open=True),  # zoom by a factor in [1 - scale, 1 + scale]
     "strong_shift": NON_NEGATIVE,  # pixels, on each axis
     "strong_cutout": count(0),  # the side of the square cut out, pixels (0: no cutout)
+    "strong_thickness": count(0),  # the largest radius of the strokes' dilation, pixels (0: none)
 }
 
 
@@ -69,6 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.strong_scale = 0.2
     c.strong_shift = 4.0
     c.strong_cutout = 10
+    c.strong_thickness = 0
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
     config_lib.technique_keys(c, "mesh", "augment")
     c.augment_crop = 2  # the weak augmentation: a move of up to 2 whole pixels (FixMatch: pad and crop)
