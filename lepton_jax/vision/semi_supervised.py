@@ -20,7 +20,14 @@ where `semi_method` says what the unlabelled term is:
                  max probability >= `confidence_threshold` count (mask 1).
   fixmatch       Sohn et al. (2020): the pseudo-label comes from the weakly augmented image (in inference mode:
                  no dropout, BatchNorm's running statistics), the student is the prediction on a strongly augmented
-                 copy (`strong_augment`: a larger rotation, zoom and shift, then cutout).
+                 copy (`strong_augment`: a larger rotation, zoom and shift, with `strong_thickness` a dilation of
+                 the strokes, then cutout).
+
+With `distribution_alignment` (ReMixMatch's, Berthelot et al. 2020) the pseudo-labels' probabilities are divided by
+the running mean of the network's predictions on unlabelled images (`SemiState.prediction_mean`, kept in the
+checkpoint) and renormalised before the threshold. On MNIST with 100 labels neither it nor a longer run stops the
+drift that a thick upright 1 is an 8 (the ten labelled 1s of seed 0 are thin): the dilation does, because it makes
+thin and thick strokes one pseudo-label's views.
 
 `lambda_u` rises linearly from 0 over the first `lambda_u_rampup` of the run (0: at full weight from the start, as
 FixMatch, whose threshold keeps the early, unconfident predictions out). The labelled and student images go through
