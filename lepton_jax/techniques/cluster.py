@@ -31,11 +31,12 @@ Chunking. Pairwise quantities are computed `chunk_size` points at a time, so tha
 O(chunk_size x max(K, chunk_size)) whatever N, and a million points cluster in the memory of a few chunks: the points
 are padded to a multiple of the chunk (the padding masked out of every sum, count, minimum and top-k) and reshaped
 to (num_chunks, chunk, D) for a `lax.scan`. K-means and EM see one chunk against all K centres at once, (chunk, K)
-(EM: (chunk, K, D)); DBSCAN and KNN, which compare points with points, tile the N x N pairs as chunk x chunk blocks
-(a scan over query chunks around a scan over reference chunks). Results depend on `chunk_size` only through the
-order of float32 sums. Pairwise squared distances are |x|^2 - 2 x.y + |y|^2 (one matrix product at full float32
-precision), clipped at 0; the distances a function returns (the inertia, the neighbours' distances) are recomputed
-as sums of squared differences, which do not cancel.
+(EM: (chunk, K, D); k-means' default chunk is `KMEANS_DISTANCES` / K points); DBSCAN and KNN, which compare points
+with points, tile the N x N pairs as chunk x chunk blocks (a scan over query chunks around a scan over reference
+chunks). Results depend on `chunk_size` only through the order of float32 sums. Pairwise squared distances are
+|x|^2 - 2 x.y + |y|^2 (one matrix product at full float32 precision), clipped at 0 (to rank neighbours or centres,
+the term every candidate shares is left out); the distances a function returns (the inertia, the neighbours'
+distances) are recomputed as sums of squared differences, which do not cancel.
 """
 
 import functools
@@ -51,6 +52,9 @@ from lepton_jax import metrics as core_metrics
 from lepton_jax.errors import UserError
 
 CHUNK_SIZE = 2048
+# K-means' default chunk holds about this many point-centre distances: (chunk, K) is all it keeps per chunk, and
+# large chunks let XLA:CPU spread each matrix product over the cores (2048 points a chunk ran 1.5x slower at N = 10^6).
+KMEANS_DISTANCES = 2**20
 COVARIANCE_TYPES = ("full", "diag")
 HIGHEST = lax.Precision.HIGHEST  # float32 products on accelerators too (their default may round to bf16/tf32)
 
@@ -222,7 +226,7 @@ def kmeans(
     init=None,
     max_iter: int = 300,
     tol: float = 1e-4,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> KMeansFit:
     """K-means by Lloyd's algorithm from k-means++ centres (seeded by `key`) or from the given `init`.
 
@@ -233,7 +237,7 @@ def kmeans(
       init: (K, D) initial centres.
       max_iter: the most Lloyd updates.
       tol: stop once the centres' total squared shift is at most tol times the mean per-feature variance.
-      chunk_size: points per chunk of the assignment pass.
+      chunk_size: points per chunk of the assignment pass (None: `KMEANS_DISTANCES` // k, at least `CHUNK_SIZE`).
 
     Returns:
       A `KMeansFit`: centres (K, D), labels (N,), inertia, iterations.
@@ -247,6 +251,7 @@ def kmeans(
         init, _ = _kmeans_plusplus(key, points, int(k))
     init = jnp.asarray(init, jnp.float32)
     _check(init.shape == (k, points.shape[1]), f"init must have shape {(k, points.shape[1])}, got {init.shape}")
+    chunk_size = max(CHUNK_SIZE, KMEANS_DISTANCES // k) if chunk_size is None else chunk_size
     return _lloyd(points, init, jnp.float32(tol), int(max_iter), _chunk(chunk_size, points.shape[0]))
 
 

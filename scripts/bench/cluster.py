@@ -43,7 +43,7 @@ _CLUSTER_STD = flags.DEFINE_float("cluster_std", 4.0, "Standard deviation of eac
 _ITERATIONS = flags.DEFINE_integer("iterations", 20, "The most Lloyd updates of a k-means fit (both sides).")
 _QUERIES = flags.DEFINE_integer("queries", 1000, "Query points classified by KNN.")
 _K = flags.DEFINE_integer("k", 5, "Neighbours that vote in KNN.")
-_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", cluster.CHUNK_SIZE, "Our chunk size.")
+_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", None, "Our chunk size (default: the library's for each algorithm).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per measurement (the median is reported).")
 _OUT = flags.DEFINE_string("out", None, "If set, writes everything as JSON to this file.")
 
@@ -55,6 +55,11 @@ def blobs(num_points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     classes = rng.integers(0, _CLUSTERS.value, num_points)
     noise = rng.standard_normal((num_points, _DIM.value), dtype=np.float32)
     return centres[classes] + _CLUSTER_STD.value * noise, classes
+
+
+def chunk_kwargs() -> dict:
+    """`chunk_size=--chunk_size` when the flag is set, else nothing (the library's default)."""
+    return {} if _CHUNK_SIZE.value is None else {"chunk_size": _CHUNK_SIZE.value}
 
 
 def median_time(fn, repeats: int) -> tuple[object, float]:
@@ -73,13 +78,11 @@ def time_ours(fn) -> dict:
 
 
 def kmeans_row(points: np.ndarray) -> dict:
-    k, iterations = _CLUSTERS.value, _ITERATIONS.value
+    k, iterations, chunk = _CLUSTERS.value, _ITERATIONS.value, chunk_kwargs()
     centres = points[:k].copy()
     row = {}
     if "ours" in _PEERS.value:
-        timing = time_ours(
-            lambda: cluster.kmeans(points, k, init=centres, max_iter=iterations, tol=0.0, chunk_size=_CHUNK_SIZE.value)
-        )
+        timing = time_ours(lambda: cluster.kmeans(points, k, init=centres, max_iter=iterations, tol=0.0, **chunk))
         fit = timing.pop("result")
         row["ours"] = {**timing, "iterations": int(fit.iterations), "inertia": float(fit.inertia)}
     if "sklearn" in _PEERS.value:
@@ -97,11 +100,9 @@ def kmeans_row(points: np.ndarray) -> dict:
 
 def knn_row(points: np.ndarray, classes: np.ndarray) -> dict:
     queries, _ = blobs(_QUERIES.value, seed=1)
-    row, predictions = {}, {}
+    row, predictions, chunk = {}, {}, chunk_kwargs()
     if "ours" in _PEERS.value:
-        timing = time_ours(
-            lambda: cluster.knn_classify(points, classes, queries, _K.value, chunk_size=_CHUNK_SIZE.value).predictions
-        )
+        timing = time_ours(lambda: cluster.knn_classify(points, classes, queries, _K.value, **chunk).predictions)
         predictions["ours"] = np.asarray(timing.pop("result"))
         row["ours"] = timing
     if "sklearn" in _PEERS.value:
