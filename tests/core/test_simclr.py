@@ -21,8 +21,10 @@ from lepton_jax.interrupt import Interrupted
 from lepton_jax.techniques import cluster, transfer
 from lepton_jax.vision import classifier, clustering, simclr
 from lepton_jax.vision import data as image_data
+from lepton_jax.vision import semi_supervised as semi
 from lepton_jax.vision.configs import classifier as classifier_config
 from lepton_jax.vision.configs import kmeans as kmeans_config
+from lepton_jax.vision.configs import semi_supervised as semi_config
 from lepton_jax.vision.configs import simclr as simclr_config
 from tests.conftest import run_python
 
@@ -139,6 +141,19 @@ def test_the_classifier_can_start_from_the_simclr_trunk(finished, digits):
     copied = transfer.transfer(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), dict(shapes)), source, ("head",))
     np.testing.assert_array_equal(copied["params"]["conv1"]["kernel"], source["params"]["conv1"]["kernel"])
     assert "projection_hidden" in source["params"] and "projection_hidden" not in copied["params"]
+
+
+def test_the_semi_supervised_trainer_starts_from_the_simclr_trunk(finished, digits):
+    workdir, _ = finished
+    config = semi_config.get_config("digits,smoke")
+    config.conv_features, config.hidden, config.init_from = (8, 16), 32, workdir
+    model = classifier.make_model(config)
+    state = jax.jit(semi.make_init(config, model, digits.image_shape, 10, 10))(jax.random.PRNGKey(3))
+    source = transfer.read_variables(workdir)  # seed 0's
+    for layer in ("conv0", "conv1", "dense"):
+        np.testing.assert_array_equal(state.params["params"][layer]["kernel"], source["params"][layer]["kernel"])
+    assert "projection_hidden" not in state.params["params"]  # the head is the trainer's own, freshly drawn
+    assert state.params["params"]["head"]["kernel"].shape == (32, 10)
 
 
 def _kmeans_config(**overrides):

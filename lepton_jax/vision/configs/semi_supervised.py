@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.strong_cutout = 10
     c.strong_thickness = 0
     config_lib.training_keys(c, lr=1e-3, schedule="cosine")  # Adam, cosine-decayed to 0 over the run
-    config_lib.technique_keys(c, "mesh", "augment")
+    config_lib.technique_keys(c, "mesh", "augment", "transfer")  # transfer: e.g. a SimCLR run's trunk
     c.augment_crop = 2  # the weak augmentation: a move of up to 2 whole pixels (FixMatch: pad and crop)
     c.seed_loop = "vmap"
     # Sized for 2 CPU cores (FixMatch's own: 64 and mu 7, for a million steps): 468 steps an epoch on MNIST
