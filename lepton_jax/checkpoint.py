@@ -9,7 +9,8 @@ step. What this module promises on top:
   failure there left its other threads waiting on the directory, and the process hung at exit).
 - **Recovery is one warning line.** A step that is there but cannot be read back (truncated or deleted files) is
   set aside as `<step>.unreadable` and the previous one is used, with one line on stderr naming both; Orbax's own
-  log records, and the stray "Event loop is closed" reports of reads still in flight when one fails, are dropped.
+  log records, and the stray reports of reads still in flight when one fails ("Event loop is closed", asyncio's
+  "exception was never retrieved"), are dropped.
 - **"No intact checkpoint" sticks.** When no step can be read, one `UserError` line says so, and a marker file in the
   directory keeps saying so on every later attempt (rather than starting afresh from step 0 because every step
   was set aside) until the run is restarted (`lepton_jax.run.restart_workdir`, the launcher's `--restart`).
@@ -189,10 +190,31 @@ def _drop_stray_reports(hook):
     return unraisablehook
 
 
+class _DropStrayTasks(py_logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" records of Orbax / TensorStore reads left in flight when a
+    restore fails (logged with a traceback whenever the failed task happens to be garbage-collected), unless absl logs
+    at INFO or more."""
+
+    def filter(self, record):
+        if logging.level_info() or "never retrieved" not in record.getMessage():
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        frames = []
+        traceback = error.__traceback__ if error is not None else None
+        while traceback is not None:
+            frames.append(traceback.tb_frame.f_code.co_filename)
+            traceback = traceback.tb_next
+        text = f"{record.getMessage()} {error!r} {' '.join(frames)}".lower()
+        return not ("orbax" in text or "tensorstore" in text)
+
+
 def _quiet_orbax() -> None:
-    """Installs the two filters above, once per process."""
+    """Installs the filters above, once per process."""
     absl_logger = logging.get_absl_logger()
     if not any(isinstance(f, _DropOrbaxRecords) for f in absl_logger.filters):
         absl_logger.addFilter(_DropOrbaxRecords())
+    asyncio_logger = py_logging.getLogger("asyncio")
+    if not any(isinstance(f, _DropStrayTasks) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_DropStrayTasks())
     if not getattr(sys.unraisablehook, "lepton_quiet", False):
         sys.unraisablehook = _drop_stray_reports(sys.unraisablehook)

@@ -226,6 +226,28 @@ def test_json_files_are_strict(tmp_path, finished):
 
 
 # 7. Recovering from a corrupt newest checkpoint is one warning line.
+def test_stray_reports_of_failed_orbax_reads_are_dropped_and_others_kept():
+    import logging as py_logging
+
+    def record(message, error):
+        return py_logging.LogRecord("asyncio", py_logging.ERROR, __file__, 1, message, None, (type(error), error, None))
+
+    def raised_in(filename):  # an exception whose traceback has a frame in `filename`
+        namespace = {}
+        exec(compile("def fail():\n    raise ValueError('read failed')\n", filename, "exec"), namespace)
+        try:
+            namespace["fail"]()
+        except ValueError as error:
+            return error
+
+    stray = checkpoint._DropStrayTasks()
+    in_orbax = raised_in(f"{os.sep}site-packages{os.sep}orbax{os.sep}checkpoint{os.sep}reader.py")
+    assert not stray.filter(record("Task exception was never retrieved", in_orbax))
+    assert not stray.filter(record("Future exception was never retrieved", ValueError("tensorstore: torn manifest")))
+    assert stray.filter(record("Task exception was never retrieved", raised_in("elsewhere.py")))  # not Orbax's
+    assert stray.filter(record("Task was destroyed but it is pending!", in_orbax))  # not a failed read
+
+
 def test_recovery_from_a_corrupt_checkpoint_is_one_warning_line(tmp_path, finished):
     workdir = _unfinished_copy(finished, tmp_path / "run")
     # A torn OCDBT manifest (Orbax 0.12's layout): the read fails with reads in flight, whose callbacks used to print
