@@ -152,7 +152,7 @@ def thicken(key: jax.Array, image: jax.Array, radius: int) -> jax.Array:
 
 def strong_augment(key: jax.Array, images: jax.Array, values: dict, cutout_size: int, thickness: int = 0) -> jax.Array:
     """Each of `images` (B, H, W, C) rotated, zoomed and shifted (`augment.draw` with `values`, one bilinear
-    resampling), then thickened or thinned (`thicken`, when `thickness` > 0), then cut out (`cutout`, when
+    resampling), then half the time thickened (`thicken`, when `thickness` > 0), then cut out (`cutout`, when
     `cutout_size` > 0), each example with its own key split from `key`."""
     _, height, width, _ = images.shape
 
@@ -254,7 +254,7 @@ def train_step(state: SemiState, batch, key, *, settings: dict):
             probabilities, prediction_mean = align(probabilities, prediction_mean)
         loss_u, mask, pseudo = unlabelled_loss(student_logits, probabilities, settings["threshold"])
         extra = {"loss": loss_u, "mask": mask, "pseudo": pseudo, "supervised": supervised_loss}
-        extra["prediction_mean"] = prediction_mean
+        extra["prediction_mean"] = prediction_mean  # moved on by this batch when aligning, else as it was
         return supervised_loss + weight * loss_u, (logits, model_state, extra)
 
     (loss, (logits, model_state, extra)), grads = precision.value_and_grad(loss_fn, state.opt_state, has_aux=True)(
