@@ -1,0 +1,35 @@
+"""Configs of the knowledge-graph trainers. `KEYS` declares their own keys (the shared ones are
+`lepton_jax.config.KEYS`), checked at launch with `CHECKS`."""
+
+from graphs.kg.data import DATASETS
+from graphs.kg.embedding import MODELS
+from graphs.kg.ranking import DIRECTIONS
+from lepton_jax.config import DROPOUT, count, number, one_of, require
+
+KEYS = {
+    "model": one_of(*MODELS),
+    "embedding_size": count(1),
+    "embedding_dropout": DROPOUT,
+    "label_smoothing": number(0, 1, high_open=True),
+    "weight_decay_on": one_of("all", "first_layer", "none"),
+    "ranking_directions": one_of(*DIRECTIONS),
+}
+
+
+def check_validation(config) -> None:
+    """The knowledge graphs bring their own validation triples: nothing is held out of train."""
+    val_fraction = config.get("val_fraction", 0.0)
+    require(
+        not val_fraction, f"config.val_fraction={val_fraction} is not used: the dataset's valid triples are; leave it 0"
+    )
+
+
+def check_dataset(config) -> None:
+    """A knowledge graph this package loads (`graphs.kg.data`), refused at launch rather than after compiling."""
+    require(
+        config.dataset in DATASETS,
+        f"config.dataset={config.dataset!r} is not a knowledge graph: choose one of {', '.join(DATASETS)}",
+    )
+
+
+CHECKS = (check_dataset, check_validation)
