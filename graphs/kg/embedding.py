@@ -1,4 +1,4 @@
-"""Knowledge-graph completion by embeddings: DistMult and ComplEx, trained 1-N, all seeds in one program.
+"""Knowledge-graph completion by embeddings: DistMult, ComplEx and an R-GCN encoder, trained 1-N, seeds in one program.
 
     python -m scripts.train --config=graphs/kg/configs/embedding.py:umls,complex --workdir=runs/complex_umls
 
@@ -6,13 +6,16 @@ Models (scores of every entity t for a query (h, r, ?), E at once):
 - DistMult (Yang et al. 2015): `<e_h, w_r, e_t>` = sum_i e_h[i] w_r[i] e_t[i].
 - ComplEx (Trouillon et al. 2016): `Re(<e_h, w_r, conj(e_t)>)` with complex embeddings of `embedding_size` complex
   dimensions (a real and an imaginary table of that width each).
+- R-GCN (Schlichtkrull et al. 2018): `num_layers` relational graph convolutions with `num_bases` basis matrices
+  over the training triples (inverses included) encode every entity; DistMult scores the encodings.
 Relations are trained in both directions (`data.with_inverses`: r + R is r's inverse), so head queries are tail
 queries of the inverse relation.
 
 Training as ConvE and Lin et al. 2018 do ("1-N scoring"): each distinct training query (h, r) is one example whose
 target is the multi-hot vector of its known tails over all E entities, smoothed as `(1 - eps) * y + 1 / E`
 (`label_smoothing` eps); the loss is the binary cross-entropy of every entity's sigmoid score against it, averaged.
-Dropout on the query's entity and relation embeddings (`embedding_dropout`), Adam, global-norm clipping
+Dropout on every embedding looked up (`embedding_dropout`: the query's entity and relation and the candidates, as
+Lin et al.'s code; R-GCN: on each layer's input too), Adam, global-norm clipping
 (`max_grad_norm`). Every `eval_every_epochs` epochs each seed's validation MRR (filtered, `graphs/kg/ranking.py`) is
 taken; each seed keeps its parameters of best validation MRR and stops after `patience` evaluations without a new
 best (0: trains all `num_epochs`). The kept parameters are tested. `ranking_directions`: "both" (tail and head
@@ -24,6 +27,7 @@ parameters) as `_mean`, `_std` and `per_seed`; the entity and relation names, in
 """
 
 import os
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -39,32 +43,83 @@ from graphs.kg.data import KnowledgeGraph, load_kg, with_inverses
 from lepton_jax import registry, run, seeds, supervised
 from lepton_jax.techniques import early_stopping, precision
 
-MODELS = ("distmult", "complex")
+MODELS = ("distmult", "complex", "rgcn")
+
+
+class RelationalGraph(NamedTuple):
+    """The training triples (inverses included) as relation-typed edges sender -> receiver, each with R-GCN's
+    normalisation 1 / c_{i,r}: one over the receiver's number of in-edges of that relation."""
+
+    senders: jax.Array  # (M,) int32
+    receivers: jax.Array  # (M,)
+    relations: jax.Array  # (M,)
+    norm: jax.Array  # (M,) float32
+
+    @classmethod
+    def from_triples(cls, triples: np.ndarray, num_entities: int, num_relations: int) -> "RelationalGraph":
+        heads, relations, tails = triples.T
+        slot = tails.astype(np.int64) * num_relations + relations
+        counts = np.bincount(slot, minlength=num_entities * num_relations)
+        return cls(*(jnp.asarray(a, jnp.int32) for a in (heads, tails, relations)), jnp.asarray(1.0 / counts[slot]))
+
+
+class RGCNLayer(nn.Module):
+    """`h_i' = sum_r sum_{j in N_i^r} W_r h_j / c_{i,r} + W_0 h_i` with `W_r = sum_b a_{rb} V_b` (basis
+    decomposition; Schlichtkrull et al. 2018, eq. 2-3). Neighbours are summed per (receiver, relation) first, so the
+    cost is one gather and one segment sum over the M edges plus (N, B, D) x (B, D, D') products."""
+
+    features: int
+    num_relations: int
+    num_bases: int
+
+    @nn.compact
+    def __call__(self, h, graph: RelationalGraph):
+        num_nodes, size = h.shape
+        init = nn.initializers.xavier_normal()
+        bases = self.param("bases", init, (self.num_bases, size, self.features))
+        coefficients = self.param("coefficients", init, (self.num_relations, self.num_bases))
+        self_kernel = self.param("self_kernel", init, (size, self.features))
+        slot = graph.receivers * self.num_relations + graph.relations
+        pooled = jax.ops.segment_sum(h[graph.senders] * graph.norm[:, None], slot, num_nodes * self.num_relations)
+        pooled = pooled.reshape(num_nodes, self.num_relations, size)  # (N, R, D): each relation's neighbours
+        mixed = jnp.einsum("nrd,rb->nbd", pooled, coefficients)  # sum_r a_rb (...): (N, B, D)
+        return jnp.einsum("nbd,bdf->nf", mixed, bases) + h @ self_kernel
 
 
 class KGEmbedding(nn.Module):
-    """`__call__(heads, relations, train)` -> (B, E) logits of every entity as the tail of each (head, relation)."""
+    """`__call__(heads, relations, train, graph)` -> (B, E) logits of every entity as the tail of each (head,
+    relation). "rgcn" encodes the entities with `num_layers` R-GCN layers over `graph` (ReLU between them) from a
+    learned input embedding, then scores them as DistMult does."""
 
     model: str
     num_entities: int
     num_relations: int  # inverse relations included
     size: int
     dropout: float = 0.0
+    num_layers: int = 2
+    num_bases: int = 2
 
     @nn.compact
-    def __call__(self, heads, relations, train: bool = False):
+    def __call__(self, heads, relations, train: bool = False, graph: RelationalGraph | None = None):
         parts = ("real", "imag") if self.model == "complex" else ("real",)
         init = nn.initializers.xavier_normal()
-        entity = [self.param(f"entity_{p}", init, (self.num_entities, self.size)) for p in parts]
-        relation = [self.param(f"relation_{p}", init, (self.num_relations, self.size)) for p in parts]
         drop = nn.Dropout(self.dropout, deterministic=not train)
+        entity = [self.param(f"entity_{p}", init, (self.num_entities, self.size)) for p in parts]
+        if self.model == "rgcn":
+            h = entity[0]
+            for layer in range(self.num_layers):
+                h = RGCNLayer(self.size, self.num_relations, self.num_bases, name=f"rgcn_{layer}")(drop(h), graph)
+                h = nn.relu(h) if layer + 1 < self.num_layers else h
+            entity = [h]
+        relation = [self.param(f"relation_{p}", init, (self.num_relations, self.size)) for p in parts]
         h = [drop(e[heads]) for e in entity]
         r = [drop(w[relations]) for w in relation]
-        if self.model == "distmult":
-            return (h[0] * r[0]) @ entity[0].T
+        candidates = [drop(e) for e in entity]  # as Lin et al.'s code: dropout on every embedding looked up
+        if self.model != "complex":
+            return (h[0] * r[0]) @ candidates[0].T
         real = h[0] * r[0] - h[1] * r[1]  # (h r) = real + i imag; Re((h r) conj(t)) = real.t_re + imag.t_im
         imag = h[0] * r[1] + h[1] * r[0]
-        return real @ entity[0].T + imag @ entity[1].T
+        return real @ candidates[0].T + imag @ candidates[1].T
 
 
 def training_queries(kg: KnowledgeGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -81,6 +136,11 @@ def smoothed_bce(logits, targets, label_smoothing: float):
     """Mean binary cross-entropy against `(1 - eps) * targets + 1 / E` (E the last axis), per row: (B,)."""
     smooth = (1.0 - label_smoothing) * targets + 1.0 / targets.shape[-1]
     return optax.sigmoid_binary_cross_entropy(logits, smooth).mean(-1)
+
+
+def sizes_of(kg: KnowledgeGraph) -> tuple[int, int]:
+    """(entities, relations with their inverses)."""
+    return kg.num_entities, 2 * kg.num_relations
 
 
 @struct.dataclass
@@ -113,16 +173,17 @@ def make_task(config, workdir: str) -> supervised.Task:
         for split in (kg.valid, kg.test)
     )
     model = precision.module(make_model(config, kg), config)
+    graph = RelationalGraph.from_triples(with_inverses(kg.train, kg.num_relations), *sizes_of(kg))
     tx = common.make_optimizer(config, config.num_epochs * num_batches)
 
     def init_one(key):
         key, init_key = jax.random.split(key)
-        params = model.init({"params": init_key}, heads[:1], relations[:1])
+        params = model.init({"params": init_key}, heads[:1], relations[:1], False, graph)
         train_state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
         return KGState(train_state, early_stopping.EarlyStopping.create(params), key)
 
     def loss_fn(params, rows, weights, key):
-        logits = model.apply(params, heads[rows], relations[rows], True, rngs={"dropout": key})
+        logits = model.apply(params, heads[rows], relations[rows], True, graph, rngs={"dropout": key})
         losses = smoothed_bce(logits.astype(jnp.float32), targets[rows], config.label_smoothing)
         return jnp.sum(losses * weights) / jnp.sum(weights)
 
@@ -143,7 +204,7 @@ def make_task(config, workdir: str) -> supervised.Task:
         return early_stopping.where(state.early.stopped, state, new), {"train/loss": losses.mean()}
 
     def rank_one(params, queries: ranking.Queries):
-        scores = model.apply(params, queries.heads, queries.relations).astype(jnp.float32)
+        scores = model.apply(params, queries.heads, queries.relations, False, graph).astype(jnp.float32)
         return ranking.filtered_ranks(scores, queries.answers, queries.filtered)
 
     def validate_one(state: KGState, epoch):

@@ -13,6 +13,8 @@ KEYS = {
     "label_smoothing": number(0, 1, high_open=True),
     "weight_decay_on": one_of("all", "first_layer", "none"),
     "ranking_directions": one_of(*DIRECTIONS),
+    "num_layers": count(1),  # R-GCN
+    "num_bases": count(1),
 }
 
 

@@ -1,11 +1,11 @@
-"""DistMult and ComplEx on a knowledge graph (`graphs/kg/embedding.py`), 3 seeds in one program.
+"""DistMult, ComplEx and R-GCN + DistMult on a knowledge graph (`graphs/kg/embedding.py`), 3 seeds in one program.
 
     python -m scripts.train --config=graphs/kg/configs/embedding.py:umls,complex --workdir=runs/complex_umls
     python -m scripts.train --config=graphs/kg/configs/embedding.py:kinship,distmult
     python -m scripts.train --config=graphs/kg/configs/embedding.py:family,smoke      # no files, seconds
 
 The arg: the dataset (umls, kinship, nations or family: the generated family tree, the default), the model
-(distmult or complex, the default), optionally `smoke`. The settings of Lin et al. 2018's embedding baselines
+(distmult, complex, the default, or rgcn), optionally `smoke`. The settings of Lin et al. 2018's embedding baselines
 (salesforce/MultiHopKG configs): 200 dimensions, embedding dropout 0.3, label smoothing 0.1, Adam at 0.003, batches
 of 512 queries, gradients clipped at norm 5; validation MRR every 10 epochs, patience 10 evaluations.
 """
@@ -40,6 +40,8 @@ def get_config(arg: str | None = None):
     c.keep_checkpoints = 2
     c.weight_decay_on = "all"
     c.ranking_directions = "both"  # "tail": Lin et al.'s protocol
+    c.num_layers = 2  # R-GCN only
+    c.num_bases = 2
     config_lib.training_keys(c, lr=0.003, max_grad_norm=5.0)
     config_lib.technique_keys(c, "early_stopping")
     c.patience = 10

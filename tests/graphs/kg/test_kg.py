@@ -147,3 +147,20 @@ def test_a_missing_or_malformed_triple_file_and_a_bad_dataset_are_one_line(tmp_p
     config.dataset = "fb15k"
     one_line_error(lambda: trainers.validate(config), "config.dataset='fb15k'", "kinship")
     one_line_error(lambda: embedding_config.get_config("umls,rotate"), "unknown config arg 'rotate'")
+
+
+def test_rgcn_layer_equals_the_sum_over_relations_and_neighbours():
+    triples = np.array([[0, 0, 1], [2, 0, 1], [1, 1, 0], [2, 1, 0], [0, 1, 2]], np.int32)
+    graph = embedding.RelationalGraph.from_triples(triples, num_entities=3, num_relations=2)
+    layer = embedding.RGCNLayer(features=4, num_relations=2, num_bases=2)
+    h = jax.random.normal(jax.random.PRNGKey(1), (3, 5))
+    params = layer.init(jax.random.PRNGKey(0), h, graph)["params"]
+    out = layer.apply({"params": params}, h, graph)
+    kernels = np.einsum("rb,bdf->rdf", params["coefficients"], params["bases"])  # W_r = sum_b a_rb V_b
+    expected = np.asarray(h) @ np.asarray(params["self_kernel"])
+    for i in range(3):
+        for r in range(2):
+            neighbours = [s for s, rel, t in triples if t == i and rel == r]
+            for j in neighbours:
+                expected[i] += np.asarray(h[j]) @ kernels[r] / len(neighbours)  # 1 / c_{i,r}
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
