@@ -156,13 +156,63 @@ def make_model(config, kg: KnowledgeGraph) -> KGEmbedding:
     )
 
 
-def make_task(config, workdir: str) -> supervised.Task:
-    kg = load_kg(config.dataset, config.data_dir)
+def write_vocabularies(kg: KnowledgeGraph, workdir: str) -> None:
+    """`entities.txt` and `relations.txt` in the workdir: the names, one per line, in id order."""
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         for name, values in (("entities", kg.entities), ("relations", kg.relations)):
             with open(os.path.join(workdir, f"{name}.txt"), "w") as f:
                 f.write("\n".join(values) + "\n")
+
+
+def relational_graph(kg: KnowledgeGraph) -> RelationalGraph:
+    """The training triples and their inverses as R-GCN's graph."""
+    return RelationalGraph.from_triples(with_inverses(kg.train, kg.num_relations), *sizes_of(kg))
+
+
+def ranking_task(config, kg, init, epoch_step, validate, test_ranks, val, test, num_queries: int) -> supervised.Task:
+    """The `supervised.Task` of a knowledge-graph trainer whose state has `early` (per seed), from its jitted
+    functions over seeds: `init(key)`, `epoch_step(state) -> (state, metrics)`, `validate(state, epoch) -> (state
+    with the early-stopping update, val metrics)` and `test_ranks(params, queries) -> (seeds, Q) ranks`. Validation
+    runs every `eval_every_epochs` epochs and at the last; the kept parameters are tested."""
+    eval_every = max(1, int(config.eval_every_epochs))
+
+    def train_epoch(state, epoch):
+        state, metrics = epoch_step(state)
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == config.num_epochs:
+            state, val_metrics = validate(state, jnp.int32(epoch))
+            metrics |= val_metrics
+        return state, metrics
+
+    def evaluate(state):
+        return {"val/best_mrr": state.early.best_scores[0], "eval/best_epoch": state.early.best_epoch + 1}
+
+    def final(state, last_eval):
+        del last_eval
+        best = state.early.best_params
+        headline = {f"val/{k}": v for k, v in ranking.summary(test_ranks(best, val)).items()}
+        headline |= {f"test/{k}": v for k, v in ranking.summary(test_ranks(best, test)).items()}
+        headline["best_epoch"] = np.asarray(state.early.best_epoch) + 1
+        extra = dict(num_seeds=int(config.num_seeds), dataset=config.dataset, model=config.get("model", "walker"))
+        return run.seed_summary(jax.device_get(headline)) | extra
+
+    return supervised.Task(
+        init=init,
+        train_epoch=train_epoch,
+        evaluate=evaluate,
+        num_epochs=config.num_epochs,
+        done=lambda state: early_stopping.all_stopped(state.early),
+        final=final,
+        params=lambda state: state.early.best_params,
+        plot_keys=("train/loss", "val/mrr"),
+        title=f"{config.get('model', 'walker')} on {config.dataset}",
+        examples_per_epoch=num_queries * int(config.num_seeds),
+    )
+
+
+def make_task(config, workdir: str) -> supervised.Task:
+    kg = load_kg(config.dataset, config.data_dir)
+    write_vocabularies(kg, workdir)
     heads, relations, targets = (jnp.asarray(a) for a in training_queries(kg))
     num_queries = heads.shape[0]
     batch = min(int(config.batch_size), num_queries)
@@ -173,7 +223,7 @@ def make_task(config, workdir: str) -> supervised.Task:
         for split in (kg.valid, kg.test)
     )
     model = precision.module(make_model(config, kg), config)
-    graph = RelationalGraph.from_triples(with_inverses(kg.train, kg.num_relations), *sizes_of(kg))
+    graph = relational_graph(kg)
     tx = common.make_optimizer(config, config.num_epochs * num_batches)
 
     def init_one(key):
@@ -216,39 +266,7 @@ def make_task(config, workdir: str) -> supervised.Task:
     epoch_step = jax.jit(seeds.over_seeds(epoch_one, (0,), config.seed_loop), donate_argnums=0)
     validate = jax.jit(seeds.over_seeds(validate_one, (0, None), config.seed_loop))
     test_ranks = jax.jit(jax.vmap(rank_one, (0, None)))
-    eval_every = max(1, int(config.eval_every_epochs))
-
-    def train_epoch(state, epoch):
-        state, metrics = epoch_step(state)
-        if (epoch + 1) % eval_every == 0 or epoch + 1 == config.num_epochs:
-            state, val_metrics = validate(state, jnp.int32(epoch))
-            metrics |= val_metrics
-        return state, metrics
-
-    def evaluate(state):
-        return {"val/best_mrr": state.early.best_scores[0], "eval/best_epoch": state.early.best_epoch + 1}
-
-    def final(state, last_eval):
-        del last_eval
-        best = state.early.best_params
-        headline = {f"val/{k}": v for k, v in ranking.summary(test_ranks(best, val)).items()}
-        headline |= {f"test/{k}": v for k, v in ranking.summary(test_ranks(best, test)).items()}
-        headline["best_epoch"] = np.asarray(state.early.best_epoch) + 1
-        extra = dict(num_seeds=int(config.num_seeds), dataset=config.dataset, model=config.model)
-        return run.seed_summary(jax.device_get(headline)) | extra
-
-    return supervised.Task(
-        init=init,
-        train_epoch=train_epoch,
-        evaluate=evaluate,
-        num_epochs=config.num_epochs,
-        done=lambda state: early_stopping.all_stopped(state.early),
-        final=final,
-        params=lambda state: state.early.best_params,
-        plot_keys=("train/loss", "val/mrr"),
-        title=f"{config.model} on {config.dataset}",
-        examples_per_epoch=num_queries * int(config.num_seeds),
-    )
+    return ranking_task(config, kg, init, epoch_step, validate, test_ranks, val, test, num_queries)
 
 
 @registry.register("kg_embedding")

@@ -4,7 +4,7 @@
 from graphs.kg.data import DATASETS
 from graphs.kg.embedding import MODELS
 from graphs.kg.ranking import DIRECTIONS
-from lepton_jax.config import DROPOUT, count, number, one_of, require
+from lepton_jax.config import DROPOUT, PATH, count, number, one_of, require
 
 KEYS = {
     "model": one_of(*MODELS),
@@ -15,6 +15,14 @@ KEYS = {
     "ranking_directions": one_of(*DIRECTIONS),
     "num_layers": count(1),  # R-GCN
     "num_bases": count(1),
+    # the walking agent (graphs/kg/walker.py)
+    "num_steps": count(1),
+    "num_rollouts": count(1),
+    "entropy_coef": number(0),
+    "action_dropout": DROPOUT,
+    "reward_shaping": PATH,
+    "beam_size": count(1),
+    "eval_chunk": count(1),
 }
 
 

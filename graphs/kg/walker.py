@@ -1,0 +1,253 @@
+"""A reinforcement-learning agent that answers knowledge-graph queries by walking the graph: MINERVA (Das et al.
+2018) with Lin et al. 2018's reward shaping and action dropout, all seeds in one program.
+
+    python -m scripts.train --config=graphs/kg/configs/walker.py:umls --workdir=runs/walker_umls
+    python -m scripts.train --config=graphs/kg/configs/walker.py:umls --config.reward_shaping=runs/complex_umls
+
+The environment is `graphs/kg/walk.py`: from the query entity, `num_steps` moves along training edges (or stay).
+The policy (`WalkPolicy`) reads the walk so far with an LSTM over the (relation, entity) of each step, and scores
+each action (relation, target) of the current entity by the dot product of its embeddings with an MLP of the LSTM
+state, the current entity and the query relation; illegal actions are masked out of the softmax.
+
+Training (REINFORCE, as MINERVA): each training query (head, relation) (inverse relations included, like the
+embedding models) is walked `num_rollouts` times; a walk's return is its final reward: 1 if it ends on a known
+training answer of the query, else 0 or, with `reward_shaping` (a finished `kg_embedding` run), the sigmoid of that
+model's score for (head, relation, end) (Lin et al.'s soft reward). The loss is
+`-mean_t log pi(a_t) (R - b) - beta * mean_t H(pi_t)` with the baseline b the mean return of the same query's
+rollouts and `entropy_coef` beta. Action dropout (`action_dropout` p, Lin et al.): while sampling, each edge is hidden
+with probability p (stay never), and the walks' log-probabilities are those of this perturbed policy (Lin et al.
+use the full policy's, with no baseline; with a baseline, a negative advantage would drive the full-policy
+log-probability of a rarely kept edge to -inf). The query's own edges are
+removed from its start entity in training (`walk.legal_actions`).
+
+Evaluation: beam search (`beam_size` walks kept by total log-probability at each step); an entity's score is the
+best log-probability of a walk that ends on it, and the filtered ranking of `graphs/kg/ranking.py` ranks the
+answers. An answer no walk reached ranks last among its query's candidates. Every `eval_every_epochs` epochs each
+seed's validation MRR is taken; the parameters of the best one are kept (`patience` evaluations without a new best
+stop the seed) and tested. results.json: `test/mrr`, `test/hits@k`, `test/mr` as the embedding trainer's.
+"""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+from flax.training.train_state import TrainState
+
+from graphs import common
+from graphs.kg import embedding, ranking, walk
+from graphs.kg.data import KnowledgeGraph, load_kg
+from lepton_jax import config as config_lib
+from lepton_jax import registry, seeds, supervised
+from lepton_jax.errors import UserError
+from lepton_jax.techniques import early_stopping, precision, transfer
+
+
+class WalkPolicy(nn.Module):
+    """`__call__(carry, previous, current, query, action_relations, action_targets, mask)` -> (carry, logits (B, A)):
+    one step of B walks; `carry` the LSTM's, from `initial_carry(B)`."""
+
+    num_entities: int
+    num_relations: int  # inverse relations and stay included
+    size: int = 200
+    hidden: int = 200
+
+    def setup(self):
+        init = nn.initializers.xavier_normal()
+        self.entity = self.param("entity", init, (self.num_entities, self.size))
+        self.relation = self.param("relation", init, (self.num_relations, self.size))
+        self.lstm = nn.OptimizedLSTMCell(self.hidden)
+        self.mlp_hidden = nn.Dense(self.hidden)
+        self.mlp_out = nn.Dense(2 * self.size)
+
+    def initial_carry(self, batch: int):
+        zeros = jnp.zeros((batch, self.hidden))
+        return zeros, zeros
+
+    def __call__(self, carry, previous, current, query, action_relations, action_targets, mask):
+        step_input = jnp.concatenate([self.relation[previous], self.entity[current]], -1)
+        carry, history = self.lstm(carry, step_input)
+        state = jnp.concatenate([history, self.entity[current], self.relation[query]], -1)
+        wanted = self.mlp_out(nn.relu(self.mlp_hidden(state)))  # (B, 2 size)
+        actions = jnp.concatenate([self.relation[action_relations], self.entity[action_targets]], -1)  # (B, A, 2 size)
+        logits = jnp.einsum("bad,bd->ba", actions, wanted)
+        return carry, jnp.where(mask, logits, -jnp.inf)
+
+
+def _policy_step(model, params, table: walk.ActionTable, carry, states: walk.WalkState, training: bool):
+    """Logits (B, A) of B walks and the carry after reading their last step."""
+    mask = jax.vmap(lambda s: walk.legal_actions(table, s, training))(states)
+    relations, targets = table.relations[states.current], table.targets[states.current]
+    return model.apply(params, carry, states.previous, states.current, states.relation, relations, targets, mask)
+
+
+def rollout(model, params, table, key, starts, relations, num_steps: int, action_dropout: float):
+    """B sampled training walks: their final states, the log-probabilities (T, B) of the actions taken under the
+    policy they were sampled from (the full one with the dropped edges' logits at -inf), and the full policy's
+    entropies (T, B)."""
+    states = jax.vmap(lambda s, r: walk.reset(s, r, table.stay_relation))(starts, relations)
+    carry = model.apply(params, starts.shape[0], method=WalkPolicy.initial_carry)
+
+    def one_step(walk_state, key):
+        carry, states = walk_state
+        carry, logits = _policy_step(model, params, table, carry, states, training=True)
+        log_probs = jax.nn.log_softmax(logits)
+        keep_key, sample_key = jax.random.split(key)
+        kept = jax.random.bernoulli(keep_key, 1.0 - action_dropout, logits.shape).at[:, 0].set(True)
+        dropped = jnp.where(kept, logits, -jnp.inf)
+        action = jax.random.categorical(sample_key, dropped)
+        finite = jnp.where(jnp.isfinite(logits), log_probs, 0.0)  # 0 * -inf would poison the gradient
+        entropy = -jnp.sum(jnp.exp(log_probs) * finite, -1)
+        # The walk was sampled from the perturbed policy: its log-probability (on-policy REINFORCE) stays bounded
+        # where the full policy's would run to -inf for a rare edge that a negative advantage keeps pushing down.
+        taken = jnp.take_along_axis(jax.nn.log_softmax(dropped), action[:, None], 1)[:, 0]
+        states = jax.vmap(lambda s, a: walk.step(table, s, a))(states, action)
+        return (carry, states), (taken, entropy)
+
+    (_, states), (log_probs, entropies) = jax.lax.scan(one_step, (carry, states), jax.random.split(key, num_steps))
+    return states, log_probs, entropies
+
+
+def beam_search(model, params, table, starts, relations, num_steps: int, beam: int, num_entities: int):
+    """(Q, E) the best log-probability of a beam-search walk from each query that ends on each entity (-inf: none)."""
+    num_queries = starts.shape[0]
+    width = table.mask.shape[1]
+    flat = lambda x: x.reshape(num_queries * beam, *x.shape[2:])  # noqa: E731
+    grid = lambda x: jnp.repeat(x[:, None], beam, 1)  # noqa: E731
+    states = jax.vmap(lambda s, r: walk.reset(s, r, table.stay_relation))(flat(grid(starts)), flat(grid(relations)))
+    carry = model.apply(params, num_queries * beam, method=WalkPolicy.initial_carry)
+    scores = jnp.full((num_queries, beam), -jnp.inf).at[:, 0].set(0.0)  # one live walk to start with
+    for _ in range(num_steps):
+        carry, logits = _policy_step(model, params, table, carry, states, training=False)
+        total = scores[..., None] + jax.nn.log_softmax(logits).reshape(num_queries, beam, width)
+        scores, index = jax.lax.top_k(total.reshape(num_queries, beam * width), beam)
+        parent = (index // width + jnp.arange(num_queries)[:, None] * beam).reshape(-1)
+        carry, states = jax.tree.map(lambda x, p=parent: x[p], (carry, states))
+        states = jax.vmap(lambda s, a: walk.step(table, s, a))(states, (index % width).reshape(-1))
+    ends = states.current.reshape(num_queries, beam)
+    rows = jnp.repeat(jnp.arange(num_queries)[:, None], beam, 1)
+    return jnp.full((num_queries, num_entities), -jnp.inf).at[rows, ends].max(scores)
+
+
+def ranks_of_walks(scores, queries: ranking.Queries):
+    """Filtered ranks (`ranking.filtered_ranks`), an answer no walk reached ranked last among its candidates."""
+    ranks = ranking.filtered_ranks(scores, queries.answers, queries.filtered)
+    reached = jnp.isfinite(jnp.take_along_axis(scores, queries.answers[:, None], 1)[:, 0])
+    return jnp.where(reached, ranks, jnp.sum(~queries.filtered, 1).astype(ranks.dtype))
+
+
+def soft_rewards(workdir: str, kg: KnowledgeGraph, heads, relations) -> jax.Array:
+    """(Q, E) sigmoid scores of a finished `kg_embedding` run (seed 0's kept parameters) for the queries."""
+    where = f"config.reward_shaping={workdir}"
+    try:
+        variables = transfer.read_variables(workdir)
+    except UserError as error:
+        raise UserError(str(error).replace(f"config.init_from={workdir}", where)) from None
+    source = config_lib.read_json(os.path.join(workdir, "config.json"), "the reward-shaping run's config")
+    if source.get("trainer") != "kg_embedding" or source.get("dataset") != kg.name:
+        raise UserError(f"{where} is not a kg_embedding run on {kg.name} (its config.json says otherwise)")
+    model = embedding.make_model(config_lib.ml_collections.ConfigDict(source), kg)
+    graph = embedding.relational_graph(kg)
+    return jax.nn.sigmoid(model.apply(variables, heads, relations, False, graph))
+
+
+@struct.dataclass
+class WalkerState:
+    train_state: TrainState
+    early: early_stopping.EarlyStopping
+    rng: jax.Array
+
+
+def make_task(config, workdir: str) -> supervised.Task:
+    kg = load_kg(config.dataset, config.data_dir)
+    embedding.write_vocabularies(kg, workdir)
+    table = walk.action_table(kg)
+    heads, relations, targets = (jnp.asarray(a) for a in embedding.training_queries(kg))
+    answers = targets > 0
+    if config.reward_shaping:
+        shaped = jnp.where(answers, 1.0, soft_rewards(config.reward_shaping, kg, heads, relations))
+    else:
+        shaped = answers.astype(jnp.float32)
+    num_queries = heads.shape[0]
+    batch = min(int(config.batch_size), num_queries)
+    num_batches = -(-num_queries // batch)
+    known = ranking.known_answers(kg)
+    val, test = (
+        jax.tree.map(jnp.asarray, ranking.queries(kg, split, known, config.ranking_directions))
+        for split in (kg.valid, kg.test)
+    )
+    model = WalkPolicy(kg.num_entities, 2 * kg.num_relations + 1, config.embedding_size, config.hidden)
+    tx = common.make_optimizer(config, config.num_epochs * num_batches)
+    rollouts = int(config.num_rollouts)
+
+    def init_one(key):
+        key, init_key = jax.random.split(key)
+        carry = (jnp.zeros((1, config.hidden)),) * 2  # `WalkPolicy.initial_carry(1)`
+        one = jnp.zeros((1,), jnp.int32)
+        actions = jnp.zeros((1, table.mask.shape[1]), jnp.int32)
+        params = model.init(init_key, carry, one, one, one, actions, actions, actions > -1)
+        train_state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+        return WalkerState(train_state, early_stopping.EarlyStopping.create(params), key)
+
+    def loss_fn(params, rows, weights, key):
+        walks = jnp.repeat(rows, rollouts)  # each query `rollouts` times
+        states, log_probs, entropies = rollout(
+            model, params, table, key, heads[walks], relations[walks], config.num_steps, config.action_dropout
+        )
+        returns = shaped[walks, states.current].reshape(-1, rollouts)  # (batch, rollouts)
+        advantage = (returns - returns.mean(1, keepdims=True)).reshape(-1)
+        weight = jnp.repeat(weights, rollouts)
+        policy = -jnp.sum(log_probs.sum(0) * jax.lax.stop_gradient(advantage) * weight)
+        entropy = jnp.sum(entropies.mean(0) * weight)
+        loss = (policy - config.entropy_coef * entropy) / jnp.sum(weight)
+        hits = jnp.sum(answers[walks, states.current] * weight) / jnp.sum(weight)
+        return loss, hits
+
+    def epoch_one(state: WalkerState):
+        rng, order_key, step_key = jax.random.split(state.rng, 3)
+        order = jax.random.permutation(order_key, num_queries)
+        order = jnp.pad(order, (0, num_batches * batch - num_queries), constant_values=-1).reshape(num_batches, batch)
+
+        def step(train_state, inputs):
+            rows, key = inputs
+            weights = (rows >= 0).astype(jnp.float32)
+            grad_fn = precision.value_and_grad(loss_fn, train_state.opt_state, has_aux=True)
+            (loss, hits), grads = grad_fn(train_state.params, jnp.maximum(rows, 0), weights, key)
+            return train_state.apply_gradients(grads=grads), (loss, hits)
+
+        keys = jax.random.split(step_key, num_batches)
+        train_state, (losses, hits) = jax.lax.scan(step, state.train_state, (order, keys))
+        new = state.replace(train_state=train_state, rng=rng)
+        metrics = {"train/loss": losses.mean(), "train/walk_hits": hits.mean()}
+        return early_stopping.where(state.early.stopped, state, new), metrics
+
+    def rank_one(params, queries: ranking.Queries):
+        def chunk(parts):
+            starts, rels = parts
+            return beam_search(model, params, table, starts, rels, config.num_steps, config.beam_size, kg.num_entities)
+
+        size = min(int(config.eval_chunk), queries.heads.shape[0])
+        count = -(-queries.heads.shape[0] // size)
+        pad = count * size - queries.heads.shape[0]
+        parts = [jnp.pad(a, (0, pad)).reshape(count, size) for a in (queries.heads, queries.relations)]
+        scores = jax.lax.map(chunk, tuple(parts)).reshape(count * size, -1)[: queries.heads.shape[0]]
+        return ranks_of_walks(scores, queries)
+
+    def validate_one(state: WalkerState, epoch):
+        metrics = ranking.summary(rank_one(state.train_state.params, val))
+        early = state.early.update(state.train_state.params, (metrics["mrr"],), epoch, config.patience)
+        return state.replace(early=early), {f"val/{k}": v for k, v in metrics.items()}
+
+    init = jax.jit(lambda key: jax.vmap(init_one)(common.seed_keys(key, config.num_seeds)))
+    epoch_step = jax.jit(seeds.over_seeds(epoch_one, (0,), config.seed_loop), donate_argnums=0)
+    validate = jax.jit(seeds.over_seeds(validate_one, (0, None), config.seed_loop))
+    test_ranks = jax.jit(seeds.over_seeds(rank_one, (0, None), config.seed_loop))
+    return embedding.ranking_task(config, kg, init, epoch_step, validate, test_ranks, val, test, num_queries)
+
+
+@registry.register("kg_walker")
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains the walking agent on `config.dataset` for `config.num_seeds` seeds at once; writes results.json."""
+    task = make_task(config, workdir)
+    return supervised.fit(config, workdir, task, desc=f"walker {config.dataset}")[1]
