@@ -21,6 +21,7 @@ S2V, GPPO = "--config=graphs/rl/configs/s2v_dqn.py:smoke", "--config=graphs/rl/c
 VAE, DCGAN = "--config=generative/configs/vae.py:smoke", "--config=generative/configs/dcgan.py:smoke"
 CLASSIFIER = "--config=lepton_jax/vision/configs/classifier.py:smoke"
 KG = "--config=graphs/kg/configs/embedding.py:family,smoke"
+WALKER = "--config=graphs/kg/configs/walker.py:family,smoke"
 
 # (id, launcher args, a fragment the one line must contain). `{tmp}` is the test's temporary directory.
 TRAIN_CASES = [
@@ -105,6 +106,9 @@ TRAIN_CASES = [
     ("kg unknown model", [KG, "--config.model=transe"], "one of distmult, complex"),
     ("kg label smoothing 1", [KG, "--config.label_smoothing=1"], "config.label_smoothing=1"),
     ("kg val_fraction", [KG, "--config.val_fraction=0.1"], "the dataset's valid triples are"),
+    ("walker action dropout 1", [WALKER, "--config.action_dropout=1"], "config.action_dropout=1"),
+    ("walker no rollouts", [WALKER, "--config.num_rollouts=0"], "config.num_rollouts=0"),
+    ("walker shaping run missing", [WALKER, "--config.reward_shaping={tmp}/empty"], "config.reward_shaping="),
     # graph RL
     ("s2v malformed generalization set", [S2V, "--config.generalization=MVC-XX-1-2"], "config.generalization"),
     ("s2v generalization of another problem", [S2V, "--config.generalization=MaxCut-ER-10-20"], "different problem"),
@@ -221,7 +225,7 @@ def test_evaluate_mistake_is_one_error_line(case, inputs, capsys):
 
 def test_a_good_launch_passes_the_same_checks(inputs, capsys):
     """The checks refuse only mistakes: every shipped smoke config passes them, and the workdir is made."""
-    configs = [PPO, DQN, A2C, REINFORCE, GCN, GAT, GAE, GIN, S2V, GPPO, VAE, DCGAN, CLASSIFIER, KG]
+    configs = [PPO, DQN, A2C, REINFORCE, GCN, GAT, GAE, GIN, S2V, GPPO, VAE, DCGAN, CLASSIFIER, KG, WALKER]
     for i, config in enumerate(configs):
         workdir = inputs / f"good{i}"
         assert cli.run(train.prepare, ["train", config, f"--workdir={workdir}"]) == 0, capsys.readouterr().err
@@ -256,6 +260,7 @@ def test_every_key_of_every_shipped_config_is_declared():
         "lepton_jax.vision.configs.classifier": [None, "digits"],
         "lepton_jax.vision.configs.multitask": [None, "digits"],
         "graphs.kg.configs.embedding": [None, "umls,distmult", "kinship,complex,smoke"],
+        "graphs.kg.configs.walker": [None, "umls", "kinship,smoke"],
     }
     assert set(common.MINATAR_GAMES) and "Breakout-MinAtar" in ppo.PRESETS
     for name, args in files.items():

@@ -1,10 +1,13 @@
 """Configs of the knowledge-graph trainers. `KEYS` declares their own keys (the shared ones are
 `lepton_jax.config.KEYS`), checked at launch with `CHECKS`."""
 
+import os
+
 from graphs.kg.data import DATASETS
 from graphs.kg.embedding import MODELS
 from graphs.kg.ranking import DIRECTIONS
-from lepton_jax.config import DROPOUT, PATH, count, number, one_of, require
+from lepton_jax import checkpoint
+from lepton_jax.config import DROPOUT, PATH, count, number, one_of, read_json, require
 
 KEYS = {
     "model": one_of(*MODELS),
@@ -42,4 +45,18 @@ def check_dataset(config) -> None:
     )
 
 
-CHECKS = (check_dataset, check_validation)
+def check_reward_shaping(config) -> None:
+    """The walker's `reward_shaping`, when set, is a finished kg_embedding run on the same dataset."""
+    path = config.get("reward_shaping")
+    if not path:
+        return
+    where = f"config.reward_shaping={path}"
+    require(bool(checkpoint.saved_steps(path)), f"{where} holds no checkpoint: point it at a kg_embedding run")
+    source = read_json(os.path.join(path, "config.json"), "the reward-shaping run's config")
+    require(
+        source.get("trainer") == "kg_embedding" and source.get("dataset") == config.dataset,
+        f"{where} is a {source.get('trainer')} run on {source.get('dataset')}, not kg_embedding on {config.dataset}",
+    )
+
+
+CHECKS = (check_dataset, check_validation, check_reward_shaping)
