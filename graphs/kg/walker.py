@@ -70,8 +70,13 @@ class WalkPolicy(nn.Module):
         carry, history = self.lstm(carry, step_input)
         state = jnp.concatenate([history, self.entity[current], self.relation[query]], -1)
         wanted = self.mlp_out(nn.relu(self.mlp_hidden(state)))  # (B, 2 size)
-        actions = jnp.concatenate([self.relation[action_relations], self.entity[action_targets]], -1)  # (B, A, 2 size)
-        logits = jnp.einsum("bad,bd->ba", actions, wanted)
+        # An action's score is [r_a; e_a] . wanted = r_a . wanted[:size] + e_a . wanted[size:]: every relation's and
+        # entity's half is scored once, (B, R) and (B, E), and gathered per action, never forming (B, A, 2 size).
+        by_relation = wanted[:, : self.size] @ self.relation.T
+        by_entity = wanted[:, self.size :] @ self.entity.T
+        logits = jnp.take_along_axis(by_relation, action_relations, 1) + jnp.take_along_axis(
+            by_entity, action_targets, 1
+        )
         return carry, jnp.where(mask, logits, -jnp.inf)
 
 
