@@ -28,6 +28,7 @@ stop the seed) and tested. results.json: `test/mrr`, `test/hits@k`, `test/mr` as
 """
 
 import os
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -114,8 +115,17 @@ def rollout(model, params, table, key, starts, relations, num_steps: int, action
     return states, log_probs, entropies
 
 
-def beam_search(model, params, table, starts, relations, num_steps: int, beam: int, num_entities: int):
-    """(Q, E) the best log-probability of a beam-search walk from each query that ends on each entity (-inf: none)."""
+class Beam(NamedTuple):
+    """The `beam` walks kept for each of Q queries, best first."""
+
+    log_probs: jax.Array  # (Q, K) total log-probability (-inf: no such walk)
+    entities: jax.Array  # (Q, K, T + 1) the start, then where each step led
+    relations: jax.Array  # (Q, K, T) the relation of each step (2R: stay)
+
+
+def beam_walks(model, params, table, starts, relations, num_steps: int, beam: int) -> Beam:
+    """Beam search: at each step every kept walk is extended by every legal action and the `beam` most probable
+    walks of each query are kept."""
     num_queries = starts.shape[0]
     width = table.mask.shape[1]
     flat = lambda x: x.reshape(num_queries * beam, *x.shape[2:])  # noqa: E731
@@ -123,16 +133,32 @@ def beam_search(model, params, table, starts, relations, num_steps: int, beam: i
     states = jax.vmap(lambda s, r: walk.reset(s, r, table.stay_relation))(flat(grid(starts)), flat(grid(relations)))
     carry = model.apply(params, num_queries * beam, method=WalkPolicy.initial_carry)
     scores = jnp.full((num_queries, beam), -jnp.inf).at[:, 0].set(0.0)  # one live walk to start with
+    path_entities, path_relations = states.current[:, None], jnp.zeros((num_queries * beam, 0), jnp.int32)
     for _ in range(num_steps):
         carry, logits = _policy_step(model, params, table, carry, states, training=False)
         total = scores[..., None] + jax.nn.log_softmax(logits).reshape(num_queries, beam, width)
         scores, index = jax.lax.top_k(total.reshape(num_queries, beam * width), beam)
         parent = (index // width + jnp.arange(num_queries)[:, None] * beam).reshape(-1)
-        carry, states = jax.tree.map(lambda x, p=parent: x[p], (carry, states))
+        carry, states, path_entities, path_relations = jax.tree.map(
+            lambda x, p=parent: x[p], (carry, states, path_entities, path_relations)
+        )
         states = jax.vmap(lambda s, a: walk.step(table, s, a))(states, (index % width).reshape(-1))
-    ends = states.current.reshape(num_queries, beam)
+        path_entities = jnp.concatenate([path_entities, states.current[:, None]], 1)
+        path_relations = jnp.concatenate([path_relations, states.previous[:, None]], 1)
+    shape = (num_queries, beam, -1)
+    return Beam(scores, path_entities.reshape(shape), path_relations.reshape(shape))
+
+
+def entity_scores(walks: Beam, num_entities: int) -> jax.Array:
+    """(Q, E) the best log-probability of a kept walk that ends on each entity (-inf: none does)."""
+    num_queries, beam = walks.log_probs.shape
     rows = jnp.repeat(jnp.arange(num_queries)[:, None], beam, 1)
-    return jnp.full((num_queries, num_entities), -jnp.inf).at[rows, ends].max(scores)
+    return jnp.full((num_queries, num_entities), -jnp.inf).at[rows, walks.entities[..., -1]].max(walks.log_probs)
+
+
+def beam_search(model, params, table, starts, relations, num_steps: int, beam: int, num_entities: int):
+    """(Q, E) entity scores (`entity_scores`) of the beam search's walks (`beam_walks`)."""
+    return entity_scores(beam_walks(model, params, table, starts, relations, num_steps, beam), num_entities)
 
 
 def ranks_of_walks(scores, queries: ranking.Queries):
