@@ -132,6 +132,13 @@ def training_queries(kg: KnowledgeGraph) -> tuple[np.ndarray, np.ndarray, np.nda
     return pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32), targets
 
 
+def shuffled_batches(key, num_queries: int, batch: int) -> jax.Array:
+    """(num_batches, batch) a random order of the query rows, the last batch padded with -1 (weight 0)."""
+    num_batches = -(-num_queries // batch)
+    order = jax.random.permutation(key, num_queries)
+    return jnp.pad(order, (0, num_batches * batch - num_queries), constant_values=-1).reshape(num_batches, batch)
+
+
 def smoothed_bce(logits, targets, label_smoothing: float):
     """Mean binary cross-entropy against `(1 - eps) * targets + 1 / E` (E the last axis), per row: (B,)."""
     smooth = (1.0 - label_smoothing) * targets + 1.0 / targets.shape[-1]
@@ -239,8 +246,7 @@ def make_task(config, workdir: str) -> supervised.Task:
 
     def epoch_one(state: KGState):
         rng, order_key, step_key = jax.random.split(state.rng, 3)
-        order = jax.random.permutation(order_key, num_queries)
-        order = jnp.pad(order, (0, num_batches * batch - num_queries), constant_values=-1).reshape(num_batches, batch)
+        order = shuffled_batches(order_key, num_queries, batch)
 
         def step(train_state, inputs):
             rows, key = inputs

@@ -236,8 +236,7 @@ def make_task(config, workdir: str) -> supervised.Task:
 
     def epoch_one(state: WalkerState):
         rng, order_key, step_key = jax.random.split(state.rng, 3)
-        order = jax.random.permutation(order_key, num_queries)
-        order = jnp.pad(order, (0, num_batches * batch - num_queries), constant_values=-1).reshape(num_batches, batch)
+        order = embedding.shuffled_batches(order_key, num_queries, batch)
 
         def step(train_state, inputs):
             rows, key = inputs
