@@ -2,22 +2,16 @@
 
 import pytest
 
-from graphs.kg import walker
-from graphs.kg.configs import walker as walker_config
 from scripts import cli, explain
 
 
 @pytest.fixture(scope="module")
-def walker_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("walker") / "run")
-    config = walker_config.get_config("family,smoke")
-    config.update(num_epochs=2, eval_every_epochs=2, beam_size=4, num_rollouts=2)
-    walker.train_and_evaluate(config, workdir)
-    return workdir
+def workdir(walker_run):
+    return walker_run[0]
 
 
-def test_explain_prints_each_answer_with_its_walk(walker_run, capsys):
-    code = cli.run(explain.explain, ["explain", f"--workdir={walker_run}", "--query=person0,grandparent", "--top=3"])
+def test_explain_prints_each_answer_with_its_walk(workdir, capsys):
+    code = cli.run(explain.explain, ["explain", f"--workdir={workdir}", "--query=person0,grandparent", "--top=3"])
     out = capsys.readouterr().out.splitlines()
     assert code == 0 and out[0] == "query: (person0, grandparent, ?)"
     answers = [line for line in out if line.strip()[:2] in ("1.", "2.", "3.")]
@@ -33,8 +27,8 @@ def test_explain_prints_each_answer_with_its_walk(walker_run, capsys):
         (["--query=person0,grandfather"], "no relation 'grandfather'"),
     ],
 )
-def test_a_bad_query_is_one_line(walker_run, capsys, args, fragment):
-    assert cli.run(explain.explain, ["explain", f"--workdir={walker_run}", *args]) == 2
+def test_a_bad_query_is_one_line(workdir, capsys, args, fragment):
+    assert cli.run(explain.explain, ["explain", f"--workdir={workdir}", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and fragment in err, err
 

@@ -97,7 +97,7 @@ def test_training_targets_hold_every_known_tail():
 
 def _config(**changes):
     config = embedding_config.get_config("family,distmult")
-    config.update({"num_seeds": 2, "num_epochs": 150, "eval_every_epochs": 50, **changes})
+    config.update({"num_seeds": 1, "num_epochs": 120, "eval_every_epochs": 40, **changes})
     return config
 
 
@@ -110,8 +110,8 @@ def family_run(tmp_path_factory):
 def test_training_ranks_held_out_facts_far_above_chance(family_run, family):
     workdir, results = family_run
     # Chance: an MRR near (ln E) / E, about 0.01 for 463 entities.
-    assert results["test/mrr_mean"] > 0.3, results  # measured 0.53
-    assert results["test/hits@10_mean"] > 0.5, results  # measured 0.72
+    assert results["test/mrr_mean"] > 0.3, results  # measured 0.48
+    assert results["test/hits@10_mean"] > 0.5, results  # measured 0.67
     with open(os.path.join(workdir, "entities.txt")) as f:
         assert f.read().split() == list(family.entities)
 

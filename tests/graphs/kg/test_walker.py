@@ -92,15 +92,14 @@ def test_the_agent_learns_grandparent_as_parent_of_parent(family, table, trained
     assert results["test/mrr_mean"] > 0.8, results  # every held-out relation
 
 
-def test_resumed_run_equals_uninterrupted(tmp_path, interrupt_first_step, without_figures):
+def test_resumed_run_equals_uninterrupted(tmp_path, walker_run, interrupt_first_step, without_figures):
     from lepton_jax.interrupt import Interrupted
+    from tests.graphs.kg.conftest import smoke_walker_config
 
-    config = walker_config.get_config("family,smoke")
-    config.update(num_epochs=3, eval_every_epochs=3, beam_size=4, num_rollouts=2)
-    full = walker.train_and_evaluate(config, str(tmp_path / "full"))
+    _, full = walker_run
     with interrupt_first_step(), pytest.raises(Interrupted, match="epoch 1/"):
-        walker.train_and_evaluate(config, str(tmp_path / "split"))
-    resumed = walker.train_and_evaluate(config, str(tmp_path / "split"))
+        walker.train_and_evaluate(smoke_walker_config(), str(tmp_path / "split"))
+    resumed = walker.train_and_evaluate(smoke_walker_config(), str(tmp_path / "split"))
     assert resumed["resumed_from_epoch"] == 1
     assert resumed["params_sha256"] == full["params_sha256"]
     assert resumed["per_seed/test/mrr"] == full["per_seed/test/mrr"]
