@@ -17,7 +17,7 @@ model's score for (head, relation, end) (Lin et al.'s soft reward). The loss is
 rollouts and `entropy_coef` beta. Action dropout (`action_dropout` p, Lin et al.): while sampling, each edge is hidden
 with probability p (stay never), and the walks' log-probabilities are those of this perturbed policy (Lin et al.
 use the full policy's, with no baseline; with a baseline, a negative advantage would drive the full-policy
-log-probability of a rarely kept edge to -inf). The query's own edges are
+log-probability of a rarely kept edge to -1e9). The query's own edges are
 removed from its start entity in training (`walk.legal_actions`).
 
 Evaluation: beam search (`beam_size` walks kept by total log-probability at each step); an entity's score is the
@@ -42,7 +42,10 @@ from graphs.kg.data import KnowledgeGraph, load_kg
 from lepton_jax import config as config_lib
 from lepton_jax import registry, seeds, supervised
 from lepton_jax.errors import UserError
+from lepton_jax.rl.distributions import Categorical
 from lepton_jax.techniques import early_stopping, precision, transfer
+
+MASKED = -1e9  # the logit of an illegal action (finite, as `lepton_jax.rl.envs.masked_logits`: its probability is 0)
 
 
 class WalkPolicy(nn.Module):
@@ -78,36 +81,37 @@ class WalkPolicy(nn.Module):
         logits = jnp.take_along_axis(by_relation, action_relations, 1) + jnp.take_along_axis(
             by_entity, action_targets, 1
         )
-        return carry, jnp.where(mask, logits, -jnp.inf)
+        return carry, jnp.where(mask, logits, MASKED)
 
 
 def _policy_step(model, params, table: walk.ActionTable, carry, states: walk.WalkState, training: bool):
-    """Logits (B, A) of B walks and the carry after reading their last step."""
+    """The carry after reading B walks' last step, their logits (B, A) (illegal actions at `MASKED`) and the legal
+    actions (B, A)."""
     mask = jax.vmap(lambda s: walk.legal_actions(table, s, training))(states)
     relations, targets = table.relations[states.current], table.targets[states.current]
-    return model.apply(params, carry, states.previous, states.current, states.relation, relations, targets, mask)
+    args = (carry, states.previous, states.current, states.relation, relations, targets, mask)
+    carry, logits = model.apply(params, *args)
+    return carry, logits, mask
 
 
 def rollout(model, params, table, key, starts, relations, num_steps: int, action_dropout: float):
     """B sampled training walks: their final states, the log-probabilities (T, B) of the actions taken under the
-    policy they were sampled from (the full one with the dropped edges' logits at -inf), and the full policy's
+    policy they were sampled from (the full one with the dropped edges' logits masked too), and the full policy's
     entropies (T, B)."""
     states = jax.vmap(lambda s, r: walk.reset(s, r, table.stay_relation))(starts, relations)
     carry = model.apply(params, starts.shape[0], method=WalkPolicy.initial_carry)
 
     def one_step(walk_state, key):
         carry, states = walk_state
-        carry, logits = _policy_step(model, params, table, carry, states, training=True)
-        log_probs = jax.nn.log_softmax(logits)
+        carry, logits, _ = _policy_step(model, params, table, carry, states, training=True)
         keep_key, sample_key = jax.random.split(key)
         kept = jax.random.bernoulli(keep_key, 1.0 - action_dropout, logits.shape).at[:, 0].set(True)
-        dropped = jnp.where(kept, logits, -jnp.inf)
-        action = jax.random.categorical(sample_key, dropped)
-        finite = jnp.where(jnp.isfinite(logits), log_probs, 0.0)  # 0 * -inf would poison the gradient
-        entropy = -jnp.sum(jnp.exp(log_probs) * finite, -1)
+        perturbed = Categorical(jnp.where(kept, logits, MASKED))
+        action = perturbed.sample(sample_key)
         # The walk was sampled from the perturbed policy: its log-probability (on-policy REINFORCE) stays bounded
-        # where the full policy's would run to -inf for a rare edge that a negative advantage keeps pushing down.
-        taken = jnp.take_along_axis(jax.nn.log_softmax(dropped), action[:, None], 1)[:, 0]
+        # where the full policy's would run to -1e9 for a rare edge that a negative advantage keeps pushing down.
+        taken = perturbed.log_prob(action)
+        entropy = Categorical(logits).entropy()
         states = jax.vmap(lambda s, a: walk.step(table, s, a))(states, action)
         return (carry, states), (taken, entropy)
 
@@ -135,8 +139,9 @@ def beam_walks(model, params, table, starts, relations, num_steps: int, beam: in
     scores = jnp.full((num_queries, beam), -jnp.inf).at[:, 0].set(0.0)  # one live walk to start with
     path_entities, path_relations = states.current[:, None], jnp.zeros((num_queries * beam, 0), jnp.int32)
     for _ in range(num_steps):
-        carry, logits = _policy_step(model, params, table, carry, states, training=False)
-        total = scores[..., None] + jax.nn.log_softmax(logits).reshape(num_queries, beam, width)
+        carry, logits, mask = _policy_step(model, params, table, carry, states, training=False)
+        total = jnp.where(mask, scores.reshape(-1, 1) + jax.nn.log_softmax(logits), -jnp.inf)
+        total = total.reshape(num_queries, beam, width)
         scores, index = jax.lax.top_k(total.reshape(num_queries, beam * width), beam)
         parent = (index // width + jnp.arange(num_queries)[:, None] * beam).reshape(-1)
         carry, states, path_entities, path_relations = jax.tree.map(
