@@ -14,6 +14,8 @@ queries of the inverse relation.
 Training as ConvE and Lin et al. 2018 do ("1-N scoring"): each distinct training query (h, r) is one example whose
 target is the multi-hot vector of its known tails over all E entities, smoothed as `(1 - eps) * y + 1 / E`
 (`label_smoothing` eps); the loss is the binary cross-entropy of every entity's sigmoid score against it, averaged.
+With `negatives` k > 0, negative sampling instead: the known tails and k entities drawn at random (not known tails)
+per query (`sampled_bce`).
 Dropout on every embedding looked up (`embedding_dropout`: the query's entity and relation and the candidates, as
 Lin et al.'s code; R-GCN: on each layer's input too), Adam, global-norm clipping
 (`max_grad_norm`). Every `eval_every_epochs` epochs each seed's validation MRR (filtered, `graphs/kg/ranking.py`) is
@@ -145,6 +147,18 @@ def smoothed_bce(logits, targets, label_smoothing: float):
     return optax.sigmoid_binary_cross_entropy(logits, smooth).mean(-1)
 
 
+def sampled_bce(logits, targets, key, negatives: int):
+    """Negative sampling: per row, the binary cross-entropy of its known tails (label 1) and of `negatives` entities
+    drawn uniformly that are not known tails (label 0), averaged over those terms: (B,).
+
+    Draws that hit a known tail are dropped (the row then has fewer negatives); a draw repeated counts repeatedly."""
+    drawn = jax.random.randint(key, (logits.shape[0], negatives), 0, logits.shape[1])
+    counts = jax.vmap(lambda d: jnp.zeros(logits.shape[1]).at[d].add(1.0))(drawn) * (1.0 - targets)  # (B, E)
+    weights = targets + counts
+    losses = optax.sigmoid_binary_cross_entropy(logits, targets) * weights
+    return losses.sum(-1) / jnp.maximum(weights.sum(-1), 1.0)
+
+
 def sizes_of(kg: KnowledgeGraph) -> tuple[int, int]:
     """(entities, relations with their inverses)."""
     return kg.num_entities, 2 * kg.num_relations
@@ -241,7 +255,11 @@ def make_task(config, workdir: str) -> supervised.Task:
 
     def loss_fn(params, rows, weights, key):
         logits = model.apply(params, heads[rows], relations[rows], True, graph, rngs={"dropout": key})
-        losses = smoothed_bce(logits.astype(jnp.float32), targets[rows], config.label_smoothing)
+        logits = logits.astype(jnp.float32)
+        if config.negatives:
+            losses = sampled_bce(logits, targets[rows], jax.random.fold_in(key, 1), config.negatives)
+        else:
+            losses = smoothed_bce(logits, targets[rows], config.label_smoothing)
         return jnp.sum(losses * weights) / jnp.sum(weights)
 
     def epoch_one(state: KGState):

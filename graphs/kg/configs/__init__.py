@@ -14,6 +14,7 @@ KEYS = {
     "embedding_size": count(1),
     "embedding_dropout": DROPOUT,
     "label_smoothing": number(0, 1, high_open=True),
+    "negatives": count(0),  # 0: 1-N scoring; k: negative sampling with k draws per query
     "weight_decay_on": one_of("all", "first_layer", "none"),
     "ranking_directions": one_of(*DIRECTIONS),
     "num_layers": count(1),  # R-GCN

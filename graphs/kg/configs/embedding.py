@@ -33,6 +33,7 @@ def get_config(arg: str | None = None):
     c.embedding_size = 200
     c.embedding_dropout = 0.3
     c.label_smoothing = 0.1
+    c.negatives = 0  # 1-N scoring; k > 0: negative sampling, k entities per query
     c.batch_size = 512
     c.num_epochs = 1000
     c.eval_every_epochs = 10

@@ -164,3 +164,14 @@ def test_rgcn_layer_equals_the_sum_over_relations_and_neighbours():
             for j in neighbours:
                 expected[i] += np.asarray(h[j]) @ kernels[r] / len(neighbours)  # 1 / c_{i,r}
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_negative_sampling_weighs_the_known_tails_and_the_drawn_non_tails():
+    logits = jnp.array([[0.5, -1.0, 2.0, 0.0]])
+    targets = jnp.array([[0.0, 1.0, 0.0, 0.0]])
+    key = jax.random.PRNGKey(3)
+    drawn = np.asarray(jax.random.randint(key, (1, 6), 0, 4))[0]
+    loss = float(embedding.sampled_bce(logits, targets, key, 6)[0])
+    bce = lambda x, y: float(np.log1p(np.exp(-x)) if y else np.log1p(np.exp(x)))  # noqa: E731
+    terms = [bce(-1.0, 1)] + [bce(float(logits[0, d]), 0) for d in drawn if d != 1]  # a drawn known tail is dropped
+    np.testing.assert_allclose(loss, np.mean(terms), rtol=1e-5)
