@@ -23,11 +23,11 @@ PEERS_DIR = os.path.join(REPO, "scripts", "bench", "peers")
 PEER_FILES = sorted(os.path.join(PEERS_DIR, f) for f in os.listdir(PEERS_DIR) if f.endswith(".py"))
 PROJECT_PACKAGES = {"agents", "generative", "graphs", "lepton_jax", "scripts", "tests"}
 # (gymnasium is not one: the project's own venv has it, through gymnax.)
-PEER_LIBRARIES = {"torch", "torch_geometric", "stable_baselines3", "rejax", "distrax"}
+PEER_LIBRARIES = {"torch", "torch_geometric", "stable_baselines3", "rejax", "distrax", "pykeen"}
 # The two cheapest benchmarks to start (graphs imports jax lazily; generative ~3 s) run `--help` in a subprocess,
 # with a flag their help must list; rl and graph_envs (~5 s: jax and gymnax) are imported in this process instead,
 # where the rest of the test suite has usually imported jax and gymnax already.
-HELP_CHECKS = {"graphs": "--scaling_nodes", "generative": "--classifier_steps"}
+HELP_CHECKS = {"graphs": "--scaling_nodes", "generative": "--classifier_steps", "kg": "--walk_sizes"}
 # The classifier of lepton_jax/vision/configs/classifier.py:mnist by hand: (3x3 kernel + bias) per convolution, the
 # dense layer on the 7x7x64 map of two 2x2 poolings of 28x28, and the head.
 CLASSIFIER_PARAMS = (3 * 3 * 1 * 32 + 32) + (3 * 3 * 32 * 64 + 64) + (7 * 7 * 64 * 256 + 256) + (256 * 10 + 10)
@@ -77,7 +77,7 @@ def classifier_row():
 
 def test_there_is_a_worker_for_every_peer():
     names = {os.path.basename(p)[:-3] for p in PEER_FILES}
-    assert {"rejax_gymnax", "sb3_cartpole", "torch_generative", "pyg_gnn", "gymnax_env_rate"} <= names
+    assert {"rejax_gymnax", "sb3_cartpole", "torch_generative", "pyg_gnn", "gymnax_env_rate", "pykeen_kg"} <= names
 
 
 def test_env_rate_worker_times_the_envs_of_the_projects_gymnax():
