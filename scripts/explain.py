@@ -81,7 +81,7 @@ def explain(argv: list[str]) -> None:
     except UserError as error:
         raise UserError(str(error).replace(f"config.init_from={workdir}", f"--workdir={workdir}")) from None
     table = walk.action_table(kg)
-    model = walker.WalkPolicy(kg.num_entities, 2 * kg.num_relations + 1, config.embedding_size, config.hidden)
+    model = walker.make_policy(config, kg)
     beam = _BEAM.value or config.beam_size
     walks = jax.jit(walker.beam_walks, static_argnums=(0, 5, 6))(
         model, params, table, jnp.array([head]), jnp.array([relation]), config.num_steps, beam

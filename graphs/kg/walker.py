@@ -56,10 +56,12 @@ class WalkPolicy(nn.Module):
     num_relations: int  # inverse relations and stay included
     size: int = 200
     hidden: int = 200
+    entities: bool = True  # False: the policy sees relations only (MINERVA's setting for UMLS and Kinship)
 
     def setup(self):
         init = nn.initializers.xavier_normal()
-        self.entity = self.param("entity", init, (self.num_entities, self.size))
+        table = self.param("entity", init, (self.num_entities, self.size))
+        self.entity = table if self.entities else jnp.zeros_like(table)
         self.relation = self.param("relation", init, (self.num_relations, self.size))
         self.lstm = nn.OptimizedLSTMCell(self.hidden)
         self.mlp_hidden = nn.Dense(self.hidden)
@@ -187,6 +189,11 @@ def soft_rewards(workdir: str, kg: KnowledgeGraph, heads, relations) -> jax.Arra
     return jax.nn.sigmoid(model.apply(variables, heads, relations, False, graph))
 
 
+def make_policy(config, kg: KnowledgeGraph) -> WalkPolicy:
+    sizes = (kg.num_entities, 2 * kg.num_relations + 1, config.embedding_size, config.hidden)
+    return WalkPolicy(*sizes, entities=config.get("entity_embeddings", True))
+
+
 @struct.dataclass
 class WalkerState:
     train_state: TrainState
@@ -212,7 +219,7 @@ def make_task(config, workdir: str) -> supervised.Task:
         jax.tree.map(jnp.asarray, ranking.queries(kg, split, known, config.ranking_directions))
         for split in (kg.valid, kg.test)
     )
-    model = WalkPolicy(kg.num_entities, 2 * kg.num_relations + 1, config.embedding_size, config.hidden)
+    model = make_policy(config, kg)
     tx = common.make_optimizer(config, config.num_epochs * num_batches)
     rollouts = int(config.num_rollouts)
 

@@ -7,7 +7,7 @@ from graphs.kg.data import DATASETS
 from graphs.kg.embedding import MODELS
 from graphs.kg.ranking import DIRECTIONS
 from lepton_jax import checkpoint
-from lepton_jax.config import DROPOUT, PATH, count, number, one_of, read_json, require
+from lepton_jax.config import DROPOUT, FLAG, PATH, count, number, one_of, read_json, require
 
 KEYS = {
     "model": one_of(*MODELS),
@@ -22,6 +22,7 @@ KEYS = {
     # the walking agent (graphs/kg/walker.py)
     "num_steps": count(1),
     "num_rollouts": count(1),
+    "entity_embeddings": FLAG,
     "entropy_coef": number(0),
     "action_dropout": DROPOUT,
     "reward_shaping": PATH,

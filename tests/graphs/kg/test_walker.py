@@ -83,7 +83,7 @@ def test_the_agent_learns_grandparent_as_parent_of_parent(family, table, trained
     grandparent = family.relations.index("grandparent")
     held_out = family.test[family.test[:, 1] == grandparent]
     queries = ranking.queries(family, held_out, directions="tail")
-    model = walker.WalkPolicy(family.num_entities, 2 * family.num_relations + 1, config.embedding_size, config.hidden)
+    model = walker.make_policy(config, family)
     scores = walker.beam_search(
         model, params, table, jnp.asarray(queries.heads), jnp.asarray(queries.relations), 2, 32, family.num_entities
     )
