@@ -7,7 +7,9 @@
 The environment is `graphs/kg/walk.py`: from the query entity, `num_steps` moves along training edges (or stay).
 The policy (`WalkPolicy`) reads the walk so far with an LSTM over the (relation, entity) of each step, and scores
 each action (relation, target) of the current entity by the dot product of its embeddings with an MLP of the LSTM
-state, the current entity and the query relation; illegal actions are masked out of the softmax.
+state, the current entity and the query relation; illegal actions are masked out of the softmax. With
+`entity_embeddings` False (the default, MINERVA's setting for UMLS and Kinship) the entity embeddings are zero: the
+policy sees relations only, so it learns relation paths rather than each entity's training answers.
 
 Training (REINFORCE, as MINERVA): each training query (head, relation) (inverse relations included, like the
 embedding models) is walked `num_rollouts` times; a walk's return is its final reward: 1 if it ends on a known
@@ -17,8 +19,8 @@ model's score for (head, relation, end) (Lin et al.'s soft reward). The loss is
 rollouts and `entropy_coef` beta. Action dropout (`action_dropout` p, Lin et al.): while sampling, each edge is hidden
 with probability p (stay never), and the walks' log-probabilities are those of this perturbed policy (Lin et al.
 use the full policy's, with no baseline; with a baseline, a negative advantage would drive the full-policy
-log-probability of a rarely kept edge to -1e9). The query's own edges are
-removed from its start entity in training (`walk.legal_actions`).
+log-probability of a rarely kept edge to -1e9). The query's own edges are removed from its start entity in
+training (`walk.legal_actions`).
 
 Evaluation: beam search (`beam_size` walks kept by total log-probability at each step); an entity's score is the
 best log-probability of a walk that ends on it, and the filtered ranking of `graphs/kg/ranking.py` ranks the
@@ -225,7 +227,7 @@ def make_task(config, workdir: str) -> supervised.Task:
 
     def init_one(key):
         key, init_key = jax.random.split(key)
-        carry = (jnp.zeros((1, config.hidden)),) * 2  # `WalkPolicy.initial_carry(1)`
+        carry = (jnp.zeros((1, config.hidden)),) * 2  # `WalkPolicy.initial_carry(1)`, before there are params
         one = jnp.zeros((1,), jnp.int32)
         actions = jnp.zeros((1, table.mask.shape[1]), jnp.int32)
         params = model.init(init_key, carry, one, one, one, actions, actions, actions > -1)
