@@ -191,11 +191,30 @@ def relational_graph(kg: KnowledgeGraph) -> RelationalGraph:
     return RelationalGraph.from_triples(with_inverses(kg.train, kg.num_relations), *sizes_of(kg))
 
 
-def ranking_task(config, kg, init, epoch_step, validate, test_ranks, val, test, num_queries: int) -> supervised.Task:
-    """The `supervised.Task` of a knowledge-graph trainer whose state has `early` (per seed), from its jitted
-    functions over seeds: `init(key)`, `epoch_step(state) -> (state, metrics)`, `validate(state, epoch) -> (state
-    with the early-stopping update, val metrics)` and `test_ranks(params, queries) -> (seeds, Q) ranks`. Validation
-    runs every `eval_every_epochs` epochs and at the last; the kept parameters are tested."""
+def evaluation_queries(kg: KnowledgeGraph, config) -> tuple[ranking.Queries, ranking.Queries]:
+    """The valid and test queries on the device (`config.ranking_directions`)."""
+    known = ranking.known_answers(kg)
+    return tuple(
+        jax.tree.map(jnp.asarray, ranking.queries(kg, split, known, config.ranking_directions))
+        for split in (kg.valid, kg.test)
+    )
+
+
+def ranking_task(config, init_one, epoch_one, rank_one, val, test, num_queries: int) -> supervised.Task:
+    """The `supervised.Task` of a knowledge-graph trainer whose per-seed state has `train_state` and `early`, from
+    its one-seed functions: `init_one(key)`, `epoch_one(state) -> (state, metrics)` and `rank_one(params, queries)
+    -> (Q,) ranks`, run over `config.num_seeds` seeds in one program. Every `eval_every_epochs` epochs (and at the
+    last) each seed's validation MRR updates its early stopping; the kept parameters are tested."""
+
+    def validate_one(state, epoch):
+        metrics = ranking.summary(rank_one(state.train_state.params, val))
+        early = state.early.update(state.train_state.params, (metrics["mrr"],), epoch, config.patience)
+        return state.replace(early=early), {f"val/{k}": v for k, v in metrics.items()}
+
+    init = jax.jit(lambda key: jax.vmap(init_one)(common.seed_keys(key, config.num_seeds)))
+    epoch_step = jax.jit(seeds.over_seeds(epoch_one, (0,), config.seed_loop), donate_argnums=0)
+    validate = jax.jit(seeds.over_seeds(validate_one, (0, None), config.seed_loop))
+    test_ranks = jax.jit(seeds.over_seeds(rank_one, (0, None), config.seed_loop))
     eval_every = max(1, int(config.eval_every_epochs))
 
     def train_epoch(state, epoch):
@@ -238,11 +257,7 @@ def make_task(config, workdir: str) -> supervised.Task:
     num_queries = heads.shape[0]
     batch = min(int(config.batch_size), num_queries)
     num_batches = -(-num_queries // batch)
-    known = ranking.known_answers(kg)
-    val, test = (
-        jax.tree.map(jnp.asarray, ranking.queries(kg, split, known, config.ranking_directions))
-        for split in (kg.valid, kg.test)
-    )
+    val, test = evaluation_queries(kg, config)
     model = precision.module(make_model(config, kg), config)
     graph = relational_graph(kg)
     tx = common.make_optimizer(config, config.num_epochs * num_batches)
@@ -281,16 +296,7 @@ def make_task(config, workdir: str) -> supervised.Task:
         scores = model.apply(params, queries.heads, queries.relations, False, graph).astype(jnp.float32)
         return ranking.filtered_ranks(scores, queries.answers, queries.filtered)
 
-    def validate_one(state: KGState, epoch):
-        metrics = ranking.summary(rank_one(state.train_state.params, val))
-        early = state.early.update(state.train_state.params, (metrics["mrr"],), epoch, config.patience)
-        return state.replace(early=early), {f"val/{k}": v for k, v in metrics.items()}
-
-    init = jax.jit(lambda key: jax.vmap(init_one)(common.seed_keys(key, config.num_seeds)))
-    epoch_step = jax.jit(seeds.over_seeds(epoch_one, (0,), config.seed_loop), donate_argnums=0)
-    validate = jax.jit(seeds.over_seeds(validate_one, (0, None), config.seed_loop))
-    test_ranks = jax.jit(jax.vmap(rank_one, (0, None)))
-    return ranking_task(config, kg, init, epoch_step, validate, test_ranks, val, test, num_queries)
+    return ranking_task(config, init_one, epoch_one, rank_one, val, test, num_queries)
 
 
 @registry.register("kg_embedding")

@@ -42,7 +42,7 @@ from graphs import common
 from graphs.kg import embedding, ranking, walk
 from graphs.kg.data import KnowledgeGraph, load_kg
 from lepton_jax import config as config_lib
-from lepton_jax import registry, seeds, supervised
+from lepton_jax import registry, supervised
 from lepton_jax.errors import UserError
 from lepton_jax.rl.distributions import Categorical
 from lepton_jax.techniques import early_stopping, precision, transfer
@@ -216,11 +216,7 @@ def make_task(config, workdir: str) -> supervised.Task:
     num_queries = heads.shape[0]
     batch = min(int(config.batch_size), num_queries)
     num_batches = -(-num_queries // batch)
-    known = ranking.known_answers(kg)
-    val, test = (
-        jax.tree.map(jnp.asarray, ranking.queries(kg, split, known, config.ranking_directions))
-        for split in (kg.valid, kg.test)
-    )
+    val, test = embedding.evaluation_queries(kg, config)
     model = make_policy(config, kg)
     tx = common.make_optimizer(config, config.num_epochs * num_batches)
     rollouts = int(config.num_rollouts)
@@ -277,16 +273,7 @@ def make_task(config, workdir: str) -> supervised.Task:
         scores = jax.lax.map(chunk, tuple(parts)).reshape(count * size, -1)[: queries.heads.shape[0]]
         return ranks_of_walks(scores, queries)
 
-    def validate_one(state: WalkerState, epoch):
-        metrics = ranking.summary(rank_one(state.train_state.params, val))
-        early = state.early.update(state.train_state.params, (metrics["mrr"],), epoch, config.patience)
-        return state.replace(early=early), {f"val/{k}": v for k, v in metrics.items()}
-
-    init = jax.jit(lambda key: jax.vmap(init_one)(common.seed_keys(key, config.num_seeds)))
-    epoch_step = jax.jit(seeds.over_seeds(epoch_one, (0,), config.seed_loop), donate_argnums=0)
-    validate = jax.jit(seeds.over_seeds(validate_one, (0, None), config.seed_loop))
-    test_ranks = jax.jit(seeds.over_seeds(rank_one, (0, None), config.seed_loop))
-    return embedding.ranking_task(config, kg, init, epoch_step, validate, test_ranks, val, test, num_queries)
+    return embedding.ranking_task(config, init_one, epoch_one, rank_one, val, test, num_queries)
 
 
 @registry.register("kg_walker")

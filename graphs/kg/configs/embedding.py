@@ -10,9 +10,8 @@ The arg: the dataset (umls, kinship, nations or family: the generated family tre
 of 512 queries, gradients clipped at norm 5; validation MRR every 10 epochs, patience 10 evaluations.
 """
 
-import ml_collections
-
 from graphs.configs.common import shrink
+from graphs.kg.configs.common import base
 from graphs.kg.data import DATASETS
 from graphs.kg.embedding import MODELS
 from lepton_jax import config as config_lib
@@ -22,29 +21,16 @@ def get_config(arg: str | None = None):
     parts = [p for p in (arg or "").split(",") if p]
     dataset = next((p for p in parts if p in DATASETS), "family")
     model = next((p for p in parts if p in MODELS), "complex")
-    c = ml_collections.ConfigDict()
-    c.trainer = "kg_embedding"
-    c.dataset = dataset
+    c = base("kg_embedding", dataset, lr=0.003, max_grad_norm=5.0)
     c.model = model
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
-    c.num_seeds = 3
-    c.seed_loop = "vmap"
-    c.embedding_size = 200
     c.embedding_dropout = 0.3
     c.label_smoothing = 0.1
     c.negatives = 0  # 1-N scoring; k > 0: negative sampling, k entities per query
     c.batch_size = 512
     c.num_epochs = 1000
-    c.eval_every_epochs = 10
     c.checkpoint_every_epochs = 50
-    c.keep_checkpoints = 2
-    c.weight_decay_on = "all"
-    c.ranking_directions = "both"  # "tail": Lin et al.'s protocol
     c.num_layers = 2  # R-GCN only
     c.num_bases = 2
-    config_lib.training_keys(c, lr=0.003, max_grad_norm=5.0)
-    config_lib.technique_keys(c, "early_stopping")
     c.patience = 10
     unknown = [p for p in parts if p not in DATASETS and p not in MODELS and p != "smoke"]
     config_lib.require(

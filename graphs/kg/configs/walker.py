@@ -16,6 +16,7 @@ held-out ones), and action dropout 0.5 (Lin et al.: 0.9; with entity embeddings,
 import ml_collections
 
 from graphs.configs.common import shrink
+from graphs.kg.configs.common import base
 from graphs.kg.data import DATASETS
 from lepton_jax import config as config_lib
 
@@ -26,14 +27,7 @@ def get_config(arg: str | None = None):
     config_lib.require(
         not unknown, f"unknown config arg {unknown[0]!r}: a dataset ({', '.join(DATASETS)}) or smoke" if unknown else ""
     )
-    c = ml_collections.ConfigDict()
-    c.trainer = "kg_walker"
-    c.dataset = next((p for p in parts if p in DATASETS), "family")
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
-    c.seed = 0
-    c.num_seeds = 3
-    c.seed_loop = "vmap"
-    c.embedding_size = 200
+    c = base("kg_walker", next((p for p in parts if p in DATASETS), "family"), lr=0.001, max_grad_norm=5.0)
     c.hidden = 200
     c.entity_embeddings = False  # the policy sees relations only (MINERVA on UMLS and Kinship); True: Lin et al.
     c.num_steps = 2
@@ -45,13 +39,7 @@ def get_config(arg: str | None = None):
     c.eval_chunk = 64  # queries beam-searched at once
     c.batch_size = 128
     c.num_epochs = 100
-    c.eval_every_epochs = 10
     c.checkpoint_every_epochs = 20
-    c.keep_checkpoints = 2
-    c.weight_decay_on = "all"
-    c.ranking_directions = "both"
-    config_lib.training_keys(c, lr=0.001, max_grad_norm=5.0)
-    config_lib.technique_keys(c, "early_stopping")
     c.patience = 5
     smoke = dict(num_epochs=4, embedding_size=16, hidden=16, num_rollouts=4, beam_size=8, checkpoint_every_epochs=2)
     return shrink(c, **smoke) if "smoke" in parts else c

@@ -132,11 +132,13 @@ def test_resumed_run_equals_uninterrupted(tmp_path, interrupt_first_step, withou
 def test_a_missing_or_malformed_triple_file_and_a_bad_dataset_are_one_line(tmp_path):
     from scripts import trainers
 
-    one_line_error(lambda: data.load_kg("umls", str(tmp_path)), "missing file", "train.txt")
+    missing = one_line_error(lambda: data.load_kg("umls", str(tmp_path)), "missing file", "train.txt")
+    assert str(tmp_path) in missing  # names where it looked
     folder = tmp_path / "kg" / "umls"
     folder.mkdir(parents=True)
     (folder / "bad.txt").write_text("a\tb\tc\nd\te\n")
-    one_line_error(lambda: data._read_triples(str(folder / "bad.txt")), "corrupt file", "line 2 has 2")
+    malformed = one_line_error(lambda: data._read_triples(str(folder / "bad.txt")), "corrupt file", "line 2 has 2")
+    assert str(folder / "bad.txt") in malformed
     (folder / "train.txt").write_text("a\tb\tc\n")
     one_line_error(lambda: data.load_kg("umls", str(tmp_path)), "corrupt file", "sha256")
     one_line_error(lambda: data.load_kg("freebase"), "unknown knowledge graph 'freebase'", "umls")
