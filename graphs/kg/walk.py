@@ -6,14 +6,16 @@ self-loop with relation `stay_relation` = 2R); the entity it ends on is its answ
 triples and their inverses (`data.with_inverses`), laid out per entity as a padded table:
 
     table = walk.action_table(kg)            # relations, targets (E, A) int32; mask (E, A) bool; A = 1 + max degree
-    state = walk.reset(start, relation)      # WalkState: start, relation, current, previous relation, step
-    legal = walk.legal_actions(table, state, training=True)   # (A,) bool
+    state = walk.reset(start, relation, stay, answer)  # WalkState: start, relation, answer, current, previous, step
+    legal = walk.legal_actions(table, state, training=True, excluded=None)   # (A,) bool
     state = walk.step(table, state, action)  # moves to table.targets[current, action]
     reward = walk.reward(state, answers)     # answers (E,) bool: 1.0 where the walk ended on one
 
 Action 0 of every entity is "stay"; actions 1.. are its edges sorted by (relation, target); the rest is padding
-(mask False). In training the query's own edges are removed: while the walk stands on the start entity it may not
-take an edge of the query relation (it would jump straight to a training answer, a shortcut absent at test time).
+(mask False). A training walk answers one training triple (start, relation, answer), as MINERVA and Lin et al. train:
+that triple's edge and its inverse are removed (a shortcut absent at test time; the query's other edges stay), and
+`excluded` (the query's other known answers, on the last step: Lin et al.'s false-negative mask) keeps the walk from
+ending on an answer that is not its own. At test `answer` is -1 and every edge is legal.
 Everything is arrays and pure functions: vmap over walks, scan over steps.
 """
 
@@ -37,6 +39,7 @@ class ActionTable:
 class WalkState(NamedTuple):
     start: jnp.ndarray  # () int32 query entity
     relation: jnp.ndarray  # () int32 query relation
+    answer: jnp.ndarray  # () int32 the training triple's tail (-1: none, at test)
     current: jnp.ndarray  # () int32 where the walk stands
     previous: jnp.ndarray  # () int32 the relation of the last step taken (stay before the first)
     step: jnp.ndarray  # () int32 steps taken
@@ -60,18 +63,31 @@ def action_table(kg: KnowledgeGraph) -> ActionTable:
     return ActionTable(jnp.asarray(relations), jnp.asarray(targets), jnp.asarray(mask), stay)
 
 
-def reset(start, relation, stay_relation: int) -> WalkState:
+def reset(start, relation, stay_relation: int, answer=-1) -> WalkState:
     start = jnp.asarray(start, jnp.int32)
     zero = jnp.zeros_like(start)
-    return WalkState(start, jnp.asarray(relation, jnp.int32), start, zero + stay_relation, zero)
+    answer = jnp.asarray(answer, jnp.int32) + zero
+    return WalkState(start, jnp.asarray(relation, jnp.int32), answer, start, zero + stay_relation, zero)
 
 
-def legal_actions(table: ActionTable, state: WalkState, training: bool) -> jnp.ndarray:
-    """(A,) the actions the walk may take now; in training without the query's own edges from the start entity."""
+def inverse(relation, stay_relation: int):
+    """The inverse of relation r: r + R for r < R, else r - R (R = stay_relation / 2)."""
+    half = stay_relation // 2
+    return jnp.where(relation < half, relation + half, relation - half)
+
+
+def legal_actions(table: ActionTable, state: WalkState, training: bool, excluded=None) -> jnp.ndarray:
+    """(A,) the actions the walk may take now. In training, without the edge of its triple (start, relation,
+    answer) and that edge's inverse; `excluded` (E,) bool: entities it may not move to (given on the last step)."""
     mask = table.mask[state.current]
     if training:
-        shortcut = (state.current == state.start) & (table.relations[state.current] == state.relation)
-        mask = mask & ~shortcut
+        relations, targets = table.relations[state.current], table.targets[state.current]
+        forward = (state.current == state.start) & (relations == state.relation) & (targets == state.answer)
+        back = inverse(state.relation, table.stay_relation)
+        backward = (state.current == state.answer) & (relations == back) & (targets == state.start)
+        mask = mask & ~(forward | backward)
+    if excluded is not None:
+        mask = mask & ~excluded[table.targets[state.current]]
     return mask
 
 

@@ -11,19 +11,22 @@ state, the current entity and the query relation; illegal actions are masked out
 `entity_embeddings` False (the default, MINERVA's setting for UMLS and Kinship) the entity embeddings are zero: the
 policy sees relations only, so it learns relation paths rather than each entity's training answers.
 
-Training (REINFORCE, as MINERVA): each training query (head, relation) (inverse relations included, like the
-embedding models) is walked `num_rollouts` times; a walk's return is its final reward: 1 if it ends on a known
-training answer of the query, else 0 or, with `reward_shaping` (a finished `kg_embedding` run), the sigmoid of that
-model's score for (head, relation, end) (Lin et al.'s soft reward). The loss is
-`-mean_t log pi(a_t) (R - b) - beta * mean_t H(pi_t)` with the baseline b the mean return of the same query's
-rollouts and `entropy_coef` beta. Action dropout (`action_dropout` p, Lin et al.): while sampling, each edge is hidden
-with probability p (stay never), and the walks' log-probabilities are those of this perturbed policy (Lin et al.
-use the full policy's, with no baseline; with a baseline, a negative advantage would drive the full-policy
-log-probability of a rarely kept edge to -1e9). The query's own edges are removed from its start entity in
-training (`walk.legal_actions`).
+Training (REINFORCE, as MINERVA): each training triple (head, relation, tail) (inverse relations included, like
+the embedding models) is walked `num_rollouts` times from its head; a walk's return is its final reward: 1 if it
+ends on that tail, else 0 or, with `reward_shaping` (a finished `kg_embedding` run), the sigmoid of that model's
+score for (head, relation, end) (Lin et al.'s soft reward). As in MINERVA's and Lin et al.'s code, the triple's
+own edge (and its inverse) is removed from the graph for its walks, and on the last step the query's other known
+answers cannot be moved to (`walk.legal_actions`). The loss is `-mean log pi(walk) A - beta * mean_t H(pi_t)`,
+with the advantage A the return minus the mean return of the same triple's rollouts, scaled to unit spread over
+the batch (MINERVA normalises its advantages), and the entropy bonus beta = `entropy_coef` times `entropy_decay`
+every `entropy_decay_every` updates (MINERVA: 0.9 every 200). Action dropout (`action_dropout` p, Lin et al.):
+while sampling, each edge is hidden with probability p (stay never), and the walks' log-probabilities are those of
+this perturbed policy (Lin et al. use the full policy's, with no baseline; with a baseline, a negative advantage
+would drive the full-policy log-probability of a rarely kept edge to -1e9).
 
-Evaluation: beam search (`beam_size` walks kept by total log-probability at each step); an entity's score is the
-best log-probability of a walk that ends on it, and the filtered ranking of `graphs/kg/ranking.py` ranks the
+Evaluation: beam search (`beam_size` walks kept by total log-probability at each step, on the last step the best
+walk to each of `beam_size` different entities, as Lin et al.); an entity's score is the best log-probability of a
+walk that ends on it, and the filtered ranking of `graphs/kg/ranking.py` ranks the
 answers. An answer no walk reached ranks last among its query's candidates. Every `eval_every_epochs` epochs each
 seed's validation MRR is taken; the parameters of the best one are kept (`patience` evaluations without a new best
 stop the seed) and tested. results.json: `test/mrr`, `test/hits@k`, `test/mr` as the embedding trainer's.
@@ -35,12 +38,13 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from flax.training.train_state import TrainState
 
 from graphs import common
 from graphs.kg import embedding, ranking, walk
-from graphs.kg.data import KnowledgeGraph, load_kg
+from graphs.kg.data import KnowledgeGraph, load_kg, with_inverses
 from lepton_jax import config as config_lib
 from lepton_jax import registry, supervised
 from lepton_jax.errors import UserError
@@ -88,26 +92,33 @@ class WalkPolicy(nn.Module):
         return carry, jnp.where(mask, logits, MASKED)
 
 
-def _policy_step(model, params, table: walk.ActionTable, carry, states: walk.WalkState, training: bool):
+def _policy_step(model, params, table: walk.ActionTable, carry, states: walk.WalkState, training: bool, excluded=None):
     """The carry after reading B walks' last step, their logits (B, A) (illegal actions at `MASKED`) and the legal
-    actions (B, A)."""
-    mask = jax.vmap(lambda s: walk.legal_actions(table, s, training))(states)
+    actions (B, A); `excluded` (B, E) bool: entities each walk may not move to now."""
+    if excluded is None:
+        mask = jax.vmap(lambda s: walk.legal_actions(table, s, training))(states)
+    else:
+        mask = jax.vmap(lambda s, x: walk.legal_actions(table, s, training, x))(states, excluded)
     relations, targets = table.relations[states.current], table.targets[states.current]
     args = (carry, states.previous, states.current, states.relation, relations, targets, mask)
     carry, logits = model.apply(params, *args)
     return carry, logits, mask
 
 
-def rollout(model, params, table, key, starts, relations, num_steps: int, action_dropout: float):
-    """B sampled training walks: their final states, the log-probabilities (T, B) of the actions taken under the
-    policy they were sampled from (the full one with the dropped edges' logits masked too), and the full policy's
-    entropies (T, B)."""
-    states = jax.vmap(lambda s, r: walk.reset(s, r, table.stay_relation))(starts, relations)
-    carry = model.apply(params, starts.shape[0], method=WalkPolicy.initial_carry)
+def rollout(model, params, table, key, triples, others, num_steps: int, action_dropout: float):
+    """B sampled training walks, one per training triple (B, 3) (`others` (B, E) bool: the query's other known
+    answers, which the last step may not move to): their final states, the log-probabilities (T, B) of the actions
+    taken under the policy they were sampled from (the full one with the dropped edges' logits masked too), and the
+    full policy's entropies (T, B)."""
+    reset = lambda h, r, t: walk.reset(h, r, table.stay_relation, t)  # noqa: E731
+    states = jax.vmap(reset)(triples[:, 0], triples[:, 1], triples[:, 2])
+    carry = model.apply(params, triples.shape[0], method=WalkPolicy.initial_carry)
 
-    def one_step(walk_state, key):
+    def one_step(walk_state, inputs):
         carry, states = walk_state
-        carry, logits, _ = _policy_step(model, params, table, carry, states, training=True)
+        key, last = inputs
+        excluded = others & last
+        carry, logits, _ = _policy_step(model, params, table, carry, states, training=True, excluded=excluded)
         keep_key, sample_key = jax.random.split(key)
         kept = jax.random.bernoulli(keep_key, 1.0 - action_dropout, logits.shape).at[:, 0].set(True)
         perturbed = Categorical(jnp.where(kept, logits, MASKED))
@@ -119,7 +130,9 @@ def rollout(model, params, table, key, starts, relations, num_steps: int, action
         states = jax.vmap(lambda s, a: walk.step(table, s, a))(states, action)
         return (carry, states), (taken, entropy)
 
-    (_, states), (log_probs, entropies) = jax.lax.scan(one_step, (carry, states), jax.random.split(key, num_steps))
+    last = jnp.arange(num_steps) == num_steps - 1
+    steps = (jax.random.split(key, num_steps), last)
+    (_, states), (log_probs, entropies) = jax.lax.scan(one_step, (carry, states), steps)
     return states, log_probs, entropies
 
 
@@ -133,7 +146,8 @@ class Beam(NamedTuple):
 
 def beam_walks(model, params, table, starts, relations, num_steps: int, beam: int) -> Beam:
     """Beam search: at each step every kept walk is extended by every legal action and the `beam` most probable
-    walks of each query are kept."""
+    walks of each query are kept; on the last step, the best walk to each entity (Lin et al.: walks to one entity
+    count once), so the kept walks end on `beam` different entities (fewer reachable: -inf log-probabilities)."""
     num_queries = starts.shape[0]
     width = table.mask.shape[1]
     flat = lambda x: x.reshape(num_queries * beam, *x.shape[2:])  # noqa: E731
@@ -142,11 +156,15 @@ def beam_walks(model, params, table, starts, relations, num_steps: int, beam: in
     carry = model.apply(params, num_queries * beam, method=WalkPolicy.initial_carry)
     scores = jnp.full((num_queries, beam), -jnp.inf).at[:, 0].set(0.0)  # one live walk to start with
     path_entities, path_relations = states.current[:, None], jnp.zeros((num_queries * beam, 0), jnp.int32)
-    for _ in range(num_steps):
+    for t in range(num_steps):
         carry, logits, mask = _policy_step(model, params, table, carry, states, training=False)
         total = jnp.where(mask, scores.reshape(-1, 1) + jax.nn.log_softmax(logits), -jnp.inf)
-        total = total.reshape(num_queries, beam, width)
-        scores, index = jax.lax.top_k(total.reshape(num_queries, beam * width), beam)
+        total = total.reshape(num_queries, beam * width)
+        if t < num_steps - 1:
+            scores, index = jax.lax.top_k(total, beam)
+        else:
+            ends = table.targets[states.current].reshape(num_queries, -1)
+            scores, index = _best_per_end(total, ends, table.targets.shape[0], beam)
         parent = (index // width + jnp.arange(num_queries)[:, None] * beam).reshape(-1)
         carry, states, path_entities, path_relations = jax.tree.map(
             lambda x, p=parent: x[p], (carry, states, path_entities, path_relations)
@@ -156,6 +174,19 @@ def beam_walks(model, params, table, starts, relations, num_steps: int, beam: in
         path_relations = jnp.concatenate([path_relations, states.previous[:, None]], 1)
     shape = (num_queries, beam, -1)
     return Beam(scores, path_entities.reshape(shape), path_relations.reshape(shape))
+
+
+def _best_per_end(total, ends, num_entities: int, beam: int):
+    """Of Q queries' candidate walks (log-probabilities `total` (Q, N), end entities `ends` (Q, N)), the `beam` best
+    that end on different entities: their log-probabilities and indices (Q, beam), best first (-inf: none)."""
+    num_queries, count = total.shape
+    rows = jnp.arange(num_queries)[:, None]
+    size = max(num_entities, beam)
+    best = jnp.full((num_queries, size), -jnp.inf).at[rows, ends].max(total)  # (Q, >= E) per end entity
+    first = jnp.where(total == best[rows, ends], jnp.arange(count), count)  # the lowest index among the ties
+    index = jnp.full((num_queries, size), count).at[rows, ends].min(first)
+    scores, chosen = jax.lax.top_k(best, beam)
+    return scores, jnp.minimum(jnp.take_along_axis(index, chosen, 1), count - 1)
 
 
 def entity_scores(walks: Beam, num_entities: int) -> jax.Array:
@@ -207,15 +238,15 @@ def make_task(config, workdir: str) -> supervised.Task:
     kg = load_kg(config.dataset, config.data_dir)
     embedding.write_vocabularies(kg, workdir)
     table = walk.action_table(kg)
+    triples = with_inverses(kg.train, kg.num_relations)
     heads, relations, targets = (jnp.asarray(a) for a in embedding.training_queries(kg))
-    answers = targets > 0
-    if config.reward_shaping:
-        shaped = jnp.where(answers, 1.0, soft_rewards(config.reward_shaping, kg, heads, relations))
-    else:
-        shaped = answers.astype(jnp.float32)
-    num_queries = heads.shape[0]
-    batch = min(int(config.batch_size), num_queries)
-    num_batches = -(-num_queries // batch)
+    query_of = jnp.asarray(np.unique(triples[:, :2], axis=0, return_inverse=True)[1].reshape(-1))  # same order
+    triples = jnp.asarray(triples)
+    known = targets > 0  # (Q, E) each query's training answers
+    soft = soft_rewards(config.reward_shaping, kg, heads, relations) if config.reward_shaping else None
+    num_examples = triples.shape[0]
+    batch = min(int(config.batch_size), num_examples)
+    num_batches = -(-num_examples // batch)
     val, test = embedding.evaluation_queries(kg, config)
     model = make_policy(config, kg)
     tx = common.make_optimizer(config, config.num_epochs * num_batches)
@@ -230,29 +261,35 @@ def make_task(config, workdir: str) -> supervised.Task:
         train_state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
         return WalkerState(train_state, early_stopping.EarlyStopping.create(params), key)
 
-    def loss_fn(params, rows, weights, key):
-        walks = jnp.repeat(rows, rollouts)  # each query `rollouts` times
+    def loss_fn(params, rows, weights, key, update):
+        walks = jnp.repeat(rows, rollouts)  # each triple `rollouts` times
+        answer, query = triples[walks, 2], query_of[walks]
+        others = known[query] & (jnp.arange(kg.num_entities) != answer[:, None])
         states, log_probs, entropies = rollout(
-            model, params, table, key, heads[walks], relations[walks], config.num_steps, config.action_dropout
+            model, params, table, key, triples[walks], others, config.num_steps, config.action_dropout
         )
-        returns = shaped[walks, states.current].reshape(-1, rollouts)  # (batch, rollouts)
+        hit = (states.current == answer).astype(jnp.float32)
+        returns = hit if soft is None else hit + (1.0 - hit) * soft[query, states.current]
+        returns = returns.reshape(-1, rollouts)  # (batch, rollouts)
         advantage = (returns - returns.mean(1, keepdims=True)).reshape(-1)
         weight = jnp.repeat(weights, rollouts)
+        spread = jnp.sqrt(jnp.sum(advantage**2 * weight) / jnp.sum(weight))
+        advantage = advantage / (spread + 1e-6)  # scaled to unit spread over the batch, as MINERVA
         policy = -jnp.sum(log_probs.sum(0) * jax.lax.stop_gradient(advantage) * weight)
         entropy = jnp.sum(entropies.mean(0) * weight)
-        loss = (policy - config.entropy_coef * entropy) / jnp.sum(weight)
-        hits = jnp.sum(answers[walks, states.current] * weight) / jnp.sum(weight)
-        return loss, hits
+        beta = config.entropy_coef * config.entropy_decay ** (update / config.entropy_decay_every)
+        loss = (policy - beta * entropy) / jnp.sum(weight)
+        return loss, jnp.sum(hit * weight) / jnp.sum(weight)
 
     def epoch_one(state: WalkerState):
         rng, order_key, step_key = jax.random.split(state.rng, 3)
-        order = embedding.shuffled_batches(order_key, num_queries, batch)
+        order = embedding.shuffled_batches(order_key, num_examples, batch)
 
         def step(train_state, inputs):
             rows, key = inputs
             weights = (rows >= 0).astype(jnp.float32)
             grad_fn = precision.value_and_grad(loss_fn, train_state.opt_state, has_aux=True)
-            (loss, hits), grads = grad_fn(train_state.params, jnp.maximum(rows, 0), weights, key)
+            (loss, hits), grads = grad_fn(train_state.params, jnp.maximum(rows, 0), weights, key, train_state.step)
             return train_state.apply_gradients(grads=grads), (loss, hits)
 
         keys = jax.random.split(step_key, num_batches)
@@ -273,7 +310,7 @@ def make_task(config, workdir: str) -> supervised.Task:
         scores = jax.lax.map(chunk, tuple(parts)).reshape(count * size, -1)[: queries.heads.shape[0]]
         return ranks_of_walks(scores, queries)
 
-    return embedding.ranking_task(config, init_one, epoch_one, rank_one, val, test, num_queries)
+    return embedding.ranking_task(config, init_one, epoch_one, rank_one, val, test, num_examples)
 
 
 @registry.register("kg_walker")

@@ -24,6 +24,8 @@ KEYS = {
     "num_rollouts": count(1),
     "entity_embeddings": FLAG,
     "entropy_coef": number(0),
+    "entropy_decay": number(0, 1),
+    "entropy_decay_every": count(1),
     "action_dropout": DROPOUT,
     "reward_shaping": PATH,
     "beam_size": count(1),

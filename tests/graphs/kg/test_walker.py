@@ -30,19 +30,39 @@ def test_actions_are_the_entity_edges_and_stay_nothing_else(family, table):
         assert len(real) == 1 + sum(e[0] == entity for e in edges)  # each edge once; the padding is masked out
 
 
-def test_training_removes_the_query_edges_from_the_start_only(family, table):
+def test_training_removes_the_triples_edge_and_its_inverse_only(family, table):
     parent = family.relations.index("parent")
-    start = int(family.train[family.train[:, 1] == parent][0, 0])
-    state = walk.reset(start, parent, table.stay_relation)
-    relations = np.asarray(table.relations[start])
+    h, _, t = (int(x) for x in family.train[family.train[:, 1] == parent][0])
+    state = walk.reset(h, parent, table.stay_relation, t)
+    relations, targets = np.asarray(table.relations[h]), np.asarray(table.targets[h])
     at_test, in_training = walk.legal_actions(table, state, False), walk.legal_actions(table, state, True)
+    np.testing.assert_array_equal(np.asarray(at_test), np.asarray(table.mask[h]))
+    removed = np.flatnonzero(np.asarray(at_test & ~in_training))
+    assert removed.tolist() == np.flatnonzero((relations == parent) & (targets == t)).tolist() and len(removed) == 1
+    # standing on the answer, the inverse edge back to the start is gone too; nothing else is
+    back = walk.step(table, state._replace(current=jnp.int32(t)), 0)._replace(step=jnp.int32(0))
+    inverse = parent + family.num_relations
+    legal = np.asarray(walk.legal_actions(table, back, True))
+    gone = np.asarray(table.mask[t]) & ~legal
     np.testing.assert_array_equal(
-        np.asarray(at_test & ~in_training), np.asarray(table.mask[start]) & (relations == parent)
+        gone, (np.asarray(table.relations[t]) == inverse) & (np.asarray(table.targets[t]) == h)
     )
-    other = (relations != parent) & (relations != table.stay_relation) & np.asarray(table.mask[start])
-    moved = walk.step(table, state, int(np.flatnonzero(other)[0]))  # off the start entity
-    assert int(moved.current) != start
+    assert gone.sum() == 1
+    # elsewhere every edge is legal in training
+    other = (relations != parent) & (relations != table.stay_relation) & np.asarray(table.mask[h])
+    moved = walk.step(table, state, int(np.flatnonzero(other)[0]))
+    assert int(moved.current) not in (h, t)
     np.testing.assert_array_equal(walk.legal_actions(table, moved, True), table.mask[moved.current])
+
+
+def test_excluded_entities_cannot_be_moved_to(family, table):
+    h = int(family.train[0, 0])
+    state = walk.reset(h, 0, table.stay_relation)
+    excluded = jnp.zeros(family.num_entities, bool).at[table.targets[h, 1]].set(True).at[h].set(True)
+    legal = np.asarray(walk.legal_actions(table, state, False, excluded))
+    allowed = np.asarray(table.mask[h]) & ~np.isin(np.asarray(table.targets[h]), np.flatnonzero(excluded))
+    np.testing.assert_array_equal(legal, allowed)
+    assert not legal[0] and not legal[1]  # staying on h and the first edge's target are both excluded
 
 
 def test_a_walk_moves_along_its_edge_and_is_rewarded_on_an_answer(family, table):
@@ -119,3 +139,12 @@ def test_reward_shaping_reads_the_embedding_runs_scores(tmp_path, family, withou
     logits = model.apply(variables, heads[:5], relations[:5], False, embedding.relational_graph(family))
     assert soft.shape == (5, family.num_entities)
     np.testing.assert_allclose(soft, jax.nn.sigmoid(logits), rtol=1e-6)
+
+
+def test_the_last_beam_step_keeps_the_best_walk_to_each_entity():
+    # one query, six candidate walks ending on entities 2, 0, 2, 1, 0, 3 (entity 4 unreached), beam 4
+    total = jnp.array([[-1.0, -3.0, -0.5, -2.0, -4.0, -jnp.inf]])
+    ends = jnp.array([[2, 0, 2, 1, 0, 3]])
+    scores, index = walker._best_per_end(total, ends, 5, 4)
+    np.testing.assert_array_equal(scores, [[-0.5, -2.0, -3.0, -jnp.inf]])  # entities 2, 1, 0; then nothing
+    np.testing.assert_array_equal(index[0, :3], [2, 3, 1])
