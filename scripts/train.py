@@ -37,7 +37,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (au
 
 def default_workdir(config) -> str:
     digest = hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:8]
-    name = config.get("env_name") or config.get("dataset") or "run"
+    name = config.get("env_name") or config.get("dataset") or config.get("task") or "run"
     return os.path.join("runs", f"{config.trainer}-{name}-{digest}")
 
 

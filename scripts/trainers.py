@@ -11,7 +11,7 @@ import importlib
 from lepton_jax import config as config_lib
 from lepton_jax import registry
 
-PILLARS = ("agents", "graphs", "graphs.rl", "graphs.kg", "generative", "lepton_jax.vision")
+PILLARS = ("agents", "graphs", "graphs.rl", "graphs.kg", "generative", "lepton_jax.vision", "lepton_jax.sequence")
 RL_PILLARS = ("agents", "graphs.rl")  # their trainers define `make_agent` (what scripts.evaluate evaluates)
 
 
