@@ -10,4 +10,5 @@ TRAINERS = {
     "semi_supervised": "lepton_jax.vision.semi_supervised",
     "simclr": "lepton_jax.vision.simclr",
     "kmeans": "lepton_jax.vision.clustering",
+    "capsnet": "lepton_jax.vision.capsnet",
 }

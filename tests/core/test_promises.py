@@ -24,6 +24,7 @@ KG = "--config=graphs/kg/configs/embedding.py:family,smoke"
 WALKER = "--config=graphs/kg/configs/walker.py:family,smoke"
 SEQ2SEQ = "--config=lepton_jax/sequence/configs/seq2seq.py:reversal,transformer,smoke"
 ADDITION = "--config=lepton_jax/sequence/configs/seq2seq.py:addition,smoke"
+CAPSNET = "--config=lepton_jax/vision/configs/capsnet.py:digits,smoke"
 
 # (id, launcher args, a fragment the one line must contain). `{tmp}` is the test's temporary directory.
 TRAIN_CASES = [
@@ -111,6 +112,10 @@ TRAIN_CASES = [
     ("walker action dropout 1", [WALKER, "--config.action_dropout=1"], "config.action_dropout=1"),
     ("walker no rollouts", [WALKER, "--config.num_rollouts=0"], "config.num_rollouts=0"),
     ("walker shaping run missing", [WALKER, "--config.reward_shaping={tmp}/empty"], "config.reward_shaping="),
+    # capsule networks
+    ("capsnet stem lengths differ", [CAPSNET, "--config.conv_strides=1,2"], "one entry per stem convolution"),
+    ("capsnet no routing", [CAPSNET, "--config.routing_iterations=0"], "config.routing_iterations=0"),
+    ("capsnet focal loss", [CAPSNET, "--config.focal_gamma=2"], "config has no key 'focal_gamma'"),
     # sequences
     ("seq2seq min_length > max_length", [SEQ2SEQ, "--config.min_length=9"], "larger than config.max_length"),
     ("seq2seq heads do not divide", [SEQ2SEQ, "--config.num_heads=3"], "not divisible by config.num_heads=3"),
@@ -237,7 +242,25 @@ def test_evaluate_mistake_is_one_error_line(case, inputs, capsys):
 
 def test_a_good_launch_passes_the_same_checks(inputs, capsys):
     """The checks refuse only mistakes: every shipped smoke config passes them, and the workdir is made."""
-    configs = [PPO, DQN, A2C, REINFORCE, GCN, GAT, GAE, GIN, S2V, GPPO, VAE, DCGAN, CLASSIFIER, KG, WALKER, SEQ2SEQ]
+    configs = [
+        PPO,
+        DQN,
+        A2C,
+        REINFORCE,
+        GCN,
+        GAT,
+        GAE,
+        GIN,
+        S2V,
+        GPPO,
+        VAE,
+        DCGAN,
+        CLASSIFIER,
+        KG,
+        WALKER,
+        SEQ2SEQ,
+        CAPSNET,
+    ]
     for i, config in enumerate(configs):
         workdir = inputs / f"good{i}"
         assert cli.run(train.prepare, ["train", config, f"--workdir={workdir}"]) == 0, capsys.readouterr().err
@@ -273,6 +296,7 @@ def test_every_key_of_every_shipped_config_is_declared():
         "lepton_jax.vision.configs.multitask": [None, "digits"],
         "graphs.kg.configs.embedding": [None, "umls,distmult", "kinship,complex,smoke"],
         "graphs.kg.configs.walker": [None, "umls", "kinship,smoke"],
+        "lepton_jax.vision.configs.capsnet": [None, "digits", "mnist,sabour"],
         "lepton_jax.sequence.configs.seq2seq": [None, "sorting,lstm", "reversal,transformer,smoke"],
     }
     assert set(common.MINATAR_GAMES) and "Breakout-MinAtar" in ppo.PRESETS

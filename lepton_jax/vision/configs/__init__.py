@@ -5,6 +5,8 @@
 
 from lepton_jax.config import FLAG, Key, count, one_of, require, sizes
 from lepton_jax.techniques import distill, transfer
+from lepton_jax.vision.configs.capsnet import KEYS as CAPSNET_KEYS
+from lepton_jax.vision.configs.capsnet import check_stem
 from lepton_jax.vision.configs.kmeans import KEYS as KMEANS_KEYS
 from lepton_jax.vision.configs.multitask import KEYS as MULTITASK_KEYS
 from lepton_jax.vision.configs.multitask import check_tasks
@@ -27,6 +29,7 @@ KEYS = {
     **SIMCLR_KEYS,  # SimCLR's: the loss, the projection, the views, the frozen-feature evaluation
     **KMEANS_KEYS,  # the kmeans trainer's: which images, raw pixels or a SimCLR encoder's features
     **SEMI_SUPERVISED_KEYS,  # the semi-supervised trainer's: the labelled subset, the method, its augmentation
+    **CAPSNET_KEYS,  # the capsule network's: stem kernels and strides, primary and class capsules, decoder
 }
 
 
@@ -40,4 +43,4 @@ def check_early_stopping(config) -> None:
     )
 
 
-CHECKS = (check_early_stopping, check_tasks, transfer.check_source, distill.check_config)
+CHECKS = (check_early_stopping, check_tasks, check_stem, transfer.check_source, distill.check_config)
