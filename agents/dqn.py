@@ -23,7 +23,7 @@ import optax
 from flax import struct
 from flax.training.train_state import TrainState
 
-from lepton_jax import registry
+from lepton_jax import placement, registry
 from lepton_jax.config import require
 from lepton_jax.rl import config as rl_config
 from lepton_jax.rl import envs, loop, replay, sweep
@@ -110,6 +110,7 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
     num_updates = rl_config.num_updates(config, steps_per_update)
     capacity = max(config.buffer_size // config.num_envs, config.n_step + 1)
     target_every = max(1, config.target_update_interval // steps_per_update)  # in updates
+    memory_kind = placement.replay_memory(config)  # where the buffer's rows live (`config.placement.replay`)
     net = network or QNetwork(
         spec.action_dim,
         tuple(config.hidden_sizes),
@@ -135,7 +136,9 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         zeros = jnp.zeros((config.num_envs,))
         example = Row(runner.obs, zeros.astype(jnp.int32), zeros, runner.obs, zeros.astype(bool), zeros.astype(bool))
         train_state = TrainState.create(apply_fn=apply, params=params, tx=tx)
-        return DQNState(train_state, params, runner, replay.init(example, capacity), jnp.zeros((), jnp.int32), rng)
+        return DQNState(
+            train_state, params, runner, replay.init(example, capacity, memory_kind), jnp.zeros((), jnp.int32), rng
+        )
 
     update = functools.partial(
         _update,
@@ -145,13 +148,17 @@ def make_agent(config, spec: envs.EnvSpec, network=None) -> Agent:
         steps_per_update=steps_per_update,
         target_every=target_every,
         num_updates=num_updates,
+        memory_kind=memory_kind,
     )
     return Agent(init, sweep.bind(config, update), act, num_updates, steps_per_update, SWEEPABLE)
 
 
-def _update(hp, state: DQNState, *, spec, apply, act, steps_per_update: int, target_every: int, num_updates: int):
+def _update(
+    hp, state: DQNState, *, spec, apply, act, steps_per_update: int, target_every: int, num_updates: int, memory_kind
+):
     """One DQN update: ε-greedy steps into the buffer, then (once learning has started) gradient steps and the
-    target network's move. `hp` is the run's `sweep.HyperParams`."""
+    target network's move. `hp` is the run's `sweep.HyperParams`; `memory_kind` where the buffer's rows must be."""
+    placement.require_placed(state.replay.data, memory_kind, "placement.replay")
 
     def env_step(carry, _):
         state, eps = carry
@@ -174,19 +181,26 @@ def _update(hp, state: DQNState, *, spec, apply, act, steps_per_update: int, tar
         run_tx = optimizer(hp, num_updates) if hp.is_swept("lr") else None
         return state.replace(train_state=sweep.apply_gradients(state.train_state, grads, run_tx), rng=rng), metrics
 
-    def learn(state: DQNState):
+    def learn(state: DQNState):  # what learning changes: the parameters, the target network and the rng
         state, metrics = jax.lax.scan(gradient_step, state, None, length=hp.gradient_steps)
         due = (state.update + 1) % target_every == 0
         tau = jnp.where(due, hp.tau, 0.0)
         target = optax.incremental_update(state.train_state.params, state.target_params, tau)
-        return state.replace(target_params=target), jax.tree.map(jnp.mean, metrics)
+        return (state.train_state, target, state.rng), jax.tree.map(jnp.mean, metrics)
 
     eps = epsilon(hp, state.update * steps_per_update)
     (state, _), _ = jax.lax.scan(env_step, (state, eps), None, length=hp.rollout_steps)
     ready = state.replay.size * hp.num_envs >= max(hp.learning_starts, hp.n_step * hp.num_envs)
-    metrics_shape = jax.eval_shape(lambda s: learn(s)[1], state)
-    idle = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics_shape)
-    state, metrics = jax.lax.cond(ready, learn, lambda s: (s, idle), state)
+    # Learning runs every update and is kept once `ready`. Vmapped over seeds (as the loop runs it), a `cond` on the
+    # per-seed `ready` ran both branches too, and also selected between its operands, the replay buffer among them,
+    # which a buffer in host memory (`placement.replay`) cannot be; this selects only what learning changes.
+    learned, metrics = learn(state)
+    idle = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics)
+    unchanged = (state.train_state, state.target_params, state.rng)
+    (train_state, target_params, rng), metrics = jax.tree.map(
+        lambda new, old: jnp.where(ready, new, old), (learned, metrics), (unchanged, idle)
+    )
+    state = state.replace(train_state=train_state, target_params=target_params, rng=rng)
     # Before learning starts the loss is NaN by construction; `learning` tells the loop it is not divergence.
     metrics = dict(metrics, epsilon=eps, learning=ready.astype(jnp.float32))
     metrics["episode_return"] = envs.mean_episode_return(state.env)

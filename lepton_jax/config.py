@@ -216,6 +216,10 @@ KEYS = {
     # training (qat); PTQ calibrates its static activation ranges on this many training batches.
     "quantize": one_of(*QUANTIZE_MODES),
     "quantize_calibration_batches": count(1),
+    # Where work and data live (`lepton_jax/placement.py`), one group: `--config.placement.replay=pinned_host`.
+    "placement.replay": one_of("device", "pinned_host"),  # DQN's replay buffer: device or pinned host memory
+    "placement.data": one_of("device", "host"),  # the image trainer's training set, gathered per batch where it is
+    "placement.eval": one_of("same", "cpu"),  # evaluation where training runs, or on the CPU device
 }
 
 
@@ -271,14 +275,16 @@ TECHNIQUES = {
     "prune": {"prune_sparsity": 0.0, "prune_begin": 0.1, "prune_end": 0.75, "prune_every": 100, "prune_scope": "layer"},
     "distill": {"teacher": None, "distill_temperature": 4.0, "distill_alpha": 0.9},
     "quantize": {"quantize": "none", "quantize_calibration_batches": 8},
+    "placement": {"placement": {"replay": "device", "data": "device", "eval": "same"}},  # a group of keys
 }
 
 
 def technique_settings(config, group: str) -> dict:
     """The keys of the `TECHNIQUES` `group` in `config` (one missing, as in a config saved before it existed: off),
-    each checked against its declaration in `KEYS` (a bad value is one `UserError` line)."""
+    each checked against its declaration in `KEYS` (a bad value is one `UserError` line); a group of keys
+    (`placement`) is checked key by key (`placement.replay`, ...)."""
     values = {name: config.get(name, off) for name, off in TECHNIQUES[group].items()}
-    for name, value in values.items():
+    for name, value in flatten(values):
         check(name, value, KEYS[name])
     return values
 

@@ -12,6 +12,7 @@ The MinAtar games (Breakout, Asterix, Freeway, SpaceInvaders) have a preset (bel
 import ml_collections
 
 from agents.configs import common
+from lepton_jax import config as config_lib
 from lepton_jax.rl.config import DQN_SWEEPABLE
 
 # CartPole's rewards (+1 per step, values up to ~100) put a Huber loss with delta 1 in its L1 regime, which fits
@@ -42,6 +43,7 @@ PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c, smoke, preset = common.base("dqn", arg, PRESETS, DQN_SWEEPABLE)
     defaults(c)
+    config_lib.technique_keys(c, "placement")  # the replay buffer in device or pinned host memory (`placement.replay`)
     return common.finish(c, preset, smoke, SMOKE_SIZES)
 
 

@@ -24,7 +24,7 @@ import graphs.rl.envs as graph_envs
 from agents import dqn, ppo
 from graphs.rl import solvers
 from graphs.rl.policies import GraphActorCritic, GraphQNetwork
-from lepton_jax import parallel, plotting, registry, run, seeds
+from lepton_jax import parallel, placement, plotting, registry, run, seeds
 from lepton_jax.errors import UserError
 from lepton_jax.rl import envs, loop
 
@@ -232,8 +232,10 @@ def _plot(config, workdir: str, act, params, inputs: dict) -> str:
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains through the shared RL loop; after training, scores the seeds on the fixed evaluation sets (results.json
     is written once, by the loop, with these scores in it)."""
+    placement.check(config)  # before training: `placement.eval` places the scoring below, `placement.replay` DQN's
 
     def score_seeds(agent, params, workdir):
+        params = placement.to_eval_device(config, params)  # solved where `config.placement.eval` says
         scores, plot_inputs = evaluate_sets(config, workdir, agent.act, params)
         if parallel.is_main_process():
             scores["plot/solution"] = _plot(config, workdir, agent.act, params, plot_inputs)

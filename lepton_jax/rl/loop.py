@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from lepton_jax import checkpoint, parallel
+from lepton_jax import checkpoint, parallel, placement
 from lepton_jax import metrics as metrics_lib
 from lepton_jax import run as run_lib
 from lepton_jax.errors import UserError
@@ -53,8 +53,9 @@ def run_inputs(config, runs: sweep.Sweep):
 
 def abstract_state(agent, keys, mesh, hparams=None):
     """The run-batched state's shapes (with shardings, so a checkpoint restores onto the right devices)."""
-    abstract = jax.eval_shape(init_runs(agent), keys, hparams or {})
-    shardings = state_shardings(abstract, mesh)
+    # the memory kind of each leaf (a replay buffer may live in pinned host memory: `lepton_jax.placement`)
+    abstract, kinds = placement.memory_kinds(init_runs(agent), keys, hparams or {})
+    shardings = placement.with_memory_kinds(state_shardings(abstract, mesh), kinds)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     return abstract, shardings
 

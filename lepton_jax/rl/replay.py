@@ -4,6 +4,11 @@ The buffer stores *rows*: one row is one step of all N envs, so every leaf is (c
 axis means that consecutive rows of one env are consecutive steps of its trajectory, which is what n-step returns
 need, and the whole buffer is a pytree of fixed-shape arrays that lives inside the jitted loop and is checkpointed
 with the rest of the agent's state (so resuming is exact).
+
+The rows may live in device memory (the default) or in the host's pinned memory (`lepton_jax.placement`,
+`placement.replay`): then `add` moves each row there and `sample` gathers the batch there and moves it to the device,
+so that only the batch occupies device memory. Where the rows live is read from their type, so the same functions
+serve both; the write position and size stay on the device.
 """
 
 from typing import Any
@@ -11,6 +16,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+from lepton_jax import placement
 
 
 @struct.dataclass
@@ -24,17 +31,19 @@ class Replay:
         return jax.tree.leaves(self.data)[0].shape[0]
 
 
-def init(example_row, capacity: int) -> Replay:
-    """An empty buffer of `capacity` rows shaped like `example_row` (leaves (N, ...))."""
+def init(example_row, capacity: int, memory_kind: str = "device") -> Replay:
+    """An empty buffer of `capacity` rows shaped like `example_row` (leaves (N, ...)), its rows stored in
+    `memory_kind` ("device" or "pinned_host")."""
     data = jax.tree.map(lambda x: jnp.zeros((capacity, *x.shape), x.dtype), example_row)
-    return Replay(data, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    return Replay(placement.in_memory(data, memory_kind), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
 def add(buffer: Replay, row) -> Replay:
     """Writes one row (leaves (N, ...)) over the oldest one once the buffer is full."""
-    data = jax.tree.map(
-        lambda d, x: jax.lax.dynamic_update_index_in_dim(d, x.astype(d.dtype), buffer.pos, 0), buffer.data, row
-    )
+    row = jax.tree.map(lambda d, x: x.astype(d.dtype), buffer.data, row)
+    if placement.on_host(buffer.data):
+        row = placement.to_host(row)
+    data = jax.tree.map(lambda d, x: jax.lax.dynamic_update_index_in_dim(d, x, buffer.pos, 0), buffer.data, row)
     return Replay(data, (buffer.pos + 1) % buffer.capacity, jnp.minimum(buffer.size + 1, buffer.capacity))
 
 
@@ -52,8 +61,14 @@ def sample(buffer: Replay, key: jax.Array, batch_size: int, horizon: int = 1):
     oldest = (buffer.pos - buffer.size) % buffer.capacity
     offsets = jax.random.randint(row_key, (batch_size,), 0, jnp.maximum(buffer.size - horizon + 1, 1))
     envs = jax.random.randint(env_key, (batch_size,), 0, num_envs)
-    rows = (oldest + offsets[:, None] + jnp.arange(horizon)) % buffer.capacity  # (B, horizon)
-    return jax.tree.map(lambda d: d[rows, envs[:, None]], buffer.data)
+    index = (
+        (oldest + offsets[:, None] + jnp.arange(horizon)) % buffer.capacity,
+        envs[:, None],
+    )  # rows (B, horizon), envs (B, 1)
+    if not placement.on_host(buffer.data):
+        return jax.tree.map(lambda d: d[index], buffer.data)
+    index = placement.to_host(index)  # gathered where the rows are; only the batch moves to the device
+    return placement.to_device(jax.tree.map(lambda d: d[index], buffer.data))
 
 
 def n_step_targets(rewards, terminated, done, gamma: float):

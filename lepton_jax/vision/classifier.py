@@ -31,7 +31,7 @@ from flax import linen as nn
 from flax import struct
 from flax.training.train_state import TrainState
 
-from lepton_jax import checkpoint, epochs, metrics, parallel, plotting, registry, seeds, supervised
+from lepton_jax import checkpoint, epochs, metrics, parallel, placement, plotting, registry, seeds, supervised
 from lepton_jax import run as run_lib
 from lepton_jax.config import TECHNIQUES, require, technique_settings, to_dict
 from lepton_jax.errors import UserError
@@ -332,17 +332,18 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
     if keep is not None:  # an imbalanced training set (Buda et al.); the test set stays as it is
         data = data._replace(train_images=data.train_images[keep], train_labels=data.train_labels[keep])
     train_host, val_host = split_training(data, config)
-    train = epochs.to_device(train_host, mesh)
-    test_images, test_labels = epochs.to_device((data.test_images, data.test_labels), mesh)
+    # Where the training set lives and where evaluation runs: `config.placement` (`lepton_jax/placement.py`).
+    train = placement.put_data(config, train_host, mesh)
+    test_images, test_labels = placement.eval_arrays(config, (data.test_images, data.test_labels), mesh)
     step, sampler = make_step(config, train_host[1], data.num_classes, data.image_shape)
     seed_loop = config.get("seed_loop", "vmap")
-    epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, seed_loop=seed_loop, sampler=sampler)
-    evaluate = make_evaluate(model, seed_loop=seed_loop)
+    epoch_fn = placement.make_epoch(config, step, config.batch_size, mesh, seed_loop=seed_loop, sampler=sampler)
+    evaluate = placement.on_eval_device(config, make_evaluate(model, seed_loop=seed_loop))
     init_one = make_init(config, model, data.image_shape, len(train_host[0]) // config.batch_size)
 
     validate = None
     if val_host is not None:
-        val_images, val_labels = epochs.to_device(val_host, mesh)
+        val_images, val_labels = epochs.to_device(val_host, mesh)  # steers training: not moved by `placement.eval`
         evaluate_val = make_evaluate(model, "val", seed_loop)
         validate = lambda variables: evaluate_val(variables, val_images, val_labels)  # noqa: E731
     train_epoch, kept = early_stopping.watch(
@@ -354,7 +355,8 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
 
     def final(state, last_eval):
         variables = kept(state)
-        predictions = np.asarray(jnp.argmax(make_predict(model, seed_loop)(variables, test_images), -1))
+        predict = placement.on_eval_device(config, make_predict(model, seed_loop))
+        predictions = np.asarray(jnp.argmax(predict(variables, test_images), -1))
         report = class_report(data.test_labels, predictions, data.num_classes)
         per_seed = {f"test/{k}": v for k, v in report.items() if k != "confusion"}
         per_seed["test/loss"] = np.asarray(evaluate(variables, test_images, test_labels)["test/loss"])

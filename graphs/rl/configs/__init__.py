@@ -6,6 +6,7 @@ misspelled set is refused before training rather than after it.
 """
 
 from agents import configs as agent_configs
+from lepton_jax import placement
 from lepton_jax.config import ANY_TEXT, FLAG, POSITIVE, count, one_of, require
 from lepton_jax.rl import config as rl_config
 
@@ -47,4 +48,10 @@ def check_env_names(config) -> None:
             )
 
 
-CHECKS = (rl_config.check_sweep, rl_config.check_on_policy, agent_configs.check_replay, check_env_names)
+CHECKS = (
+    rl_config.check_sweep,
+    rl_config.check_on_policy,
+    agent_configs.check_replay,
+    check_env_names,
+    placement.check,
+)

@@ -15,6 +15,7 @@ holds the approximation ratios, `test/approx_ratio_mean` for the agent.
 import ml_collections
 
 from agents.configs import common, dqn
+from lepton_jax import config as config_lib
 
 # Exact references are cheap for small graphs; larger ones get a time limit (then the best bound is used and said).
 ILP_TIME_LIMIT = 60.0
@@ -76,3 +77,5 @@ def graph_config(c: ml_collections.ConfigDict) -> None:
     c.generalization_graphs = 20
     c.ilp_time_limit = ILP_TIME_LIMIT  # seconds per graph
     c.generalization_ilp_time_limit = 10.0  # seconds per graph of the (large) generalisation sets
+    # The evaluation sets solved on the CPU device (`placement.eval`); S2V-DQN's replay buffer in host memory.
+    config_lib.technique_keys(c, "placement")

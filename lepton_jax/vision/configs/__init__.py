@@ -3,6 +3,7 @@
 `KEYS` declares its keys beyond the shared ones (`lepton_jax.config.KEYS`), checked at launch.
 """
 
+from lepton_jax import placement
 from lepton_jax.config import FLAG, Key, count, one_of, require, sizes
 from lepton_jax.techniques import distill, transfer
 from lepton_jax.vision.configs.capsnet import KEYS as CAPSNET_KEYS
@@ -43,4 +44,4 @@ def check_early_stopping(config) -> None:
     )
 
 
-CHECKS = (check_early_stopping, check_tasks, check_stem, transfer.check_source, distill.check_config)
+CHECKS = (check_early_stopping, check_tasks, check_stem, transfer.check_source, distill.check_config, placement.check)

@@ -77,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # `lepton_jax/techniques/`.
     groups = ("early_stopping", "validation", "augment", "imbalance", "transfer", "prune", "distill", "quantize")
     config_lib.technique_keys(c, "mesh", *groups)
+    config_lib.technique_keys(c, "placement")  # the training set on the device or the host, evaluation on the CPU
     # How the seeds share each step (`lepton_jax.seeds`): "vmap" batches them; "unroll" (or "auto" on CPU) compiles
     # one copy per seed, which XLA:CPU runs faster than batched (grouped) convolutions.
     c.seed_loop = "vmap"
