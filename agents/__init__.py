@@ -1,4 +1,10 @@
 """Agents: one algorithm per file, each built from the shared parts in `lepton_jax.rl`."""
 
 # trainer name -> the module that registers it (read by the launcher, scripts/trainers.py)
-TRAINERS = {"ppo": "agents.ppo", "dqn": "agents.dqn", "reinforce": "agents.reinforce", "a2c": "agents.a2c"}
+TRAINERS = {
+    "ppo": "agents.ppo",
+    "dqn": "agents.dqn",
+    "reinforce": "agents.reinforce",
+    "a2c": "agents.a2c",
+    "nas": "agents.nas.trainer",
+}

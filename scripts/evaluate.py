@@ -50,7 +50,7 @@ def prepare(argv: list[str]):
     trainers.load()
     module = registry.module_of(config.trainer)
     if not hasattr(module, "make_agent"):
-        rl = trainers.names(trainers.RL_PILLARS)
+        rl = [n for n in trainers.names(trainers.RL_PILLARS) if hasattr(registry.module_of(n), "make_agent")]
         raise UserError(
             f"scripts.evaluate evaluates the RL trainers ({', '.join(rl)}); trainer '{config.trainer}' "
             f"reports its final evaluation in {os.path.join(workdir, 'results.json')}"

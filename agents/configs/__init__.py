@@ -4,9 +4,17 @@
 between them, both checked at launch (`lepton_jax.config.validate`).
 """
 
-from lepton_jax.config import FLAG, POSITIVE, count, number, one_of, require
+from agents.nas import METHODS as NAS_METHODS
+from lepton_jax import placement
+from lepton_jax.config import FLAG, POSITIVE, UNIT, Key, count, number, one_of, require, sizes
 from lepton_jax.rl import config as rl_config
 from lepton_jax.techniques import distill
+
+
+def _methods_ok(value: str) -> bool:
+    methods = [m.strip() for m in value.split(",")]
+    return set(methods) <= set(NAS_METHODS) and len(set(methods)) == len(methods)
+
 
 KEYS = {
     **rl_config.KEYS,
@@ -24,6 +32,21 @@ KEYS = {
     "n_step": count(1),
     # the torso of every agent's network (`lepton_jax.rl.networks.torso`)
     "conv_filters": count(0),
+    # neural architecture search (`agents/nas/`, `agents/configs/nas.py`)
+    "search": Key("str", f"comma-separated methods out of {', '.join(NAS_METHODS)}, each once", _methods_ok),
+    "max_layers": count(1, 8),
+    "filter_choices": sizes(1),
+    "kernel_choices": Key(
+        "ints", "(distinct odd sizes)", lambda v: len(v) >= 1 and all(k % 2 for k in v) and len(set(v)) == len(v)
+    ),
+    "children_per_step": count(1),
+    "child_epochs": count(1),
+    "child_lr": POSITIVE,
+    "child_examples": count(0),
+    "retrain_epochs": count(1),
+    "baseline_decay": UNIT,
+    "population_size": count(1),
+    "tournament_size": count(1),
 }
 
 
@@ -48,6 +71,8 @@ def check_env(config) -> None:
     from lepton_jax.errors import UserError
     from lepton_jax.rl import envs
 
+    if "env_name" not in config:  # neural architecture search: no env
+        return
     try:
         spec = envs.make_env(config.env_name)
     except UserError as error:
@@ -74,4 +99,35 @@ def _check_replay_memory(config, spec) -> None:
     )
 
 
-CHECKS = (rl_config.check_sweep, rl_config.check_on_policy, check_replay, check_env, distill.check_config)
+def check_nas(config) -> None:
+    """A search config: its dataset is an image set, a tournament fits in the population, and a validation split
+    exists (the children's reward)."""
+    if "search" not in config:
+        return
+    from lepton_jax.vision.data import DATASETS
+
+    require(
+        config.dataset in DATASETS,
+        f"config.dataset={config.dataset!r} is not an image dataset: choose one of {', '.join(DATASETS)}",
+    )
+    require(
+        config.tournament_size <= config.population_size,
+        f"config.tournament_size ({config.tournament_size}) is larger than config.population_size "
+        f"({config.population_size})",
+    )
+    require(
+        config.val_fraction > 0,
+        f"config.val_fraction={config.val_fraction}: the search scores its children on held-out training images; "
+        "set it above 0",
+    )
+
+
+CHECKS = (
+    rl_config.check_sweep,
+    rl_config.check_on_policy,
+    check_replay,
+    check_env,
+    distill.check_config,
+    check_nas,
+    placement.check,
+)

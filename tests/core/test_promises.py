@@ -25,6 +25,7 @@ WALKER = "--config=graphs/kg/configs/walker.py:family,smoke"
 SEQ2SEQ = "--config=lepton_jax/sequence/configs/seq2seq.py:reversal,transformer,smoke"
 ADDITION = "--config=lepton_jax/sequence/configs/seq2seq.py:addition,smoke"
 CAPSNET = "--config=lepton_jax/vision/configs/capsnet.py:digits,smoke"
+NAS = "--config=agents/configs/nas.py:smoke"
 
 # (id, launcher args, a fragment the one line must contain). `{tmp}` is the test's temporary directory.
 TRAIN_CASES = [
@@ -112,6 +113,15 @@ TRAIN_CASES = [
     ("walker action dropout 1", [WALKER, "--config.action_dropout=1"], "config.action_dropout=1"),
     ("walker no rollouts", [WALKER, "--config.num_rollouts=0"], "config.num_rollouts=0"),
     ("walker shaping run missing", [WALKER, "--config.reward_shaping={tmp}/empty"], "config.reward_shaping="),
+    # architecture search
+    (
+        "nas unknown search method",
+        [NAS, "--config.search=controller,genetic"],
+        "config.search='controller,genetic' is not allowed",
+    ),
+    ("nas tournament above population", [NAS, "--config.tournament_size=100"], "larger than config.population_size"),
+    ("nas even kernel", [NAS, "--config.kernel_choices=2,3"], "config.kernel_choices=(2, 3)"),
+    ("nas no validation split", [NAS, "--config.val_fraction=0"], "config.val_fraction=0"),
     # capsule networks
     ("capsnet stem lengths differ", [CAPSNET, "--config.conv_strides=1,2"], "one entry per stem convolution"),
     ("capsnet no routing", [CAPSNET, "--config.routing_iterations=0"], "config.routing_iterations=0"),
@@ -296,6 +306,7 @@ def test_every_key_of_every_shipped_config_is_declared():
         "lepton_jax.vision.configs.multitask": [None, "digits"],
         "graphs.kg.configs.embedding": [None, "umls,distmult", "kinship,complex,smoke"],
         "graphs.kg.configs.walker": [None, "umls", "kinship,smoke"],
+        "agents.configs.nas": [None, "compare,small", "mnist,smoke"],
         "lepton_jax.vision.configs.capsnet": [None, "digits", "mnist,sabour"],
         "lepton_jax.sequence.configs.seq2seq": [None, "sorting,lstm", "reversal,transformer,smoke"],
     }
