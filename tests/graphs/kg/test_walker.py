@@ -89,8 +89,8 @@ def test_an_answer_no_walk_reached_ranks_last():
 @pytest.fixture(scope="module")
 def trained(family):
     config = walker_config.get_config("family")
-    config.update(num_seeds=1, embedding_size=32, hidden=32, num_rollouts=8, num_epochs=20, beam_size=32)
-    config.update(eval_every_epochs=20, lr=0.005, action_dropout=0.5, batch_size=256)
+    config.update(num_seeds=1, embedding_size=32, hidden=32, num_rollouts=8, num_epochs=10, beam_size=32)
+    config.update(eval_every_epochs=10, lr=0.005, action_dropout=0.5, batch_size=256)
     import tempfile
 
     with tempfile.TemporaryDirectory() as workdir:
