@@ -271,7 +271,8 @@ def test_every_task_and_model_config_is_valid():
 def test_a_bad_value_is_one_line(changes, fragment):
     config = seq2seq.get_config("addition,transformer")
     config.update(changes)
-    one_line_error(lambda: _validate(config), fragment)
+    message = one_line_error(lambda: _validate(config), fragment)
+    assert fragment in message and "\n" not in message, message
 
 
 # -- the trainer -------------------------------------------------------------------------------------------------------
