@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from lepton_jax import epochs, parallel, plotting, registry, seeds, supervised
+from lepton_jax import epochs, parallel, plotting, registry, seeds
 from lepton_jax import run as run_lib
-from lepton_jax.config import require, technique_settings
-from lepton_jax.techniques import augment, early_stopping, precision
+from lepton_jax.config import require
+from lepton_jax.techniques import augment, precision
 from lepton_jax.vision import classifier
 from lepton_jax.vision import data as image_data
 
@@ -411,47 +411,37 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
         val_images, val_labels = epochs.to_device(val_host, mesh)
         evaluate_val = make_evaluate(outputs, "val", weight)
         validate = lambda variables: evaluate_val(variables, val_images, val_labels)  # noqa: E731
-    train_epoch, kept = early_stopping.watch(
-        lambda state, epoch: epoch_fn(state, train),
-        validate,
-        config.get("patience", 0),
-        technique_settings(config, "validation")["monitor"],
-    )
 
-    def final(state, last_eval):
-        variables = kept(state)
+    def final(variables):
         capsule_lengths, errors = outputs(variables, test_images)
         predictions = np.asarray(jnp.argmax(capsule_lengths, -1))
         report = classifier.class_report(data.test_labels, predictions, data.num_classes)
         per_seed = {f"test/{k}": v for k, v in report.items() if k != "confusion"}
         evaluation = evaluate.scores(capsule_lengths, errors, test_labels)
         per_seed |= {name: np.asarray(value) for name, value in evaluation.items() if name != "test/accuracy"}
-        results = run_lib.seed_summary(per_seed) | {"num_seeds": int(config.num_seeds)}
-        if state.early is not None:
-            results |= run_lib.seed_summary({"best_epoch": np.asarray(state.early.best_epoch) + 1})
         if parallel.is_main_process():
-            plots = os.path.join(workdir, "plots")
+            plots = classifier.plots_dir(workdir)
             classifier.report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots)
             pictures(model, seeds.tree_slice(variables, 0), data.test_images, f"CapsNet on {data.name}", plots)
-            if augment.make(config) is not None:
-                key = jax.random.PRNGKey(config.seed)
-                augment.sample_grid(config, data.train_images[:8], key, os.path.join(plots, "augment.png"))
-        return results
+        return run_lib.seed_summary(per_seed)
 
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape)))  # no arrays
-    task = supervised.Task(
-        init=epochs.init_seeds(init_one, config.num_seeds, mesh, boxed_params=boxed),
-        train_epoch=train_epoch,
-        evaluate=lambda state: evaluate(state.variables(), test_images, test_labels),
-        num_epochs=config.num_epochs,
-        done=(lambda state: early_stopping.all_stopped(state.early)) if val_host is not None else None,
+    return classifier.fit_images(
+        config,
+        workdir,
+        model,
+        mesh,
+        init_one=init_one,
+        image_shape=data.image_shape,
+        epoch=lambda state: epoch_fn(state, train),
+        num_train=len(train_host[0]),
+        validate=validate,
+        evaluate=lambda variables: evaluate(variables, test_images, test_labels),
         final=final,
-        params=kept,
-        plot_keys=("train/accuracy", "test/accuracy") + (("val/accuracy",) if val_host is not None else ()),
+        plot_keys=("train/accuracy", "test/accuracy"),
         title=f"CapsNet on {data.name}",
-        examples_per_epoch=(len(train_host[0]) // config.batch_size) * config.batch_size * int(config.num_seeds),
+        desc=f"capsnet {data.name}",
+        augment_images=data.train_images[:8],
     )
-    return supervised.fit(config, workdir, task, desc=f"capsnet {data.name}")
 
 
 @registry.register("capsnet")

@@ -346,23 +346,14 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
         val_images, val_labels = epochs.to_device(val_host, mesh)  # steers training: not moved by `placement.eval`
         evaluate_val = make_evaluate(model, "val", seed_loop)
         validate = lambda variables: evaluate_val(variables, val_images, val_labels)  # noqa: E731
-    train_epoch, kept = early_stopping.watch(
-        lambda state, epoch: epoch_fn(state, train),
-        validate,
-        config.get("patience", 0),
-        technique_settings(config, "validation")["monitor"],
-    )
 
-    def final(state, last_eval):
-        variables = kept(state)
+    def final(variables):
         predict = placement.on_eval_device(config, make_predict(model, seed_loop))
         predictions = np.asarray(jnp.argmax(predict(variables, test_images), -1))
         report = class_report(data.test_labels, predictions, data.num_classes)
         per_seed = {f"test/{k}": v for k, v in report.items() if k != "confusion"}
         per_seed["test/loss"] = np.asarray(evaluate(variables, test_images, test_labels)["test/loss"])
-        results = run_lib.seed_summary(per_seed) | {"num_seeds": int(config.num_seeds)}
-        if state.early is not None:
-            results |= run_lib.seed_summary({"best_epoch": np.asarray(state.early.best_epoch) + 1})
+        results = run_lib.seed_summary(per_seed)
         if prune.settings(config, 1):  # the share of zeroed kernel weights the test metrics were measured with
             results |= run_lib.seed_summary({"test/sparsity": prune.seed_sparsity(variables)})
         if quantize.mode(config) != "none" and parallel.is_main_process():
@@ -378,29 +369,91 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
                 config.batch_size,
             )
         if parallel.is_main_process():
-            plots = os.path.join(workdir, "plots")
-            report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots)
-            if augment.make(config) is not None:
-                key = jax.random.PRNGKey(config.seed)
-                augment.sample_grid(config, data.train_images[:8], key, os.path.join(plots, "augment.png"))
+            report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots_dir(workdir))
         return results
 
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape)))  # no arrays
+    return fit_images(
+        config,
+        workdir,
+        model,
+        mesh,
+        init_one=init_one,
+        image_shape=data.image_shape,
+        epoch=lambda state: epoch_fn(state, train),
+        num_train=len(train_host[0]),
+        validate=validate,
+        evaluate=lambda variables: evaluate(variables, test_images, test_labels),
+        final=final,
+        plot_keys=("train/accuracy", "test/accuracy"),
+        title=f"CNN classifier on {data.name}",
+        desc=f"classifier {data.name}",
+        augment_images=data.train_images[:8],
+    )
+
+
+def plots_dir(workdir: str) -> str:
+    """Where a run's PNGs go."""
+    return os.path.join(workdir, "plots")
+
+
+def fit_images(
+    config,
+    workdir: str,
+    model,
+    mesh,
+    *,
+    init_one,
+    image_shape,
+    epoch,
+    num_train: int,
+    validate,
+    evaluate,
+    final,
+    plot_keys: tuple[str, ...],
+    title: str,
+    desc: str,
+    augment_images=None,
+):
+    """The image trainers' shared run (the classifier, the multi-task CNN, the capsule network): `config.num_seeds`
+    seeds from `init_one` on `mesh`, `epoch(state)` per epoch, early stopping on `validate(variables)` (None: no
+    validation split) with the best parameters kept, `evaluate(variables)` on the test set after each epoch, and
+    `final(variables)` -> results on the kept parameters (plus `num_seeds` and `best_epoch`). The `test/` keys of
+    `plot_keys` get their `val/` twins when there is a validation split; `augment_images` are drawn augmented into
+    `plots/augment.png` when `config` augments. Returns `supervised.fit`'s (final state, results)."""
+    train_epoch, kept = early_stopping.watch(
+        lambda state, epoch_index: epoch(state),
+        validate,
+        config.get("patience", 0),
+        technique_settings(config, "validation")["monitor"],
+    )
+
+    def final_results(state, last_eval):
+        results = final(kept(state)) | {"num_seeds": int(config.num_seeds)}
+        if state.early is not None:
+            results |= run_lib.seed_summary({"best_epoch": np.asarray(state.early.best_epoch) + 1})
+        if augment_images is not None and augment.make(config) is not None and parallel.is_main_process():
+            key = jax.random.PRNGKey(config.seed)
+            augment.sample_grid(config, augment_images, key, os.path.join(plots_dir(workdir), "augment.png"))
+        return results
+
+    if validate is not None:
+        plot_keys += tuple("val/" + key.split("/", 1)[1] for key in plot_keys if key.startswith("test/"))
+    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)))  # no arrays
     task = supervised.Task(
         # The state where the mesh wants it: the tensor-parallel layers' parameters (and their optimiser moments)
         # split over `model`, everything else replicated (`lepton_jax/parallel.py`).
         init=epochs.init_seeds(init_one, config.num_seeds, mesh, boxed_params=boxed),
         train_epoch=train_epoch,
-        evaluate=lambda state: evaluate(state.variables(), test_images, test_labels),
+        evaluate=lambda state: evaluate(state.variables()),
         num_epochs=config.num_epochs,
-        done=(lambda state: early_stopping.all_stopped(state.early)) if val_host is not None else None,
-        final=final,
+        done=(lambda state: early_stopping.all_stopped(state.early)) if validate is not None else None,
+        final=final_results,
         params=kept,
-        plot_keys=("train/accuracy", "test/accuracy") + (("val/accuracy",) if val_host is not None else ()),
-        title=f"CNN classifier on {data.name}",
-        examples_per_epoch=(len(train_host[0]) // config.batch_size) * config.batch_size * int(config.num_seeds),
+        plot_keys=plot_keys,
+        title=title,
+        examples_per_epoch=(num_train // config.batch_size) * config.batch_size * int(config.num_seeds),
     )
-    return supervised.fit(config, workdir, task, desc=f"classifier {data.name}")
+    return supervised.fit(config, workdir, task, desc=desc)
 
 
 @registry.register("classifier")

@@ -26,10 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lepton_jax import epochs, parallel, plotting, registry, supervised
+from lepton_jax import epochs, parallel, plotting, registry
 from lepton_jax import run as run_lib
-from lepton_jax.config import technique_settings
-from lepton_jax.techniques import early_stopping, imbalance, multitask, precision
+from lepton_jax.techniques import imbalance, multitask, precision
 from lepton_jax.vision import classifier
 from lepton_jax.vision import data as image_data
 
@@ -127,19 +126,12 @@ def run(config, workdir: str, source: image_data.ImageData | None = None):
         val = epochs.to_device((val_host[0], by_task(val_host[1], data.tasks, weights)), mesh)
         evaluate_val = make_evaluate(model, weights, "val", seed_loop)
         validate = lambda variables: evaluate_val(variables, *val)  # noqa: E731
-    train_epoch, kept = early_stopping.watch(
-        lambda state, epoch: epoch_fn(state, train),
-        validate,
-        config.get("patience", 0),
-        technique_settings(config, "validation")["monitor"],
-    )
 
-    def final(state, last_eval):
-        variables = kept(state)
+    def final(variables):
         logits = classifier.make_predict(model, seed_loop)(variables, test[0])
         evaluation = evaluate(variables, *test)
         per_seed = {name: np.asarray(value) for name, value in evaluation.items() if name.endswith("loss")}
-        plots = os.path.join(workdir, "plots")
+        plots = classifier.plots_dir(workdir)
         for task in weights:
             predictions = np.asarray(jnp.argmax(logits[task], -1))
             report = classifier.class_report(test_labels[task], predictions, data.num_classes)
@@ -149,32 +141,28 @@ def run(config, workdir: str, source: image_data.ImageData | None = None):
                 classifier.report_plots(
                     named, data.test_images, test_labels[task], predictions, report["confusion"], f"{plots}/{task}"
                 )
-        results = run_lib.seed_summary(per_seed) | {"num_seeds": int(config.num_seeds)}
-        if state.early is not None:
-            results |= run_lib.seed_summary({"best_epoch": np.asarray(state.early.best_epoch) + 1})
         if parallel.is_main_process():
             captions = [", ".join(str(c) for c in row) for row in data.train_labels[:16]]
             title = f"{data.name} training images ({' digit, '.join(data.tasks)} digit)"
             plotting.labelled_images(data.train_images[:16], captions, os.path.join(plots, "examples.png"), title)
-        return results
+        return run_lib.seed_summary(per_seed)
 
-    boxed = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.image_shape)))  # no arrays
-    plot_keys = tuple(f"{split}/{task}/accuracy" for task in weights for split in ("train", "test"))
-    task = supervised.Task(
-        # The state where the mesh wants it: the tensor-parallel layers' parameters (and their optimiser moments)
-        # split over `model`, everything else replicated (`lepton_jax/parallel.py`).
-        init=epochs.init_seeds(init_one, config.num_seeds, mesh, boxed_params=boxed),
-        train_epoch=train_epoch,
-        evaluate=lambda state: evaluate(state.variables(), *test),
-        num_epochs=config.num_epochs,
-        done=(lambda state: early_stopping.all_stopped(state.early)) if val_host is not None else None,
+    return classifier.fit_images(
+        config,
+        workdir,
+        model,
+        mesh,
+        init_one=init_one,
+        image_shape=data.image_shape,
+        epoch=lambda state: epoch_fn(state, train),
+        num_train=len(train_images),
+        validate=validate,
+        evaluate=lambda variables: evaluate(variables, *test),
         final=final,
-        params=kept,
-        plot_keys=plot_keys + tuple(f"val/{task}/accuracy" for task in weights if val_host is not None),
+        plot_keys=tuple(f"{split}/{task}/accuracy" for task in weights for split in ("train", "test")),
         title=f"multi-task CNN on {data.name} ({', '.join(f'{t} x{w:g}' for t, w in weights.items())})",
-        examples_per_epoch=(len(train_images) // config.batch_size) * config.batch_size * int(config.num_seeds),
+        desc=f"multitask {data.name}",
     )
-    return supervised.fit(config, workdir, task, desc=f"multitask {data.name}")
 
 
 @registry.register("multitask_classifier")
