@@ -33,6 +33,22 @@ def require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+def split_arg(
+    arg: str | None, choices: dict[str, Iterable[str]], flags: Iterable[str] = ("smoke",)
+) -> tuple[dict[str, str | None], set[str]]:
+    """A config's comma-separated arg, e.g. `"umls,complex,smoke"`: the part given for each named group of `choices`
+    (None where none is), and the `flags` present. A part that is neither stops in one line naming what is valid."""
+    parts = [p for p in (arg or "").split(",") if p]
+    choices = {name: tuple(options) for name, options in choices.items()}
+    flags = tuple(flags)
+    unknown = [p for p in parts if p not in flags and not any(p in options for options in choices.values())]
+    if unknown:
+        valid = [f"a {name} ({', '.join(options)})" for name, options in choices.items()] + list(flags)
+        raise UserError(f"unknown config arg {unknown[0]!r}: {', '.join(valid[:-1])} or {valid[-1]}")
+    picked = {name: next((p for p in parts if p in options), None) for name, options in choices.items()}
+    return picked, {p for p in parts if p in flags}
+
+
 @dataclasses.dataclass(frozen=True)
 class Key:
     """What one config key holds: `kind` ("int", "float", "bool", "str", "ints", "path"), and the values allowed.

@@ -34,17 +34,10 @@ from lepton_jax.vision.data import DATASETS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "").split(",") if p]
-    unknown = [p for p in parts if p not in DATASETS and p not in ("compare", "small", "smoke")]
-    config_lib.require(
-        not unknown,
-        f"unknown config arg {unknown[0]!r}: a dataset ({', '.join(DATASETS)}), compare, small or smoke"
-        if unknown
-        else "",
-    )
+    picked, parts = config_lib.split_arg(arg, {"dataset": DATASETS}, ("compare", "small", "smoke"))
     c = ml_collections.ConfigDict()
     c.trainer = "nas"
-    c.dataset = next((p for p in parts if p in DATASETS), "digits")
+    c.dataset = picked["dataset"] or "digits"
     c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $LEPTON_DATA_DIR
     c.seed = 0
     c.num_seeds = 3  # independent searches per method

@@ -18,9 +18,8 @@ from lepton_jax import config as config_lib
 
 
 def get_config(arg: str | None = None):
-    parts = [p for p in (arg or "").split(",") if p]
-    dataset = next((p for p in parts if p in DATASETS), "family")
-    model = next((p for p in parts if p in MODELS), "complex")
+    picked, parts = config_lib.split_arg(arg, {"dataset": DATASETS, "model": MODELS})
+    dataset, model = picked["dataset"] or "family", picked["model"] or "complex"
     c = base("kg_embedding", dataset, lr=0.003, max_grad_norm=5.0)
     c.model = model
     c.embedding_dropout = 0.3
@@ -32,11 +31,4 @@ def get_config(arg: str | None = None):
     c.num_layers = 2  # R-GCN only
     c.num_bases = 2
     c.patience = 10
-    unknown = [p for p in parts if p not in DATASETS and p not in MODELS and p != "smoke"]
-    config_lib.require(
-        not unknown,
-        f"unknown config arg {unknown[0]!r}: a dataset ({', '.join(DATASETS)}), a model ({', '.join(MODELS)}) or smoke"
-        if unknown
-        else "",
-    )
     return shrink(c, num_epochs=4, embedding_size=16, checkpoint_every_epochs=2) if "smoke" in parts else c

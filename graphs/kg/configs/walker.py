@@ -25,12 +25,8 @@ from lepton_jax import config as config_lib
 
 
 def get_config(arg: str | None = None):
-    parts = [p for p in (arg or "").split(",") if p]
-    unknown = [p for p in parts if p not in DATASETS and p != "smoke"]
-    config_lib.require(
-        not unknown, f"unknown config arg {unknown[0]!r}: a dataset ({', '.join(DATASETS)}) or smoke" if unknown else ""
-    )
-    c = base("kg_walker", next((p for p in parts if p in DATASETS), "family"), lr=0.001, max_grad_norm=5.0)
+    picked, parts = config_lib.split_arg(arg, {"dataset": DATASETS})
+    c = base("kg_walker", picked["dataset"] or "family", lr=0.001, max_grad_norm=5.0)
     c.hidden = 200
     c.entity_embeddings = False  # the policy sees relations only (MINERVA on UMLS and Kinship); True: Lin et al.
     c.num_steps = 2

@@ -26,18 +26,11 @@ from lepton_jax.sequence.tasks import TASKS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "").split(",") if p]
-    unknown = [p for p in parts if p not in TASKS and p not in MODELS and p != "smoke"]
-    config_lib.require(
-        not unknown,
-        f"unknown config arg {unknown[0]!r}: a task ({', '.join(TASKS)}), a model ({', '.join(MODELS)}) or smoke"
-        if unknown
-        else "",
-    )
+    picked, parts = config_lib.split_arg(arg, {"task": TASKS, "model": MODELS})
     c = ml_collections.ConfigDict()
     c.trainer = "seq2seq"
-    c.task = next((p for p in parts if p in TASKS), "addition")
-    c.model = next((p for p in parts if p in MODELS), "transformer")
+    c.task = picked["task"] or "addition"
+    c.model = picked["model"] or "transformer"
     c.seed = 0
     c.num_seeds = 3
     c.seed_loop = "vmap"  # how the seeds share a step (`lepton_jax.seeds`)
