@@ -257,7 +257,8 @@ def test_a_swept_value_reaches_every_place_that_reads_it(agent):
     config = get_config()
     assert set(values) == set(make_agent(config, envs.make_env(config.env_name)).sweepable)
     assert all(config[name] != value for name, value in values.items())
-    default = _train_params(config, make_agent)
+    # The default values through the same (traced, cached) program: the values must change the parameters.
+    default = _train_params(config, make_agent, {name: config[name] for name in values})
     swept = _train_params(config, make_agent, values)
     for name, value in values.items():
         config[name] = value
