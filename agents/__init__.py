@@ -7,4 +7,8 @@ TRAINERS = {
     "reinforce": "agents.reinforce",
     "a2c": "agents.a2c",
     "nas": "agents.nas.trainer",
+    "ippo": "agents.ippo",
+    "mappo": "agents.ippo",
+    "vdn": "agents.qmix",
+    "qmix": "agents.qmix",
 }

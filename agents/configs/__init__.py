@@ -22,6 +22,12 @@ KEYS = {
     "rollout_steps": count(1),
     "gradient_steps": count(1),
     "buffer_size": count(1),
+    # VDN and QMIX (`agents/qmix.py`)
+    "buffer_episodes": count(1),
+    "recurrent": FLAG,
+    "mixer_embed_dim": count(1),
+    "mixer_hypernet_hidden": count(0),
+    "mixer_init_scale": POSITIVE,
     "learning_starts": count(0),
     "loss": one_of("huber", "mse"),
     "huber_delta": POSITIVE,
@@ -73,6 +79,11 @@ def check_env(config) -> None:
 
     if "env_name" not in config:  # neural architecture search: no env
         return
+    # The multi-agent env names (`lepton_jax.rl.marl`; the matrix games with `agents.qmix`) register on import.
+    from lepton_jax.rl import marl  # noqa: F401
+
+    if config.get("trainer") in ("vdn", "qmix"):
+        import agents.qmix  # noqa: F401
     try:
         spec = envs.make_env(config.env_name)
     except UserError as error:

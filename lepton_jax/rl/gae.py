@@ -32,15 +32,18 @@ def gae(rewards, values, dones, last_value, gamma: float, gae_lambda: float):
 
     Args:
       rewards: (T, N) rewards.
-      values: (T, N) V(s_t).
+      values: (T, N) V(s_t), or (T, N, A) one value per agent of a team sharing the reward and done (multi-agent
+        envs, `lepton_jax.rl.marl`): each agent's advantages are those of its values under the team's rewards.
       dones: (T, N) 1 where the episode ended after step t (no bootstrap from s_{t+1}).
-      last_value: (N,) V(s_T) for the observation after the rollout.
+      last_value: (N,) V(s_T) for the observation after the rollout ((N, A) with per-agent values).
       gamma: discount.
       gae_lambda: GAE's lambda.
 
     Returns:
-      advantages (T, N) and value targets (T, N) = advantages + values.
+      advantages and value targets = advantages + values, both of `values`' shape.
     """
+    if rewards.ndim < values.ndim:  # the team's (T, N) reward and done, for each of its agents: (T, N, A)
+        rewards, dones = (jnp.broadcast_to(x[..., None], values.shape) for x in (rewards, dones))
 
     def step(carry, inputs):
         next_advantage, next_value = carry
