@@ -52,13 +52,8 @@ class TeamActorCritic(nn.Module):
         self.critic_torso = torso(self.hidden_sizes, self.activation)
         self.critic_head = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=nn.initializers.zeros)
 
-    def with_agent_id(self, x):
-        """(..., A, D) -> (..., A, D + A): each agent's row gets the one-hot of its index."""
-        ids = jnp.broadcast_to(jnp.eye(self.num_agents, dtype=x.dtype), x.shape[:-1] + (self.num_agents,))
-        return jnp.concatenate([x, ids], axis=-1)
-
     def __call__(self, obs: marl.Observation):
-        logits = self.actor_head(self.actor_torso(self.with_agent_id(obs.obs)))  # (..., A, num_actions)
+        logits = self.actor_head(self.actor_torso(marl.with_ids(obs.obs)))  # (..., A, num_actions)
         return Categorical(logits), self.value(obs)
 
     def value(self, obs: marl.Observation):
@@ -66,7 +61,7 @@ class TeamActorCritic(nn.Module):
             x = jnp.broadcast_to(obs.state[..., None, :], obs.obs.shape[:-1] + obs.state.shape[-1:])
         else:
             x = obs.obs
-        return jnp.squeeze(self.critic_head(self.critic_torso(self.with_agent_id(x))), -1)  # (..., A)
+        return jnp.squeeze(self.critic_head(self.critic_torso(marl.with_ids(x))), -1)  # (..., A)
 
 
 def make_agent(config, spec: envs.EnvSpec) -> Agent:

@@ -164,13 +164,6 @@ class Episode(struct.PyTreeNode):
     filled: jax.Array  # (T,) bool: the step belongs to the episode
 
 
-def with_ids(obs: jax.Array) -> jax.Array:
-    """(..., A, obs_dim) -> (..., A, obs_dim + A): each agent's observation and its one-hot id."""
-    num_agents = obs.shape[-2]
-    ids = jnp.broadcast_to(jnp.eye(num_agents, dtype=obs.dtype), (*obs.shape[:-1], num_agents))
-    return jnp.concatenate([obs, ids], axis=-1)
-
-
 def masked(q: jax.Array, avail: jax.Array) -> jax.Array:
     """Q-values with unavailable actions at -1e9 (never the argmax; finite, so targets stay finite)."""
     return jnp.where(avail, q, -1e9)
@@ -192,7 +185,7 @@ class Networks(struct.PyTreeNode):
 
     def unroll(self, params, obs: jax.Array) -> jax.Array:
         """Every agent's Q over episodes from their start: obs (B, T, A, obs_dim) -> Q (B, T, A, n)."""
-        inputs = with_ids(obs)
+        inputs = marl.with_ids(obs)
         carry = jnp.zeros((*inputs.shape[:-1], self.hidden), inputs.dtype)
         if not self.recurrent:  # every step at once
             return self.net.apply(params, carry, inputs)[1]
@@ -253,7 +246,7 @@ def make_agent(config, spec: envs.EnvSpec | None = None) -> Agent:
     def init(rng):
         rng, agent_key, mixer_key, env_key = jax.random.split(rng, 4)
         first = env.reset(env_key)
-        inputs = with_ids(first.obs)  # (A, D)
+        inputs = marl.with_ids(first.obs)  # (A, D)
         carry = jnp.zeros((env.num_agents, config.hidden))
         params = {
             "agent": nets.net.init(agent_key, carry, inputs),
@@ -311,7 +304,7 @@ def rollout(nets: Networks, env: MultiAgentEnv, params, key: jax.Array, eps, num
     def body(carry, step_key):
         now, hidden, alive = carry
         explore_key, random_key, env_key = jax.random.split(step_key, 3)
-        hidden, q = nets.net.apply(params["agent"], hidden, with_ids(now.obs))  # (N, A, n)
+        hidden, q = nets.net.apply(params["agent"], hidden, marl.with_ids(now.obs))  # (N, A, n)
         greedy = jnp.argmax(masked(q, now.avail), axis=-1)
         uniform = jax.random.categorical(random_key, jnp.where(now.avail, 0.0, -1e9))  # among available actions
         action = jnp.where(jax.random.uniform(explore_key, greedy.shape) < eps, uniform, greedy)

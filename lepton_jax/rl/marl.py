@@ -214,6 +214,14 @@ class Observation(NamedTuple):
     action_mask: jax.Array  # [A, num_actions] bool; the name `lepton_jax.rl.envs.action_mask` looks for
 
 
+def with_ids(x: jax.Array) -> jax.Array:
+    """(..., A, D) -> (..., A, D + A): each agent's row with the one-hot of its index appended (agents sharing one
+    network's parameters tell themselves apart by it)."""
+    num_agents = x.shape[-2]
+    ids = jnp.broadcast_to(jnp.eye(num_agents, dtype=x.dtype), (*x.shape[:-1], num_agents))
+    return jnp.concatenate([x, ids], axis=-1)
+
+
 @struct.dataclass
 class ViewParams:
     max_steps_in_episode: int = struct.field(pytree_node=False)

@@ -15,7 +15,7 @@ import pytest
 from agents import qmix
 from agents.configs import qmix as qmix_config
 from lepton_jax.interrupt import Interrupted
-from lepton_jax.rl import loop, marl_view, matrix_games
+from lepton_jax.rl import loop, marl, marl_view, matrix_games
 from tests.conftest import blank_figures
 
 GAMMA = 0.99
@@ -99,7 +99,7 @@ def test_recurrent_policy_reads_the_episode_from_the_view():
         acted, stepped, steps = [], [], []
         for _ in range(3):  # both steps of an episode, then the next episode's first
             acted.append(agent.act(params, jax.tree.map(lambda x: x[None], history))[0])
-            hidden, q = nets.net.apply(params["agent"], hidden, qmix.with_ids(history.obs))
+            hidden, q = nets.net.apply(params["agent"], hidden, marl.with_ids(history.obs))
             stepped.append(jnp.argmax(q, axis=-1))
             history, state, _, done, _, _ = view.step(key, state, jnp.array([1, 0]), view.default_params)
             hidden = jnp.where(done, 0.0, hidden)
