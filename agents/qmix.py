@@ -57,13 +57,8 @@ SWEEPABLE = rl_config.DQN_SWEEPABLE
 
 
 def make_env(name: str) -> MultiAgentEnv:
-    """The multi-agent env `name`: a matrix game, or one of `lepton_jax.rl.marl`'s."""
-    return matrix_games.builder(name) if name in matrix_games.NAMES else marl.make(name)
-
-
-# The shared loop builds envs by name through `envs.make_env`: the matrix games seen with their episode so far, so
-# that a recurrent agent is evaluated as it acts (`lepton_jax.rl.marl_view`).
-envs.register_family("matrix_", marl_view.history_family(make_env), " | ".join(matrix_games.NAMES))
+    """The multi-agent env `name` (`lepton_jax.rl.marl`'s registry: JaxMARL's, the matrix games)."""
+    return marl.make(name)
 
 
 class AgentNetwork(nn.Module):
@@ -216,17 +211,9 @@ def td_loss(params, target_params, nets: Networks, batch: Episode, hp):
 
 
 def make_agent(config, spec: envs.EnvSpec | None = None) -> Agent:
-    """VDN or QMIX (`config.trainer`) on the multi-agent env `config.env_name`, evaluated through its gymnax view
-    `spec` (none: not evaluated, as in `make_train`).
-
-    Raises:
-      UserError: recurrent agents on a view whose observation does not carry the episode (`marl_view.HistoryView`).
-    """
-    require(
-        not config.recurrent or spec is None or isinstance(spec.env, marl_view.HistoryView),
-        f"config.recurrent=True: a recurrent agent's policy reads the episode so far, which the loop's view of "
-        f"{config.env_name} does not carry (lepton_jax/rl/marl_view.py); set --config.recurrent=False",
-    )
+    """VDN or QMIX (`config.trainer`) on the multi-agent env `config.env_name`. It collects its own episodes; a
+    recurrent agent is evaluated on the view whose observation carries the episode so far (`Agent.eval_spec`,
+    `marl_view.HistoryView`), a feed-forward one on the loop's `spec`."""
     env = make_env(config.env_name)
     nets = make_networks(config, env)
     steps_per_update = config.num_envs * env.max_steps
@@ -273,7 +260,11 @@ def make_agent(config, spec: envs.EnvSpec | None = None) -> Agent:
         target_every=target_every,
         num_updates=num_updates,
     )
-    return Agent(init, sweep.bind(config, update), act, num_updates, steps_per_update, SWEEPABLE)
+    eval_spec = None
+    if config.recurrent:
+        view = marl_view.HistoryView(env)
+        eval_spec = envs.spec_of(config.env_name, view, view.default_params)
+    return Agent(init, sweep.bind(config, update), act, num_updates, steps_per_update, SWEEPABLE, eval_spec=eval_spec)
 
 
 def make_networks(config, env: MultiAgentEnv) -> Networks:

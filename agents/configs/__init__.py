@@ -79,11 +79,9 @@ def check_env(config) -> None:
 
     if "env_name" not in config:  # neural architecture search: no env
         return
-    # The multi-agent env names (`lepton_jax.rl.marl`; the matrix games with `agents.qmix`) register on import.
+    # The multi-agent env names (`lepton_jax.rl.marl`: JaxMARL's and the matrix games) register on import.
     from lepton_jax.rl import marl  # noqa: F401
 
-    if config.get("trainer") in ("vdn", "qmix"):
-        import agents.qmix  # noqa: F401
     try:
         spec = envs.make_env(config.env_name)
     except UserError as error:

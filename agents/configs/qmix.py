@@ -2,15 +2,14 @@
 
     python -m scripts.train --config=agents/configs/qmix.py:matrix_two_step --workdir=runs/qmix_two_step
     python -m scripts.train --config=agents/configs/qmix.py:matrix_two_step,vdn --workdir=runs/vdn_two_step
-    python -m scripts.train --config=agents/configs/qmix.py:MPE_simple_spread_v3 --config.recurrent=False
+    python -m scripts.train --config=agents/configs/qmix.py:MPE_simple_spread_v3
 
 `vdn` trains VDN (trainer `vdn`), else QMIX (trainer `qmix`); `smoke` is a seconds-long run for tests. The defaults
 are JaxMARL's QLearning baseline for MPE (`baselines/QLearning/config/alg/ql_rnn_mpe.yaml`: 8 envs, a buffer of 5000
 episodes, batches of 32, GRU agents of 64 units, a mixer of 32 with hypernetworks of 128, ε 1 -> 0.05 over the
 first 10 %, lr 0.005 decaying linearly, gradient clipping at 25, gamma 0.9, the target copied every 200 updates),
 except the optimiser: Adam for their RAdam, which the optimiser factory does not offer. SMAX maps take
-`ql_rnn_smax.yaml`'s values. A recurrent agent is evaluated on the episode so far, which the loop's view of the
-JaxMARL envs (`lepton_jax.rl.marl.GymnaxView`) does not carry yet: there, add `--config.recurrent=False`.
+`ql_rnn_smax.yaml`'s values. A recurrent agent is evaluated on the episode so far (`lepton_jax/rl/marl_view.py`).
 
 The matrix games (`lepton_jax/rl/matrix_games.py`) take the QMIX paper's two-step-game setup: full exploration
 (ε = 1 throughout: every joint action equally often), gamma 0.99, RMSprop at 5e-4, a buffer of 500 episodes,

@@ -36,6 +36,9 @@ class Agent(NamedTuple):
     sweepable: tuple[str, ...] = ()  # hyperparameters `update` can take traced from `state.hparams` (module doc)
     # (params, obs batch, key) -> actions drawn from the policy, for `config.eval_sampled`; None: deterministic
     sample: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
+    # The env (an `envs.EnvSpec`) evaluation runs on when the agent acts on its own view of the named env (e.g. a
+    # recurrent agent reading the episode so far: `lepton_jax.rl.marl_view`); None: the env the loop built.
+    eval_spec: Any = None
 
 
 def with_hparams(agent: Agent, rng: jax.Array, hparams: dict | None):

@@ -71,6 +71,11 @@ def make_env(name: str) -> EnvSpec:
         params = env.default_params
     else:
         env, params = gymnax.make(name)
+    return spec_of(name, env, params)
+
+
+def spec_of(name: str, env, params) -> EnvSpec:
+    """The `EnvSpec` of a gymnax-protocol `env` with `params` (e.g. an agent's own view of a named env)."""
     obs_space = env.observation_space(params)
     obs_shape = tuple(obs_space.shape) if isinstance(obs_space, spaces.Box) else None
     space = env.action_space(params)

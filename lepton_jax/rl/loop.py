@@ -69,6 +69,7 @@ def restore_for_evaluation(config, workdir: str, make_agent):
     """
     spec = envs.make_env(config.env_name)
     agent = make_agent(config, spec)
+    spec = agent.eval_spec or spec  # what its policy acts on (rendering, evaluation)
     keys, hparams = run_inputs(config, sweep.parse(config, agent.sweepable))
     abstract, _ = abstract_state(agent, keys, parallel.mesh_from_config(config), hparams)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
@@ -94,6 +95,7 @@ def eval_policies(config, agent, spec: envs.EnvSpec, num_episodes: int) -> dict:
     Raises:
       UserError: `config.eval_sampled` for an agent whose policy is deterministic.
     """
+    spec = agent.eval_spec or spec
     policies = {"eval/return": lambda p, k: envs.evaluate(spec, agent.act, p, k, num_episodes)}
     if config.get("eval_sampled", False):
         if agent.sample is None:

@@ -21,6 +21,7 @@ JaxMARL (`jaxmarl`, 0.2.0) is imported on first use, not with this module: it ta
 """
 
 import dataclasses
+import functools
 import io
 import sys
 from collections.abc import Callable
@@ -277,3 +278,9 @@ for _name in ("MPE_simple_spread_v3", "MPE_simple_reference_v3"):
     register(_name, _mpe(_name))
 for _map in ("3m", "2s3z"):
     register(f"SMAX_{_map}", _smax(_map))
+
+# The project's own matrix games (imported last: they build on `MultiAgentEnv` and `Step` above).
+from lepton_jax.rl import matrix_games  # noqa: E402
+
+for _name in matrix_games.NAMES:
+    register(_name, functools.partial(matrix_games.builder, _name))

@@ -1,18 +1,16 @@
 """A multi-agent env seen as one gymnax env whose observation carries the episode so far, for recurrent agents.
 
-`lepton_jax.rl.marl.GymnaxView` shows the shared RL loop (`lepton_jax.rl.loop`) a `MultiAgentEnv` as one gymnax env:
-the loop builds it with `envs.make_env(name)` and evaluates a policy with `envs.evaluate`, which calls
-`act(params, obs)` on each step's observation alone. A recurrent agent's policy is a function of the episode's
-observations so far, not only of the last one, so `HistoryView` (the same env otherwise: the action the agents'
-stacked actions [A], the team reward, every end terminal) makes the observation a `History`: `marl.Observation`'s
-fields plus the whole episode (zero past the current step `t`). `act` runs its recurrent network over it from the
-first step, as training unrolls it: T(T + 1)/2 network steps per evaluated episode of T steps, paid only in
-evaluation, and T x A x obs_dim more floats per observation, which is why it is not every trainer's view.
-
-    envs.register_family("matrix_", history_family(matrix_games.builder), "matrix_{linear,...}")
+`lepton_jax.rl.marl.GymnaxView` shows the shared RL loop (`lepton_jax.rl.loop`) a `MultiAgentEnv` as one gymnax env,
+and the loop evaluates a policy with `envs.evaluate`, which calls `act(params, obs)` on each step's observation
+alone. A recurrent agent's policy is a function of the episode's observations so far, not only of the last one, so
+such an agent is evaluated on a `HistoryView` of its env instead (its `Agent.eval_spec`; `agents/qmix.py`): the same
+env (the action the agents' stacked actions [A], the team reward, every end terminal) whose observation is a
+`History`, `marl.Observation`'s fields plus the whole episode (zero past the current step `t`). `act` runs its
+recurrent network over it from the first step, as training unrolls it: T(T + 1)/2 network steps per evaluated
+episode of T steps, paid only in evaluation, and T x A x obs_dim more floats per observation, which is why it is not
+every trainer's view.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -83,13 +81,3 @@ class HistoryView:
                 "t": spaces.Discrete(env.max_steps),
             }
         )
-
-
-def history_family(make: Callable[[str], MultiAgentEnv]) -> Callable[[str], tuple[HistoryView, marl.ViewParams]]:
-    """`name -> (HistoryView, its params)` over `make(name) -> MultiAgentEnv`: a factory for `envs.register_family`."""
-
-    def factory(name: str):
-        view = HistoryView(make(name))
-        return view, view.default_params
-
-    return factory

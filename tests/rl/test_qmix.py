@@ -112,6 +112,18 @@ def test_recurrent_policy_reads_the_episode_from_the_view():
     np.testing.assert_array_equal(history.episode[1, 0], [0.0, 0.0, 1.0])  # [t, agent]: the one-hot stage 2B
 
 
+def test_a_recurrent_agent_is_evaluated_on_the_episode_and_a_feed_forward_one_on_the_loops_view():
+    """Any multi-agent env (here MPE's, whose loop view shows only the current step): a GRU agent brings its own
+    evaluation view, the episode so far, with the env's sizes; a feed-forward agent uses the loop's."""
+    config = qmix_config.get_config("MPE_simple_spread_v3,smoke")
+    assert config.recurrent
+    spec = qmix.make_agent(config).eval_spec
+    assert isinstance(spec.env, marl_view.HistoryView) and spec.name == "MPE_simple_spread_v3"
+    assert spec.env.observation_space(spec.params).spaces["episode"].shape == (26, 3, 18)
+    config.recurrent = False
+    assert qmix.make_agent(config).eval_spec is None
+
+
 def _greedy_return(tables) -> np.ndarray:
     """Per seed, the two-step game's return of the greedy joint policy: agent 1's first action picks 2A or 2B."""
     first = tables["state 1"][0]  # (seeds, 2, 2)
