@@ -27,7 +27,7 @@ from lepton_jax import placement, registry
 from lepton_jax.config import require
 from lepton_jax.rl import config as rl_config
 from lepton_jax.rl import envs, loop, replay, sweep
-from lepton_jax.rl.agent import Agent
+from lepton_jax.rl.agent import Agent, keep_when_ready
 from lepton_jax.rl.agent import make_train as _make_train
 from lepton_jax.rl.networks import QNetwork, flatten_obs
 from lepton_jax.techniques import optim, precision
@@ -191,17 +191,7 @@ def _update(
     eps = epsilon(hp, state.update * steps_per_update)
     (state, _), _ = jax.lax.scan(env_step, (state, eps), None, length=hp.rollout_steps)
     ready = state.replay.size * hp.num_envs >= max(hp.learning_starts, hp.n_step * hp.num_envs)
-    # Learning runs every update and is kept once `ready`. Vmapped over seeds (as the loop runs it), a `cond` on the
-    # per-seed `ready` ran both branches too, and also selected between its operands, the replay buffer among them,
-    # which a buffer in host memory (`placement.replay`) cannot be; this selects only what learning changes.
-    learned, metrics = learn(state)
-    idle = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics)
-    unchanged = (state.train_state, state.target_params, state.rng)
-    (train_state, target_params, rng), metrics = jax.tree.map(
-        lambda new, old: jnp.where(ready, new, old), (learned, metrics), (unchanged, idle)
-    )
-    state = state.replace(train_state=train_state, target_params=target_params, rng=rng)
-    # Before learning starts the loss is NaN by construction; `learning` tells the loop it is not divergence.
+    state, metrics = keep_when_ready(state, ready, learn)
     metrics = dict(metrics, epsilon=eps, learning=ready.astype(jnp.float32))
     metrics["episode_return"] = envs.mean_episode_return(state.env)
     return state.replace(update=state.update + 1), metrics

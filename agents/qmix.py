@@ -48,7 +48,7 @@ from lepton_jax.config import require
 from lepton_jax.initializers import orthogonal
 from lepton_jax.rl import config as rl_config
 from lepton_jax.rl import envs, loop, marl, marl_view, matrix_games, replay, sweep
-from lepton_jax.rl.agent import Agent
+from lepton_jax.rl.agent import Agent, keep_when_ready
 from lepton_jax.rl.agent import make_train as _make_train
 from lepton_jax.rl.marl import MultiAgentEnv
 from lepton_jax.techniques import precision
@@ -348,16 +348,7 @@ def _update(hp, state: QMixState, *, env, nets: Networks, steps_per_update: int,
 
     env_steps = (state.update + 1) * steps_per_update
     ready = (state.replay.size * hp.num_envs >= hp.batch_size) & (env_steps >= hp.learning_starts)
-    # Learning is computed every update and kept once `ready`: vmapped over seeds, a `cond` on the per-seed `ready`
-    # would run both branches anyway (as DQN's update explains).
-    learned, metrics = learn(state)
-    idle = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics)
-    unchanged = (state.train_state, state.target_params, state.rng)
-    (train_state, target_params, rng), metrics = jax.tree.map(
-        lambda new, old: jnp.where(ready, new, old), (learned, metrics), (unchanged, idle)
-    )
-    state = state.replace(train_state=train_state, target_params=target_params, rng=rng)
-    # Before learning starts the loss is NaN by construction; `learning` tells the loop it is not divergence.
+    state, metrics = keep_when_ready(state, ready, learn)
     metrics = dict(metrics, epsilon=eps, learning=ready.astype(jnp.float32), episode_return=stats.returns.mean())
     return state.replace(update=state.update + 1), metrics
 

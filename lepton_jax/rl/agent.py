@@ -52,6 +52,27 @@ def with_hparams(agent: Agent, rng: jax.Array, hparams: dict | None):
     return state.replace(hparams={name: jnp.asarray(value, jnp.float32) for name, value in hparams.items()})
 
 
+def keep_when_ready(state, ready: jax.Array, learn: Callable[[Any], tuple[tuple, dict]]):
+    """An off-policy update's learning, computed every update and kept once `ready` (a per-seed bool).
+
+    Vmapped over seeds (as the loop runs it), a `cond` on the per-seed `ready` would run both branches anyway, and it
+    would also select between its operands, the replay buffer among them, which a buffer in host memory
+    (`placement.replay`) cannot be; this selects only what learning changes. `learn(state)` returns
+    `((train_state, target_params, rng), metrics)`; before `ready` the metrics are NaN (the loop's `learning` metric
+    says they are not divergence).
+
+    Returns:
+      (state with the kept train state, target parameters and rng, metrics).
+    """
+    learned, metrics = learn(state)
+    idle = jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics)
+    unchanged = (state.train_state, state.target_params, state.rng)
+    (train_state, target_params, rng), metrics = jax.tree.map(
+        lambda new, old: jnp.where(ready, new, old), (learned, metrics), (unchanged, idle)
+    )
+    return state.replace(train_state=train_state, target_params=target_params, rng=rng), metrics
+
+
 def run_updates(agent: Agent, state, num: int):
     """Runs `num` updates in one `lax.scan`; metrics come back stacked (num,)."""
     return jax.lax.scan(lambda s, _: agent.update(s), state, None, length=num)
