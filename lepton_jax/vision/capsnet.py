@@ -2,6 +2,7 @@
 
     python -m scripts.train --config=lepton_jax/vision/configs/capsnet.py:mnist --config.seed_loop=unroll
     python -m scripts.train --config=lepton_jax/vision/configs/capsnet.py:digits  # no files needed
+    python -m scripts.train --config=lepton_jax/vision/configs/capsnet.py:multi_mnist  # two overlapping digits
 
 A capsule is a vector whose length is the probability that the entity it stands for is present and whose direction
 is that entity's pose. The network: a convolutional stem (Conv-[BatchNorm]-ReLU, VALID padding), primary capsules
@@ -21,6 +22,21 @@ shifts: `augment_crop=2`), seeds vmapped in one program, class selection, per-cl
 paper's Fig. 4: each dimension of a test image's predicted class capsule moved from -0.25 to 0.25, decoded).
 `results.json` has `test/accuracy` and `test/error` (the classifier's report besides: `test/macro_f1`, ...), each
 per seed (`_mean`/`_std`/`per_seed/`).
+
+MultiMNIST (Sabour et al. section 6; `config.dataset = "multi_<source>"`, e.g. `multi_mnist`): each image overlays
+two digits of different classes (`lepton_jax.vision.data.multi_mnist`, built as the multi-task CNN's, with each
+digit's own image kept). Both digits' classes are present in the margin loss's targets (a class shared by both
+would count once); in training each digit is decoded from its own class capsule, the others masked, and compared
+with its own image, the reconstruction loss the sum over the two. At test the two longest capsules are the
+network's reading: an image is right when both its digits' classes are among them (`test/accuracy`; the paper's
+5.2 % error is `test/error`). The capsules form a set, so which of them is the top-left (`left`) digit and which the
+bottom-right (`right`) is read from their poses: each of the two is decoded alone and the reconstructions are put
+in order of their centre of mass along the diagonal (the construction shifts the first digit up and left, the
+second down and right; the true digits' own images are always in that order). Per position, `test/left/accuracy`,
+`test/right/accuracy` and the rest of the classifier's report, as the multi-task CNN reports them; the
+reconstruction loss at test is that of the ordered reconstructions against the digits at their positions.
+`plots/reconstructions.png` draws test images, their two digits and the two reconstructions, overlaid in red (left)
+and green (right) as the paper's Fig. 5.
 """
 
 import functools
@@ -35,14 +51,17 @@ from flax import linen as nn
 from lepton_jax import epochs, parallel, plotting, registry, seeds
 from lepton_jax import run as run_lib
 from lepton_jax.config import require
+from lepton_jax.errors import UserError
 from lepton_jax.techniques import augment, precision
-from lepton_jax.vision import classifier
+from lepton_jax.vision import classifier, multitask
 from lepton_jax.vision import data as image_data
 
 EPS = 1e-7  # inside the square roots of lengths: their gradient stays finite at a zero vector
 M_POSITIVE, M_NEGATIVE, DOWN_WEIGHT = 0.9, 0.1, 0.5  # the margin loss's constants (Sabour et al., eq. 4)
 RECONSTRUCTION_WEIGHT = 0.0005  # x the sum of squared errors over the pixels: 0.0005 * 784 x the MSE on MNIST
 PERTURBATIONS = np.linspace(-0.25, 0.25, 11)  # the paper's Fig. 4: steps of 0.05
+MULTI = "multi_"  # `config.dataset = "multi_<source>"`: MultiMNIST built from <source>
+MULTI_KEYS = ("max_shift", "image_size", "test_examples")  # how MultiMNIST is built (the multi-task CNN's keys)
 
 
 # ---- the layers --------------------------------------------------------------------------------------------------
@@ -119,6 +138,22 @@ def margin_loss(
     return jnp.sum(present + absent, axis=-1)
 
 
+def present(labels: jax.Array, num_classes: int) -> jax.Array:
+    """The margin loss's targets T_k (B, K): one-hot of labels (B,); for labels (B, T) of T digits an image's
+    classes, each once (a class two digits share is present once)."""
+    targets = jax.nn.one_hot(labels, num_classes)
+    return targets if labels.ndim == 1 else jnp.max(targets, axis=-2)
+
+
+def recognised(capsule_lengths: jax.Array, labels: jax.Array) -> jax.Array:
+    """(..., B) whether an image is read right from its capsule lengths (..., B, K): labels (B,), the longest
+    capsule is the label's; labels (B, T) of T digits, every digit's class is among the T longest capsules."""
+    if labels.ndim == 1:
+        return jnp.argmax(capsule_lengths, -1) == labels
+    longest = jax.lax.top_k(capsule_lengths, labels.shape[-1])[1]  # (..., B, T), ties to the lower class
+    return jnp.all(jnp.any(labels[..., :, None] == longest[..., None, :], axis=-1), axis=-1)
+
+
 def reconstruction_mask(capsule_lengths: jax.Array, labels: jax.Array | None = None) -> jax.Array:
     """(B, K) one-hot float mask of the class capsule the decoder sees: the true class's (`labels` (B,), in
     training), or with no labels the longest capsule's (at test)."""
@@ -127,8 +162,37 @@ def reconstruction_mask(capsule_lengths: jax.Array, labels: jax.Array | None = N
 
 
 def squared_error(reconstructions: jax.Array, images: jax.Array) -> jax.Array:
-    """(B,) the sum over pixels of the squared differences (the loss is `RECONSTRUCTION_WEIGHT` times it)."""
+    """(B,) the sum over pixels (and over the digits of (B, T, H, W, C) images) of the squared differences (the
+    loss is `RECONSTRUCTION_WEIGHT` times it)."""
     return jnp.sum(jnp.square(reconstructions - images).reshape(images.shape[0], -1), axis=-1)
+
+
+def decode_each(decode, capsules: jax.Array, classes: jax.Array) -> jax.Array:
+    """(B, K, D) capsules, (B, T) classes -> (B, T, H, W, C): digit t decoded from capsule `classes[:, t]` alone, by
+    `decode(capsules, mask)` (the network's, one call on the B T pairs)."""
+    batch, digits = classes.shape
+    repeated = jnp.repeat(capsules, digits, axis=0)  # (B T, K, D): image b's capsules once per digit
+    mask = jax.nn.one_hot(classes.reshape(-1), capsules.shape[1], dtype=capsules.dtype)
+    decoded = decode(repeated, mask)
+    return decoded.reshape(batch, digits, *decoded.shape[1:])
+
+
+def position_order(reconstructions: jax.Array) -> jax.Array:
+    """(B, T, H, W, C) one image's digits -> (B, T) their order from top-left to bottom-right: by the row plus the
+    column of each one's centre of mass (MultiMNIST moves the first digit up and left, the second down and right)."""
+    height, width = reconstructions.shape[2:4]
+    rows, cols = jnp.mgrid[:height, :width]
+    ink = jnp.sum(reconstructions, axis=-1)  # (B, T, H, W)
+    diagonal = jnp.sum(ink * (rows + cols), axis=(-2, -1)) / (jnp.sum(ink, axis=(-2, -1)) + EPS)
+    return jnp.argsort(diagonal, axis=-1)
+
+
+def augment_digits(augment_fn, key, digits: jax.Array) -> jax.Array:
+    """(B, T, H, W, C) digits -> the same, each image's digits moved by one draw of `augment_fn` (its channels)."""
+    batch, count, height, width, channels = digits.shape
+    stacked = jnp.moveaxis(digits, 1, 3).reshape(batch, height, width, count * channels)
+    moved = augment_fn(key, stacked).reshape(batch, height, width, count, channels)
+    return jnp.moveaxis(moved, 3, 1)
 
 
 class PrimaryCapsules(nn.Module):
@@ -286,17 +350,28 @@ def make_model(config, num_classes: int, image_shape) -> CapsNet:
 def train_step(state: classifier.ClassifierState, batch, key, augment_fn=None, weight=RECONSTRUCTION_WEIGHT):
     """One optimiser step on the margin loss plus `weight` x the squared error of the reconstruction from the true
     class's capsule; `batch` = (images (B,H,W,C), labels (B,)). With `augment_fn` (`lepton_jax/techniques/
-    augment.py`, drawn from its own stream of `key`) the network sees, and reconstructs, the augmented images."""
+    augment.py`, drawn from its own stream of `key`) the network sees, and reconstructs, the augmented images.
+
+    Images of several digits (MultiMNIST) come as each digit alone, `batch` = (digits (B,T,H,W,C), labels (B,T)):
+    the network sees their pixelwise maximum (moved as a whole by `augment_fn`), every digit's class is a target of
+    the margin loss (`present`), and each digit is decoded from its own class capsule and compared with its own
+    image, the squared errors summed over the digits. `train/accuracy` is `recognised`'s."""
     images, labels = batch
+    multi = labels.ndim == 2
     if augment_fn is not None:
-        images = augment_fn(jax.random.fold_in(key, 1), images)
+        augment_key = jax.random.fold_in(key, 1)
+        images = augment_digits(augment_fn, augment_key, images) if multi else augment_fn(augment_key, images)
+    inputs = jnp.max(images, axis=1) if multi else images  # (B, H, W, C)
 
     def loss_fn(params):
         # The network's own reconstruction (from the longest capsule) is unused here: jit drops its computation.
-        out, model_state = state.train_forward(params, images, key)
-        mask = reconstruction_mask(out.lengths, labels)
-        reconstructions = state.apply_fn(params, out.capsules, mask, method="decode")
-        margin = jnp.mean(margin_loss(out.lengths, jax.nn.one_hot(labels, out.lengths.shape[-1])))
+        out, model_state = state.train_forward(params, inputs, key)
+        decode = functools.partial(state.apply_fn, params, method="decode")
+        if multi:
+            reconstructions = decode_each(decode, out.capsules, labels)  # (B, T, H, W, C)
+        else:
+            reconstructions = decode(out.capsules, reconstruction_mask(out.lengths, labels))
+        margin = jnp.mean(margin_loss(out.lengths, present(labels, out.lengths.shape[-1])))
         error = jnp.mean(squared_error(reconstructions, images))
         return margin + weight * error, (margin, error, out.lengths, model_state)
 
@@ -308,16 +383,39 @@ def train_step(state: classifier.ClassifierState, batch, key, augment_fn=None, w
         "train/loss": loss,
         "train/margin_loss": margin,
         "train/reconstruction_loss": weight * error,
-        "train/accuracy": jnp.mean(jnp.argmax(capsule_lengths, -1) == labels),
+        "train/accuracy": jnp.mean(recognised(capsule_lengths, labels)),
     }
+
+
+def read_digits(model: CapsNet, variables, digits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The network on images of T digits, given as each digit alone (B, T, H, W, C): on their pixelwise maximum, its
+    T longest capsules decoded one by one and put in position order (`position_order`).
+
+    Returns:
+      (lengths (B, K), the class read at each position (B, T), the reconstructions in that order (B, T, H, W, C)).
+    """
+    capsules = model.apply(variables, jnp.max(digits, axis=1), method="capsules")
+    capsule_lengths = lengths(capsules)
+    longest = jax.lax.top_k(capsule_lengths, digits.shape[1])[1]  # (B, T)
+    reconstructions = decode_each(functools.partial(model.apply, variables, method="decode"), capsules, longest)
+    order = position_order(reconstructions)
+    reconstructions = jnp.take_along_axis(reconstructions, order[:, :, None, None, None], axis=1)
+    return capsule_lengths, jnp.take_along_axis(longest, order, axis=1), reconstructions
 
 
 def make_outputs(model: CapsNet, seed_loop: str = "vmap"):
     """Jitted `(variables with a seed axis, images (N,H,W,C)) -> (lengths (seeds, N, K), squared errors of the
-    reconstructions from the longest capsules (seeds, N))`, in chunks of the classifier's `EVAL_CHUNK` images."""
+    reconstructions from the longest capsules (seeds, N))`, in chunks of the classifier's `EVAL_CHUNK` images.
+
+    Images of T digits, given as each digit alone (N, T, H, W, C), give `read_digits`'s lengths, the squared errors
+    of its reconstructions against the digits at their positions (summed over the digits), and the classes read
+    at the positions (seeds, N, T)."""
 
     def one_seed(variables, images):
         def chunk(x):
+            if x.ndim == 5:
+                capsule_lengths, classes, reconstructions = read_digits(model, variables, x)
+                return capsule_lengths, squared_error(reconstructions, x), classes
             out = model.apply(variables, x)
             return out.lengths, squared_error(out.reconstructions, x)
 
@@ -326,27 +424,35 @@ def make_outputs(model: CapsNet, seed_loop: str = "vmap"):
     return jax.jit(seeds.over_seeds(one_seed, (0, None), seed_loop))
 
 
-def make_evaluate(outputs, prefix: str = "test", weight=RECONSTRUCTION_WEIGHT):
+def make_evaluate(outputs, prefix: str = "test", weight=RECONSTRUCTION_WEIGHT, tasks: tuple[str, ...] = ()):
     """`(variables with a seed axis, images, labels) -> {<prefix>/loss, margin_loss, reconstruction_loss, accuracy,
     error}`, each (seeds,), from `outputs` (`make_outputs`: the reconstructions, as at test, from the longest
-    capsule). `outputs` stays its own program, so the final report's predictions reuse its compilation."""
+    capsule). `outputs` stays its own program, so the final report's predictions reuse its compilation.
+
+    With images of several digits (labels (N, T)) the accuracy is `recognised`'s (every digit among the T longest
+    capsules), and `tasks` names the positions: `<prefix>/<task>/accuracy` is the share of images whose class read
+    at that position (`read_digits`) is the digit's there."""
 
     @jax.jit
-    def scores(capsule_lengths, errors, labels):
-        targets = jax.nn.one_hot(labels, capsule_lengths.shape[-1])
+    def scores(capsule_lengths, errors, labels, positions=None):
+        targets = present(labels, capsule_lengths.shape[-1])
         margin = jnp.mean(jax.vmap(margin_loss, in_axes=(0, None))(capsule_lengths, targets), axis=-1)
-        accuracy = jnp.mean(jnp.argmax(capsule_lengths, -1) == labels, axis=-1)
+        accuracy = jnp.mean(recognised(capsule_lengths, labels), axis=-1)
         reconstruction = weight * jnp.mean(errors, axis=-1)
-        return {
+        out = {
             f"{prefix}/loss": margin + reconstruction,
             f"{prefix}/margin_loss": margin,
             f"{prefix}/reconstruction_loss": reconstruction,
             f"{prefix}/accuracy": accuracy,
             f"{prefix}/error": 1.0 - accuracy,
         }
+        for t, task in enumerate(tasks if positions is not None else ()):
+            out[f"{prefix}/{task}/accuracy"] = jnp.mean(positions[..., t] == labels[:, t], axis=-1)
+        return out
 
     def evaluate(variables, images, labels):
-        return scores(*outputs(variables, images), labels)
+        capsule_lengths, errors, *positions = outputs(variables, images)
+        return scores(capsule_lengths, errors, labels, *positions)
 
     evaluate.scores = scores  # the metrics of outputs already computed
     return evaluate
@@ -388,41 +494,118 @@ def pictures(model: CapsNet, variables, images, title: str, plots: str, count: i
     )
 
 
-def run(config, workdir: str, data: image_data.ImageData | None = None):
-    """Trains per `config` into `workdir`; returns (final state with a seed axis, results)."""
-    data = image_data.select_classes(
-        data or image_data.load(config.dataset, config.data_dir), config.get("classes", "")
+def digit_pictures(model: CapsNet, variables, digits, labels, title: str, plots: str, count: int = 8) -> None:
+    """`reconstructions.png` for images of two digits (the paper's Fig. 5), from one seed's `variables`: the first
+    `count` of `digits` (N, 2, H, W, C), each digit alone, as the input image, as its two digits overlaid in red (the
+    left) and green (the right), and as `read_digits`'s two reconstructions in the same colours; `labels` (N, 2)
+    and the classes read at each position under the columns."""
+    digits = np.asarray(digits[:count])
+    _, classes, reconstructions = jax.jit(functools.partial(read_digits, model))(variables, digits)
+
+    def coloured(pair):  # (n, 2, H, W, 1) -> (n, H, W, 3): the first digit red, the second green
+        return np.concatenate([pair[:, 0], pair[:, 1], np.zeros_like(pair[:, 0])], axis=-1)
+
+    inputs = np.repeat(digits.max(axis=1), 3, axis=-1)  # grey as RGB
+    rows = np.concatenate([inputs, coloured(digits), coloured(np.asarray(reconstructions))])
+    read = "  ".join(f"{a}{b}→{c}{d}" for (a, b), (c, d) in zip(labels[:count], np.asarray(classes)))
+    plotting.image_grid(
+        rows,
+        os.path.join(plots, "reconstructions.png"),
+        len(digits),
+        f"{title}, seed 0: test images, their two digits and the\nreconstructions from the two longest capsules "
+        "(red: left, green: right)",
+        row_labels=("input", "digits", "reconstructions"),
+        xlabel=f"true → read (left, right digit)\n{read}",
     )
+
+
+def load_data(config, source: image_data.ImageData | None = None):
+    """The run's dataset: `config.dataset` (or `source`, its images) with the classes `config.classes` keeps; for
+    `multi_<name>`, MultiMNIST built from <name> as the MultiMNIST keys (`MULTI_KEYS`) say, with each digit's own
+    image (the multi-task CNN's images for the same keys: the same `multitask.DATA_SEED`).
+
+    Returns:
+      An `ImageData`, or for `multi_` a `MultiImageData` with its `train_components` and `test_components`.
+    """
+    name = config.dataset
+    if not name.startswith(MULTI):
+        return image_data.select_classes(source or image_data.load(name, config.data_dir), config.get("classes", ""))
+    name = name[len(MULTI) :]
+    missing = [key for key in MULTI_KEYS if key not in config]
+    require(
+        not missing,
+        f"config.dataset='{config.dataset}' needs MultiMNIST's keys, but the config has no {', '.join(missing)}: "
+        "start from lepton_jax/vision/configs/capsnet.py:multi_mnist (or multi_digits)",
+    )
+    if source is None and name not in image_data.DATASETS:
+        valid = image_data.DATASETS + tuple(MULTI + n for n in image_data.DATASETS)
+        raise UserError(f"unknown dataset '{config.dataset}'; valid datasets: {', '.join(valid)}")
+    source = image_data.select_classes(source or image_data.load(name, config.data_dir), config.get("classes", ""))
+    return image_data.multi_mnist(
+        source,
+        multitask.DATA_SEED,
+        config.train_examples,
+        config.test_examples,
+        config.max_shift,
+        config.image_size,
+        components=True,
+    )
+
+
+def run(config, workdir: str, data: image_data.ImageData | None = None):
+    """Trains per `config` into `workdir`; returns (final state with a seed axis, results). `data`: the images
+    `config.dataset` names (None: read from `config.data_dir`), for a `multi_` dataset those MultiMNIST is built
+    from (`load_data`)."""
+    data = load_data(config, data)
+    multi = isinstance(data, image_data.MultiImageData)
+    tasks = data.tasks if multi else ()
+    # MultiMNIST's examples are each image's digits alone, (N, T, H, W, C) with labels (N, T): the network's input
+    # is their pixelwise maximum, the image itself (`train_step`, `read_digits`).
+    examples = data._replace(train_images=data.train_components, test_images=data.test_components) if multi else data
     model = make_model(config, data.num_classes, data.image_shape)
     mesh = parallel.mesh_from_config(config)
-    train_host, val_host = classifier.split_training(data, config)
+    train_host, val_host = classifier.split_training(examples, config)
     train = epochs.to_device(train_host, mesh)
-    test_images, test_labels = epochs.to_device((data.test_images, data.test_labels), mesh)
+    test_images, test_labels = epochs.to_device((examples.test_images, examples.test_labels), mesh)
     weight = config.reconstruction_weight
     step = functools.partial(train_step, augment_fn=augment.make(config), weight=weight)
     seed_loop = config.get("seed_loop", "vmap")
     epoch_fn = epochs.make_epoch(step, config.batch_size, mesh, seed_loop=seed_loop)
     outputs = make_outputs(model, seed_loop)
-    evaluate = make_evaluate(outputs, weight=weight)
+    evaluate = make_evaluate(outputs, weight=weight, tasks=tasks)
     init_one = classifier.make_init(config, model, data.image_shape, len(train_host[0]) // config.batch_size)
 
     validate = None
     if val_host is not None:
         val_images, val_labels = epochs.to_device(val_host, mesh)
-        evaluate_val = make_evaluate(outputs, "val", weight)
+        evaluate_val = make_evaluate(outputs, "val", weight, tasks)
         validate = lambda variables: evaluate_val(variables, val_images, val_labels)  # noqa: E731
 
     def final(variables):
-        capsule_lengths, errors = outputs(variables, test_images)
-        predictions = np.asarray(jnp.argmax(capsule_lengths, -1))
-        report = classifier.class_report(data.test_labels, predictions, data.num_classes)
-        per_seed = {f"test/{k}": v for k, v in report.items() if k != "confusion"}
-        evaluation = evaluate.scores(capsule_lengths, errors, test_labels)
-        per_seed |= {name: np.asarray(value) for name, value in evaluation.items() if name != "test/accuracy"}
+        capsule_lengths, errors, *positions = outputs(variables, test_images)
+        plots = classifier.plots_dir(workdir)
+        # The classifier's report on the class read: the longest capsule's, or per position the class read there.
+        if multi:
+            reports = {f"{task}/": (data.test_labels[:, t], positions[0][..., t]) for t, task in enumerate(tasks)}
+        else:
+            reports = {"": (data.test_labels, jnp.argmax(capsule_lengths, -1))}
+        per_seed = {}
+        for prefix, (labels, predicted) in reports.items():
+            predictions = np.asarray(predicted)
+            report = classifier.class_report(labels, predictions, data.num_classes)
+            per_seed |= {f"test/{prefix}{k}": v for k, v in report.items() if k != "confusion"}
+            if parallel.is_main_process():
+                named = data._replace(name=f"{data.name} {prefix[:-1]} digit") if prefix else data
+                confusion, where = report["confusion"], os.path.join(plots, prefix)
+                classifier.report_plots(named, data.test_images, labels, predictions, confusion, where)
+        evaluation = evaluate.scores(capsule_lengths, errors, test_labels, *positions)
+        per_seed |= {name: np.asarray(value) for name, value in evaluation.items() if name not in per_seed}
         if parallel.is_main_process():
-            plots = classifier.plots_dir(workdir)
-            classifier.report_plots(data, data.test_images, data.test_labels, predictions, report["confusion"], plots)
-            pictures(model, seeds.tree_slice(variables, 0), data.test_images, f"CapsNet on {data.name}", plots)
+            first, title = seeds.tree_slice(variables, 0), f"CapsNet on {data.name}"
+            if multi:
+                digit_pictures(model, first, data.test_components, data.test_labels, title, plots)
+            else:
+                pictures(model, first, data.test_images, title, plots)
         return run_lib.seed_summary(per_seed)
 
     return classifier.fit_images(
@@ -437,7 +620,7 @@ def run(config, workdir: str, data: image_data.ImageData | None = None):
         validate=validate,
         evaluate=lambda variables: evaluate(variables, test_images, test_labels),
         final=final,
-        plot_keys=("train/accuracy", "test/accuracy"),
+        plot_keys=("train/accuracy", "test/accuracy") + tuple(f"test/{task}/accuracy" for task in tasks),
         title=f"CapsNet on {data.name}",
         desc=f"capsnet {data.name}",
         augment_images=data.train_images[:8],

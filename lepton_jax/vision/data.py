@@ -209,6 +209,10 @@ class MultiImageData(NamedTuple):
     test_labels: np.ndarray
     num_classes: int = 10  # of every task
     tasks: tuple[str, ...] = MULTI_TASKS
+    # With `multi_mnist(..., components=True)`: (N, T, H, W, 1) each image's digits alone, digit t (task t's) on its
+    # own blank canvas, so that an image is the pixelwise maximum of its digits; else None.
+    train_components: np.ndarray | None = None
+    test_components: np.ndarray | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -226,16 +230,17 @@ def overlay(first: np.ndarray, second: np.ndarray, first_corner: np.ndarray, sec
     Returns:
       (n, rows, columns, 1) float32 in [0, 1].
     """
-    n, h, w = first.shape[:3]
-    examples = np.arange(n)[:, None, None]
-    out = []
-    for images, corner in ((first, first_corner), (second, second_corner)):
-        pasted = np.zeros((n, *canvas), np.float32)
-        rows = (corner[:, 0, None] + np.arange(h))[:, :, None]  # (n, h, 1)
-        cols = (corner[:, 1, None] + np.arange(w))[:, None, :]  # (n, 1, w)
-        pasted[examples, rows, cols] = images[..., 0]
-        out.append(pasted)
-    return np.clip(np.maximum(*out), 0.0, 1.0)[..., None]
+    return np.clip(np.maximum(paste(first, first_corner, canvas), paste(second, second_corner, canvas)), 0.0, 1.0)
+
+
+def paste(images: np.ndarray, corner: np.ndarray, canvas) -> np.ndarray:
+    """(n, h, w, 1) images each pasted on a blank (n, *canvas, 1) canvas with its top-left pixel at `corner` (n, 2)."""
+    n, h, w = images.shape[:3]
+    pasted = np.zeros((n, *canvas), np.float32)
+    rows = (corner[:, 0, None] + np.arange(h))[:, :, None]  # (n, h, 1)
+    cols = (corner[:, 1, None] + np.arange(w))[:, None, :]  # (n, 1, w)
+    pasted[np.arange(n)[:, None, None], rows, cols] = images[..., 0]
+    return pasted[..., None]
 
 
 def resize_nearest(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -268,7 +273,7 @@ def draw_pairs(labels: np.ndarray, num: int, rng: np.random.Generator) -> tuple[
     return first, second
 
 
-def _multi_split(images, labels, num, rng, max_shift, size):
+def _multi_split(images, labels, num, rng, max_shift, size, components=False):
     first, second = draw_pairs(labels, num, rng)
     h, w = images.shape[1:3]
     # Corners on a canvas with `max_shift` pixels of margin: the first digit moves 1..max_shift pixels up and
@@ -277,15 +282,29 @@ def _multi_split(images, labels, num, rng, max_shift, size):
     first_corner, second_corner = max_shift - shifts[:, :2], max_shift + shifts[:, 2:]
     canvas = (h + 2 * max_shift, w + 2 * max_shift)
     out = np.empty((num, *size, 1), np.float32)
+    digits = np.empty((num, 2, *size, 1), np.float32) if components else None
     for start in range(0, num, _COMPOSE_CHUNK):
         part = slice(start, start + _COMPOSE_CHUNK)
         pairs = overlay(images[first[part]], images[second[part]], first_corner[part], second_corner[part], canvas)
         out[part] = resize_nearest(pairs, size)
-    return out, np.stack([labels[first], labels[second]], axis=1).astype(np.int32)
+        if components:
+            # Clipped as the overlay is: the maximum of the clipped digits is the clipped maximum, so the image is
+            # exactly their maximum (nearest resizing picks the same pixel from each).
+            for t, (index, corner) in enumerate(((first, first_corner), (second, second_corner))):
+                alone = np.clip(paste(images[index[part]], corner[part], canvas), 0.0, 1.0)
+                digits[part, t] = resize_nearest(alone, size)
+    pair_labels = np.stack([labels[first], labels[second]], axis=1).astype(np.int32)
+    return (out, pair_labels, digits) if components else (out, pair_labels)
 
 
 def multi_mnist(
-    data: ImageData, seed: int = 0, num_train: int = 0, num_test: int = 0, max_shift: int = 4, size: int = 0
+    data: ImageData,
+    seed: int = 0,
+    num_train: int = 0,
+    num_test: int = 0,
+    max_shift: int = 4,
+    size: int = 0,
+    components: bool = False,
 ) -> MultiImageData:
     """MultiMNIST (Sabour et al. 2017, as Sener & Koltun 2018 use it for multi-task learning) built from `data`.
 
@@ -309,6 +328,9 @@ def multi_mnist(
         more passes over the source when larger, as Sabour et al.'s many pairs per digit).
       max_shift: the largest shift, in pixels (>= 1).
       size: the side of the output images (0: the source's height and width).
+      components: also keep each image's two digits alone (`train_components`, `test_components`: (N, 2, H, W, 1),
+        the image their pixelwise maximum), as a network that reconstructs each digit needs; the images, labels
+        and the random draws are the same either way.
 
     Returns:
       The dataset; labels (N, 2) int32, columns `MULTI_TASKS`.
@@ -323,5 +345,16 @@ def multi_mnist(
         ((data.train_images, data.train_labels, num_train), (data.test_images, data.test_labels, num_test))
     ):
         rng = np.random.default_rng([seed, stream])
-        splits.extend(_multi_split(images, labels, num or len(images), rng, max_shift, shape))
-    return MultiImageData(f"multi_{data.name}", *splits, data.num_classes, MULTI_TASKS)
+        splits.append(_multi_split(images, labels, num or len(images), rng, max_shift, shape, components))
+    (train_images, train_labels, *train_digits), (test_images, test_labels, *test_digits) = splits
+    return MultiImageData(
+        f"multi_{data.name}",
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        data.num_classes,
+        MULTI_TASKS,
+        *train_digits,
+        *test_digits,
+    )

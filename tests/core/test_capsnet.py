@@ -1,7 +1,9 @@
 """Capsule networks: squash, dynamic routing on a worked example (couplings, agreement, the stop-gradient), the
 margin loss against a hand computation, the decoder's mask (the true class in training, the longest capsule at
 test), Fig. 4's perturbations, the stem's one-line mistakes, and the trainer: the smoke config learns on the 8x8
-digits and writes its pictures, resume == uninterrupted."""
+digits and writes its pictures, resume == uninterrupted. MultiMNIST: the margin loss with two present classes and
+the two-longest-capsules accuracy on worked examples, positions read from centres of mass, the digits kept by
+`multi_mnist(components=True)`, and the trainer on pairs of 8x8 digits (learns both, resume == uninterrupted)."""
 
 import functools
 import json
@@ -13,9 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lepton_jax import seeds
+from lepton_jax.techniques import augment
 from lepton_jax.vision import capsnet, classifier
+from lepton_jax.vision import data as image_data
 from lepton_jax.vision.configs import capsnet as capsnet_config
-from tests.conftest import one_line_error
+from tests.conftest import blank_figures, one_line_error
 
 
 def test_squash_keeps_the_direction_and_maps_the_norm_n_to_n2_over_1_plus_n2():
@@ -187,3 +192,133 @@ def test_resume_equals_uninterrupted(tmp_path, finished, digits, interrupt_first
     assert resumed["resumed_from_epoch"] == 1
     assert resumed["params_sha256"] == results["params_sha256"]
     assert resumed["per_seed/test/accuracy"] == results["per_seed/test/accuracy"]
+
+
+# ---- MultiMNIST: two digits per image ----------------------------------------------------------------------------
+
+
+def test_margin_loss_with_two_present_classes_on_a_worked_example():
+    lengths = jnp.array([[0.95, 0.3, 0.05, 0.6], [0.5, 0.8, 0.2, 0.0]])
+    labels = jnp.array([[0, 3], [2, 2]])  # the second image's two digits share class 2: present once
+    targets = capsnet.present(labels, 4)
+    np.testing.assert_array_equal(targets, [[1, 0, 0, 1], [0, 0, 1, 0]])
+    # Image 0: class 0 above m+ (0), 0.5 (0.3 - 0.1)^2 = 0.02, 0.05 below m- (0), present (0.9 - 0.6)^2 = 0.09.
+    # Image 1: 0.5 (0.5 - 0.1)^2 = 0.08, 0.5 (0.8 - 0.1)^2 = 0.245, present (0.9 - 0.2)^2 = 0.49 (once), 0.
+    np.testing.assert_allclose(capsnet.margin_loss(lengths, targets), [0.11, 0.815], rtol=1e-5)
+    np.testing.assert_array_equal(capsnet.present(jnp.array([1, 3]), 4), jax.nn.one_hot(jnp.array([1, 3]), 4))
+
+
+def test_an_image_is_right_when_both_digits_are_among_the_two_longest_capsules():
+    lengths = jnp.array([[0.9, 0.1, 0.8, 0.2], [0.9, 0.85, 0.1, 0.2], [0.3, 0.2, 0.1, 0.9], [0.1, 0.7, 0.6, 0.65]])
+    labels = jnp.array([[2, 0], [0, 2], [3, 3], [3, 1]])
+    # {0, 2} in either order; {0, 1} misses 2 (one digit right is not enough); {3, 0} holds the shared class 3;
+    # {1, 3}: the third longest (0.6) is not read.
+    np.testing.assert_array_equal(capsnet.recognised(lengths, labels), [True, False, True, True])
+    # With a seed axis (seed 1's capsules in reverse order: no image's two longest hold its digits); and one digit
+    # per image: the longest capsule.
+    both = jnp.stack([lengths, lengths[::-1]])
+    np.testing.assert_array_equal(capsnet.recognised(both, labels), [[True, False, True, True], [False] * 4])
+    np.testing.assert_array_equal(capsnet.recognised(lengths, jnp.array([0, 1, 3, 2])), [True, False, True, False])
+
+
+def test_positions_are_read_from_the_centres_of_mass_along_the_diagonal(digits):
+    blobs = np.zeros((2, 2, 5, 5, 1), np.float32)
+    blobs[0, 0, 3:, 3:] = 1.0  # image 0: digit 0 bottom-right, digit 1 top-left
+    blobs[0, 1, :2, :2] = 1.0
+    blobs[1, 0, 0, 1] = blobs[1, 1, 4, 0] = 1.0  # image 1: row + column 1 before 4
+    np.testing.assert_array_equal(capsnet.position_order(jnp.asarray(blobs)), [[1, 0], [0, 1]])
+    # MultiMNIST's own digits (first up-left, second down-right) are always in that order; the images are the
+    # pixelwise maximum of the digits kept with `components=True`, and the same as without.
+    built = image_data.multi_mnist(digits, seed=0, max_shift=2, size=12, components=True)
+    plain = image_data.multi_mnist(digits, seed=0, max_shift=2, size=12)
+    for with_digits, without in zip(built[1:5], plain[1:5]):
+        np.testing.assert_array_equal(with_digits, without)
+    assert plain.train_components is None and built.train_components.shape == (1500, 2, 12, 12, 1)
+    for split in ("train", "test"):
+        images, components = getattr(built, f"{split}_images"), getattr(built, f"{split}_components")
+        np.testing.assert_array_equal(components.max(axis=1), images)
+        order = capsnet.position_order(jnp.asarray(components))
+        np.testing.assert_array_equal(order, np.broadcast_to([0, 1], order.shape))
+
+
+def test_the_multi_digit_presets_are_valid_and_their_mistakes_are_one_line():
+    from scripts import trainers
+
+    for arg in ("multi_mnist", "multi_mnist,smoke", "multi_digits", "multi_digits,smoke"):
+        trainers.validate(capsnet_config.get_config(arg))
+    config = capsnet_config.get_config("multi_mnist")
+    assert capsnet.feature_sides(config, (36, 36, 1)) == [32, 15, 13, 11, 5]  # 5 x 5 x 8 = 200 primary capsules
+    config.dataset = "multi_cifar"
+    one_line_error(lambda: capsnet.load_data(config), "unknown dataset 'multi_cifar'", "multi_mnist, multi_")
+    config = capsnet_config.get_config("mnist")
+    config.dataset = "multi_mnist"  # the single-digit preset has no MultiMNIST keys
+    one_line_error(lambda: capsnet.load_data(config), "no max_shift, image_size, test_examples", "capsnet.py:multi_")
+
+
+def test_both_digits_move_with_their_image():
+    config = capsnet_config.get_config("multi_digits")
+    config.augment_crop = 2
+    augment_fn = augment.make(config)
+    digits = jax.random.uniform(jax.random.key(0), (6, 2, 12, 12, 1))
+    key = jax.random.key(1)
+    moved = jax.jit(functools.partial(capsnet.augment_digits, augment_fn))(key, digits)
+    # Whole-pixel shifts: the moved digits' maximum is the moved image, each image moved by its own draw.
+    np.testing.assert_allclose(moved.max(axis=1), jax.jit(augment_fn)(key, digits.max(axis=1)), atol=1e-6)
+    assert not np.allclose(moved, digits)
+
+
+def _multi_config():
+    config = capsnet_config.get_config("multi_digits,smoke")  # 12x12 pairs, 30 steps an epoch
+    # A narrower network than the preset's at twice its rate, without shifts (`augment_digits` is tested above):
+    # learns faster on two cores (2 epochs: about 32 % of the test pairs right, 36-54 % per position, over seeds 0-3).
+    config.num_seeds, config.augment_crop, config.lr = 1, 0, 6e-3
+    config.conv_features, config.primary_types, config.decoder_sizes = (16,), 4, (64, 128)
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished_multi(tmp_path_factory, digits):
+    workdir = str(tmp_path_factory.mktemp("capsnet_multi"))
+    with pytest.MonkeyPatch.context() as patch:  # the Fig. 5 grid drawn, the report's other figures blank
+        blank_figures(patch, ("curves", "confusion_matrix", "labelled_images"))
+        state, results = capsnet.run(_multi_config(), workdir, digits)
+    return workdir, state, results
+
+
+def test_the_multi_digit_smoke_run_learns_both_digits(finished_multi, digits):
+    workdir, state, results = finished_multi
+    # Chance: both digits among two of ten capsules 1/45; one position's class 1/10.
+    assert results["test/accuracy_mean"] > 0.15, results["test/accuracy_mean"]
+    for task in ("left", "right"):
+        assert results[f"test/{task}/accuracy_mean"] > 0.25, results[f"test/{task}/accuracy_mean"]
+    np.testing.assert_allclose(results["test/error_mean"], 1 - results["test/accuracy_mean"], atol=1e-6)
+    # Both accuracies recomputed from the final parameters' capsules on the test images.
+    data = capsnet.load_data(_multi_config(), digits)
+    model = capsnet.make_model(_multi_config(), 10, data.image_shape)
+    read_digits = jax.jit(functools.partial(capsnet.read_digits, model))
+    capsule_lengths, read, _ = read_digits(seeds.tree_slice(state.variables(), 0), data.test_components)
+    right = np.asarray(capsnet.recognised(capsule_lengths, jnp.asarray(data.test_labels)))
+    np.testing.assert_allclose(results["test/accuracy_mean"], right.mean(), rtol=1e-6)
+    for t, task in enumerate(("left", "right")):
+        at_position = np.mean(np.asarray(read)[:, t] == data.test_labels[:, t])
+        np.testing.assert_allclose(results[f"test/{task}/accuracy_mean"], at_position, rtol=1e-6)
+    assert np.all(right[np.all(np.asarray(read) == data.test_labels, axis=1)])  # right at both places: as a set
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [row["step"] for row in rows] == [1, 2] and all("test/left/accuracy" in row for row in rows)
+    assert os.path.getsize(os.path.join(workdir, "plots", "reconstructions.png")) > 1000
+    assert os.path.exists(os.path.join(workdir, "plots", "left", "confusion_matrix.png"))
+
+
+def test_multi_digit_resume_equals_uninterrupted(
+    tmp_path, finished_multi, digits, interrupt_first_step, without_figures
+):
+    from lepton_jax.interrupt import Interrupted
+
+    _, _, results = finished_multi
+    with interrupt_first_step(), pytest.raises(Interrupted, match="epoch 1/"):
+        capsnet.run(_multi_config(), str(tmp_path), digits)
+    _, resumed = capsnet.run(_multi_config(), str(tmp_path), digits)
+    assert resumed["resumed_from_epoch"] == 1
+    assert resumed["params_sha256"] == results["params_sha256"]
+    assert resumed["per_seed/test/left/accuracy"] == results["per_seed/test/left/accuracy"]
