@@ -254,11 +254,11 @@ def test_smoke_run_reports_each_method(smoke_run):
     assert os.path.isfile(os.path.join(workdir, "plots", "search_curve.png"))
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
-    assert [r["step"] for r in records] == [1, 2, 3]
+    assert [r["step"] for r in records] == [1, 2]
     # The best-so-far accuracy never falls.
     curve = [r["train/best_val_accuracy/evolution"] for r in records]
     assert curve == sorted(curve)
-    assert [r["train/children_evaluated/random"] for r in records] == [2, 4, 6]
+    assert [r["train/children_evaluated/random"] for r in records] == [2, 4]
 
 
 def test_resumed_run_equals_uninterrupted(tmp_path, smoke_run, interrupt_first_step, without_figures):
