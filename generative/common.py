@@ -13,8 +13,8 @@ from absl import logging
 
 from generative import evaluation
 from lepton_jax import parallel, run
-from lepton_jax.vision import classifier
 from lepton_jax.vision import data as image_data
+from lepton_jax.vision import trained
 from lepton_jax.vision.configs import classifier as classifier_config
 
 CLASSIFIER_FLAG = "--config.classifier_workdir"
@@ -32,9 +32,9 @@ def feature_classifier_config(config, smoke: bool | None = None):
 
 def classifier_workdir(config) -> str:
     """Where the feature classifier lives: `config.classifier_workdir`, else `runs/classifier-<dataset>-<hash8>`
-    with the hash of the classifier's config (`classifier.default_workdir`), so different classifiers (the smoke
+    with the hash of the classifier's config (`trained.default_workdir`), so different classifiers (the smoke
     one, the full one) never share a directory."""
-    return config.classifier_workdir or classifier.default_workdir(feature_classifier_config(config))
+    return config.classifier_workdir or trained.default_workdir(feature_classifier_config(config))
 
 
 def _the_other_classifier(config) -> tuple[tuple[str, object], ...]:
@@ -48,7 +48,7 @@ def check_classifier_workdir(config) -> str | None:
     Refused, in one `UserError` line naming `--config.classifier_workdir` (and `--config.smoke_classifier` when the
     directory holds the other one of the smoke and the full classifier): a path that is a file or cannot be written
     where the classifier still has to train, a directory that is not a classifier run, a run of another classifier
-    config, a finished run without its checkpoint (`lepton_jax.vision.classifier.check_workdir`).
+    config, a finished run without its checkpoint (`lepton_jax.vision.trained.check_workdir`).
 
     Returns:
       None when the run computes no FID (`config.fid_samples` is 0), else "finished" (reused), "partial" (resumed
@@ -56,7 +56,7 @@ def check_classifier_workdir(config) -> str | None:
     """
     if not config.fid_samples:
         return None
-    return classifier.check_workdir(
+    return trained.check_workdir(
         feature_classifier_config(config), classifier_workdir(config), CLASSIFIER_FLAG, _the_other_classifier(config)
     )
 
@@ -71,7 +71,7 @@ def make_evaluator(config, data: image_data.ImageData) -> tuple[evaluation.Sampl
     clf_config = feature_classifier_config(config)
     if not os.path.isfile(os.path.join(workdir, "results.json")):
         logging.warning("training the feature classifier into %s first", workdir)
-    model, params, clf_results = classifier.ensure_trained(
+    model, params, clf_results = trained.ensure_trained(
         clf_config, workdir, data, CLASSIFIER_FLAG, _the_other_classifier(config)
     )
     num = min(config.fid_samples, len(data.test_images))

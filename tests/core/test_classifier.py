@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 
 from lepton_jax.techniques import early_stopping
-from lepton_jax.vision import classifier
+from lepton_jax.vision import classifier, trained
 from lepton_jax.vision import data as image_data
 from lepton_jax.vision.configs import classifier as classifier_config
 
@@ -85,7 +85,7 @@ def test_report_uses_the_kept_parameters_and_matches_scikit_learn(finished, digi
     workdir, state, results = finished
     best = np.asarray(state.early.best_epoch) + 1
     assert results["per_seed/best_epoch"] == best.tolist() and results["perf/epochs"] <= 6
-    model, variables = classifier.load_trained(workdir, digits.image_shape)  # seed 0's kept variables
+    model, variables = trained.load_trained(workdir, digits.image_shape)  # seed 0's kept variables
     predicted = np.asarray(jnp.argmax(jax.jit(model.apply)(variables, digits.test_images), -1))
     labels = digits.test_labels
     assert results["per_seed/test/accuracy"][0] == pytest.approx(np.mean(predicted == labels), rel=1e-6)  # float32
@@ -177,7 +177,7 @@ def test_transfer_copies_the_trunk_and_a_frozen_trunk_stays_put(tmp_path, finish
                     assert same == stays, (collection, module)
         assert variables["params"]["head"]["kernel"].shape == (32, 5)
     # A transfer run restores as any other: its masked optimiser and 5 classes, without reading the source again.
-    _, restored = classifier.load_trained(str(tmp_path / "frozen"), digits.image_shape)
+    _, restored = trained.load_trained(str(tmp_path / "frozen"), digits.image_shape)
     np.testing.assert_array_equal(
         restored["params"]["head"]["kernel"], np.asarray(frozen.params["params"]["head"]["kernel"])[0]
     )

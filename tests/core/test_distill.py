@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from lepton_jax.techniques import distill
-from lepton_jax.vision import classifier
+from lepton_jax.vision import classifier, trained
 from lepton_jax.vision.configs import classifier as classifier_config
 from tests.conftest import one_line_error
 
@@ -123,7 +123,7 @@ def teacher_run(tmp_path_factory, digits):
 
 def test_loaded_teacher_gives_the_runs_own_logits(teacher_run, digits):
     teacher = distill.load_teacher(teacher_run, classifier.make_model, digits.image_shape, 10, "classifier")
-    model, variables = classifier.load_trained(teacher_run, digits.image_shape)  # seed 0's kept (best) variables
+    model, variables = trained.load_trained(teacher_run, digits.image_shape)  # seed 0's kept (best) variables
     images = digits.test_images[:64]
     expected = np.asarray(jax.jit(model.apply)(variables, images))
     got = jax.jit(distill.teacher_logits)(teacher, images)  # the teacher as a jit argument (a pytree)

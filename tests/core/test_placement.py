@@ -22,7 +22,7 @@ from lepton_jax import config as config_lib
 from lepton_jax.errors import UserError
 from lepton_jax.rl import envs, loop, replay
 from lepton_jax.rl.agent import run_updates_masked
-from lepton_jax.vision import classifier
+from lepton_jax.vision import classifier, trained
 from lepton_jax.vision.configs import classifier as classifier_config
 from scripts import trainers
 from tests.conftest import run_python
@@ -109,7 +109,7 @@ def test_a_run_saved_before_the_group_existed_resumes(tmp_path):
     del old["placement"]
     (tmp_path / "config.json").write_text(json.dumps(old))
     config_lib.save_config(config, str(tmp_path))  # the group at its defaults is no change
-    assert "placement" not in classifier.config_key(classifier_config.get_config("digits,smoke"))  # nor a cache's
+    assert "placement" not in trained.config_key(classifier_config.get_config("digits,smoke"))  # nor a cache's
     config.placement.replay = "pinned_host"
     with pytest.raises(UserError, match="changed: placement"):
         config_lib.save_config(config, str(tmp_path))
