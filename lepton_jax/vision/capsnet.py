@@ -51,17 +51,14 @@ from flax import linen as nn
 from lepton_jax import epochs, parallel, plotting, registry, seeds
 from lepton_jax import run as run_lib
 from lepton_jax.config import require
-from lepton_jax.errors import UserError
 from lepton_jax.techniques import augment, precision
-from lepton_jax.vision import classifier, multitask
+from lepton_jax.vision import capsnet_multi, classifier
 from lepton_jax.vision import data as image_data
 
 EPS = 1e-7  # inside the square roots of lengths: their gradient stays finite at a zero vector
 M_POSITIVE, M_NEGATIVE, DOWN_WEIGHT = 0.9, 0.1, 0.5  # the margin loss's constants (Sabour et al., eq. 4)
 RECONSTRUCTION_WEIGHT = 0.0005  # x the sum of squared errors over the pixels: 0.0005 * 784 x the MSE on MNIST
 PERTURBATIONS = np.linspace(-0.25, 0.25, 11)  # the paper's Fig. 4: steps of 0.05
-MULTI = "multi_"  # `config.dataset = "multi_<source>"`: MultiMNIST built from <source>
-MULTI_KEYS = ("max_shift", "image_size", "test_examples")  # how MultiMNIST is built (the multi-task CNN's keys)
 
 
 # ---- the layers --------------------------------------------------------------------------------------------------
@@ -165,34 +162,6 @@ def squared_error(reconstructions: jax.Array, images: jax.Array) -> jax.Array:
     """(B,) the sum over pixels (and over the digits of (B, T, H, W, C) images) of the squared differences (the
     loss is `RECONSTRUCTION_WEIGHT` times it)."""
     return jnp.sum(jnp.square(reconstructions - images).reshape(images.shape[0], -1), axis=-1)
-
-
-def decode_each(decode, capsules: jax.Array, classes: jax.Array) -> jax.Array:
-    """(B, K, D) capsules, (B, T) classes -> (B, T, H, W, C): digit t decoded from capsule `classes[:, t]` alone, by
-    `decode(capsules, mask)` (the network's, one call on the B T pairs)."""
-    batch, digits = classes.shape
-    repeated = jnp.repeat(capsules, digits, axis=0)  # (B T, K, D): image b's capsules once per digit
-    mask = jax.nn.one_hot(classes.reshape(-1), capsules.shape[1], dtype=capsules.dtype)
-    decoded = decode(repeated, mask)
-    return decoded.reshape(batch, digits, *decoded.shape[1:])
-
-
-def position_order(reconstructions: jax.Array) -> jax.Array:
-    """(B, T, H, W, C) one image's digits -> (B, T) their order from top-left to bottom-right: by the row plus the
-    column of each one's centre of mass (MultiMNIST moves the first digit up and left, the second down and right)."""
-    height, width = reconstructions.shape[2:4]
-    rows, cols = jnp.mgrid[:height, :width]
-    ink = jnp.sum(reconstructions, axis=-1)  # (B, T, H, W)
-    diagonal = jnp.sum(ink * (rows + cols), axis=(-2, -1)) / (jnp.sum(ink, axis=(-2, -1)) + EPS)
-    return jnp.argsort(diagonal, axis=-1)
-
-
-def augment_digits(augment_fn, key, digits: jax.Array) -> jax.Array:
-    """(B, T, H, W, C) digits -> the same, each image's digits moved by one draw of `augment_fn` (its channels)."""
-    batch, count, height, width, channels = digits.shape
-    stacked = jnp.moveaxis(digits, 1, 3).reshape(batch, height, width, count * channels)
-    moved = augment_fn(key, stacked).reshape(batch, height, width, count, channels)
-    return jnp.moveaxis(moved, 3, 1)
 
 
 class PrimaryCapsules(nn.Module):
@@ -360,7 +329,9 @@ def train_step(state: classifier.ClassifierState, batch, key, augment_fn=None, w
     multi = labels.ndim == 2
     if augment_fn is not None:
         augment_key = jax.random.fold_in(key, 1)
-        images = augment_digits(augment_fn, augment_key, images) if multi else augment_fn(augment_key, images)
+        images = (
+            capsnet_multi.augment_digits(augment_fn, augment_key, images) if multi else augment_fn(augment_key, images)
+        )
     inputs = jnp.max(images, axis=1) if multi else images  # (B, H, W, C)
 
     def loss_fn(params):
@@ -368,7 +339,7 @@ def train_step(state: classifier.ClassifierState, batch, key, augment_fn=None, w
         out, model_state = state.train_forward(params, inputs, key)
         decode = functools.partial(state.apply_fn, params, method="decode")
         if multi:
-            reconstructions = decode_each(decode, out.capsules, labels)  # (B, T, H, W, C)
+            reconstructions = capsnet_multi.decode_each(decode, out.capsules, labels)  # (B, T, H, W, C)
         else:
             reconstructions = decode(out.capsules, reconstruction_mask(out.lengths, labels))
         margin = jnp.mean(margin_loss(out.lengths, present(labels, out.lengths.shape[-1])))
@@ -397,8 +368,10 @@ def read_digits(model: CapsNet, variables, digits: jax.Array) -> tuple[jax.Array
     capsules = model.apply(variables, jnp.max(digits, axis=1), method="capsules")
     capsule_lengths = lengths(capsules)
     longest = jax.lax.top_k(capsule_lengths, digits.shape[1])[1]  # (B, T)
-    reconstructions = decode_each(functools.partial(model.apply, variables, method="decode"), capsules, longest)
-    order = position_order(reconstructions)
+    reconstructions = capsnet_multi.decode_each(
+        functools.partial(model.apply, variables, method="decode"), capsules, longest
+    )
+    order = capsnet_multi.position_order(reconstructions)
     reconstructions = jnp.take_along_axis(reconstructions, order[:, :, None, None, None], axis=1)
     return capsule_lengths, jnp.take_along_axis(longest, order, axis=1), reconstructions
 
@@ -519,44 +492,11 @@ def digit_pictures(model: CapsNet, variables, digits, labels, title: str, plots:
     )
 
 
-def load_data(config, source: image_data.ImageData | None = None):
-    """The run's dataset: `config.dataset` (or `source`, its images) with the classes `config.classes` keeps; for
-    `multi_<name>`, MultiMNIST built from <name> as the MultiMNIST keys (`MULTI_KEYS`) say, with each digit's own
-    image (the multi-task CNN's images for the same keys: the same `multitask.DATA_SEED`).
-
-    Returns:
-      An `ImageData`, or for `multi_` a `MultiImageData` with its `train_components` and `test_components`.
-    """
-    name = config.dataset
-    if not name.startswith(MULTI):
-        return image_data.select_classes(source or image_data.load(name, config.data_dir), config.get("classes", ""))
-    name = name[len(MULTI) :]
-    missing = [key for key in MULTI_KEYS if key not in config]
-    require(
-        not missing,
-        f"config.dataset='{config.dataset}' needs MultiMNIST's keys, but the config has no {', '.join(missing)}: "
-        "start from lepton_jax/vision/configs/capsnet.py:multi_mnist (or multi_digits)",
-    )
-    if source is None and name not in image_data.DATASETS:
-        valid = image_data.DATASETS + tuple(MULTI + n for n in image_data.DATASETS)
-        raise UserError(f"unknown dataset '{config.dataset}'; valid datasets: {', '.join(valid)}")
-    source = image_data.select_classes(source or image_data.load(name, config.data_dir), config.get("classes", ""))
-    return image_data.multi_mnist(
-        source,
-        multitask.DATA_SEED,
-        config.train_examples,
-        config.test_examples,
-        config.max_shift,
-        config.image_size,
-        components=True,
-    )
-
-
 def run(config, workdir: str, data: image_data.ImageData | None = None):
     """Trains per `config` into `workdir`; returns (final state with a seed axis, results). `data`: the images
     `config.dataset` names (None: read from `config.data_dir`), for a `multi_` dataset those MultiMNIST is built
     from (`load_data`)."""
-    data = load_data(config, data)
+    data = capsnet_multi.load_data(config, data)
     multi = isinstance(data, image_data.MultiImageData)
     tasks = data.tasks if multi else ()
     # MultiMNIST's examples are each image's digits alone, (N, T, H, W, C) with labels (N, T): the network's input

@@ -17,7 +17,7 @@ import pytest
 
 from lepton_jax import seeds
 from lepton_jax.techniques import augment
-from lepton_jax.vision import capsnet, classifier
+from lepton_jax.vision import capsnet, capsnet_multi, classifier
 from lepton_jax.vision import data as image_data
 from lepton_jax.vision.configs import capsnet as capsnet_config
 from tests.conftest import blank_figures, one_line_error
@@ -226,7 +226,7 @@ def test_positions_are_read_from_the_centres_of_mass_along_the_diagonal(digits):
     blobs[0, 0, 3:, 3:] = 1.0  # image 0: digit 0 bottom-right, digit 1 top-left
     blobs[0, 1, :2, :2] = 1.0
     blobs[1, 0, 0, 1] = blobs[1, 1, 4, 0] = 1.0  # image 1: row + column 1 before 4
-    np.testing.assert_array_equal(capsnet.position_order(jnp.asarray(blobs)), [[1, 0], [0, 1]])
+    np.testing.assert_array_equal(capsnet_multi.position_order(jnp.asarray(blobs)), [[1, 0], [0, 1]])
     # MultiMNIST's own digits (first up-left, second down-right) are always in that order; the images are the
     # pixelwise maximum of the digits kept with `components=True`, and the same as without.
     built = image_data.multi_mnist(digits, seed=0, max_shift=2, size=12, components=True)
@@ -237,7 +237,7 @@ def test_positions_are_read_from_the_centres_of_mass_along_the_diagonal(digits):
     for split in ("train", "test"):
         images, components = getattr(built, f"{split}_images"), getattr(built, f"{split}_components")
         np.testing.assert_array_equal(components.max(axis=1), images)
-        order = capsnet.position_order(jnp.asarray(components))
+        order = capsnet_multi.position_order(jnp.asarray(components))
         np.testing.assert_array_equal(order, np.broadcast_to([0, 1], order.shape))
 
 
@@ -249,10 +249,12 @@ def test_the_multi_digit_presets_are_valid_and_their_mistakes_are_one_line():
     config = capsnet_config.get_config("multi_mnist")
     assert capsnet.feature_sides(config, (36, 36, 1)) == [32, 15, 13, 11, 5]  # 5 x 5 x 8 = 200 primary capsules
     config.dataset = "multi_cifar"
-    one_line_error(lambda: capsnet.load_data(config), "unknown dataset 'multi_cifar'", "multi_mnist, multi_")
+    one_line_error(lambda: capsnet_multi.load_data(config), "unknown dataset 'multi_cifar'", "multi_mnist, multi_")
     config = capsnet_config.get_config("mnist")
     config.dataset = "multi_mnist"  # the single-digit preset has no MultiMNIST keys
-    one_line_error(lambda: capsnet.load_data(config), "no max_shift, image_size, test_examples", "capsnet.py:multi_")
+    one_line_error(
+        lambda: capsnet_multi.load_data(config), "no max_shift, image_size, test_examples", "capsnet.py:multi_"
+    )
 
 
 def test_both_digits_move_with_their_image():
@@ -261,7 +263,7 @@ def test_both_digits_move_with_their_image():
     augment_fn = augment.make(config)
     digits = jax.random.uniform(jax.random.key(0), (6, 2, 12, 12, 1))
     key = jax.random.key(1)
-    moved = jax.jit(functools.partial(capsnet.augment_digits, augment_fn))(key, digits)
+    moved = jax.jit(functools.partial(capsnet_multi.augment_digits, augment_fn))(key, digits)
     # Whole-pixel shifts: the moved digits' maximum is the moved image, each image moved by its own draw.
     np.testing.assert_allclose(moved.max(axis=1), jax.jit(augment_fn)(key, digits.max(axis=1)), atol=1e-6)
     assert not np.allclose(moved, digits)
@@ -293,7 +295,7 @@ def test_the_multi_digit_smoke_run_learns_both_digits(finished_multi, digits):
         assert results[f"test/{task}/accuracy_mean"] > 0.25, results[f"test/{task}/accuracy_mean"]
     np.testing.assert_allclose(results["test/error_mean"], 1 - results["test/accuracy_mean"], atol=1e-6)
     # Both accuracies recomputed from the final parameters' capsules on the test images.
-    data = capsnet.load_data(_multi_config(), digits)
+    data = capsnet_multi.load_data(_multi_config(), digits)
     model = capsnet.make_model(_multi_config(), 10, data.image_shape)
     read_digits = jax.jit(functools.partial(capsnet.read_digits, model))
     capsule_lengths, read, _ = read_digits(seeds.tree_slice(state.variables(), 0), data.test_components)
