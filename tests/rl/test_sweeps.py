@@ -141,9 +141,13 @@ def _dqn_config():
     return config
 
 
-def test_dqn_sweep_equals_separate_runs_and_resumes_exactly(tmp_path, interrupt_first_step):
+def test_dqn_sweep_reports_per_value_and_resumes_exactly(tmp_path, interrupt_first_step):
+    # That DQN's swept values equal separate runs bit for bit is `test_a_swept_value_reaches_every_place_that_reads_it`;
+    # here the sweep through the loop: its records and plots per value, its resume, a diverging value.
     config = _dqn_config()
-    swept, results = _check_equals_separate_runs(tmp_path, config, dqn.make_agent, "lr", [2.5e-4, 3e-3])
+    config.sweep.lr = "0.00025,0.003"
+    swept, results = loop.run(config, str(tmp_path / "sweep"), dqn.make_agent)
+    assert results["sweep/labels"] == ["lr=0.00025", "lr=0.003"] and results["num_runs"] == 4
     assert results["sweep/best"] in results["sweep/labels"]
     train, evals = [
         [r for r in _records(tmp_path / "sweep") if key in r]
