@@ -26,6 +26,8 @@ SEQ2SEQ = "--config=lepton_jax/sequence/configs/seq2seq.py:reversal,transformer,
 ADDITION = "--config=lepton_jax/sequence/configs/seq2seq.py:addition,smoke"
 CAPSNET = "--config=lepton_jax/vision/configs/capsnet.py:digits,smoke"
 NAS = "--config=agents/configs/nas.py:smoke"
+MAPPO = "--config=agents/configs/mappo.py:MPE_simple_spread_v3,smoke"
+QMIX = "--config=agents/configs/qmix.py:matrix_two_step,smoke"
 
 # (id, launcher args, a fragment the one line must contain). `{tmp}` is the test's temporary directory.
 TRAIN_CASES = [
@@ -122,6 +124,10 @@ TRAIN_CASES = [
     ("nas tournament above population", [NAS, "--config.tournament_size=100"], "larger than config.population_size"),
     ("nas even kernel", [NAS, "--config.kernel_choices=2,3"], "config.kernel_choices=(2, 3)"),
     ("nas no validation split", [NAS, "--config.val_fraction=0"], "config.val_fraction=0"),
+    # multi-agent RL
+    ("mappo time-limit bootstrap", [MAPPO, "--config.bootstrap_truncated=True"], "report no time-limit cut"),
+    ("mappo single-agent env", [MAPPO, "--config.env_name=CartPole-v1"], "choose a multi-agent env: MPE_"),
+    ("qmix mixer width 0", [QMIX, "--config.mixer_embed_dim=0"], "config.mixer_embed_dim=0"),
     # capsule networks
     ("capsnet stem lengths differ", [CAPSNET, "--config.conv_strides=1,2"], "one entry per stem convolution"),
     ("capsnet no routing", [CAPSNET, "--config.routing_iterations=0"], "config.routing_iterations=0"),
