@@ -206,6 +206,8 @@ def _probe(agent, key):
 
 def test_a_single_agent_env_or_a_time_limit_bootstrap_is_refused():
     config = _guess_config()
-    one_line_error(lambda: ippo.make_agent(config, envs.make_env("CartPole-v1")), "multi-agent env", GUESS)
+    message = one_line_error(lambda: ippo.make_agent(config, envs.make_env("CartPole-v1")), "multi-agent env", GUESS)
+    assert message.startswith("config.env_name=CartPole-v1:"), message  # it names the key and the value refused
     config.bootstrap_truncated = True
-    one_line_error(lambda: ippo.make_agent(config, envs.make_env(GUESS)), "config.bootstrap_truncated")
+    message = one_line_error(lambda: ippo.make_agent(config, envs.make_env(GUESS)), "config.bootstrap_truncated")
+    assert message.endswith("set it to False"), message  # and says what to do
