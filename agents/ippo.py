@@ -21,7 +21,6 @@ from flax import linen as nn
 
 from agents import ppo
 from lepton_jax import registry
-from lepton_jax.errors import UserError
 from lepton_jax.initializers import orthogonal
 from lepton_jax.rl import envs, loop, marl
 from lepton_jax.rl.agent import Agent
@@ -72,16 +71,7 @@ def make_agent(config, spec: envs.EnvSpec) -> Agent:
       UserError: a single-agent env, or `config.bootstrap_truncated` (the multi-agent envs report no time-limit cut:
         every episode end is terminal, as in JaxMARL's baselines).
     """
-    if not isinstance(spec.env, marl.GymnaxView):
-        raise UserError(
-            f"config.env_name={spec.name}: {config.trainer} trains a team of agents; choose a multi-agent env: "
-            f"{', '.join(marl.names())}"
-        )
-    if config.bootstrap_truncated:
-        raise UserError(
-            "config.bootstrap_truncated=True: the multi-agent envs report no time-limit cut (every episode end is "
-            "terminal); set it to False"
-        )
+    marl.check_team_config(config, spec.name)
     team = spec.env.env
     network = TeamActorCritic(
         team.num_agents,

@@ -56,11 +56,6 @@ from lepton_jax.techniques import precision
 SWEEPABLE = rl_config.DQN_SWEEPABLE
 
 
-def make_env(name: str) -> MultiAgentEnv:
-    """The multi-agent env `name` (`lepton_jax.rl.marl`'s registry: JaxMARL's, the matrix games)."""
-    return marl.make(name)
-
-
 class AgentNetwork(nn.Module):
     """One agent's Q-values from its input (observation and one-hot id): dense, ReLU, GRU (or not), dense."""
 
@@ -214,7 +209,7 @@ def make_agent(config, spec: envs.EnvSpec | None = None) -> Agent:
     """VDN or QMIX (`config.trainer`) on the multi-agent env `config.env_name`. It collects its own episodes; a
     recurrent agent is evaluated on the view whose observation carries the episode so far (`Agent.eval_spec`,
     `marl_view.HistoryView`), a feed-forward one on the loop's `spec`."""
-    env = make_env(config.env_name)
+    env = marl.make(config.env_name)
     nets = make_networks(config, env)
     steps_per_update = config.num_envs * env.max_steps
     num_updates = rl_config.num_updates(config, steps_per_update)
@@ -368,7 +363,7 @@ def joint_values(config, params) -> dict:
     Returns:
       `{label: (Q_tot (runs, n, n), per-agent Q (runs, A, n))}`, in the order of `matrix_games.decisions`.
     """
-    nets = make_networks(config, make_env(config.env_name))
+    nets = make_networks(config, marl.make(config.env_name))
 
     def tables(params, obs, state):  # one run, one decision point
         q = nets.unroll(params["agent"], obs[None])[0, -1]  # (A, n): each agent's values at the last step

@@ -86,17 +86,8 @@ def check_env(config) -> None:
         spec = envs.make_env(config.env_name)
     except UserError as error:
         raise UserError(f"config.env_name: {error}") from None
-    team = config.get("trainer") in ("ippo", "mappo", "vdn", "qmix")
-    require(
-        not team or config.env_name in marl.names(),
-        f"config.env_name={config.env_name}: {config.get('trainer')} trains a team of agents; choose a multi-agent "
-        f"env: {', '.join(marl.names())}",
-    )
-    require(
-        not (team and config.get("bootstrap_truncated", False)),
-        "config.bootstrap_truncated=True: the multi-agent envs report no time-limit cut (every episode end is "
-        "terminal); set it to False",
-    )
+    if config.get("trainer") in ("ippo", "mappo", "vdn", "qmix"):
+        marl.check_team_config(config)
     if "buffer_size" in config:
         require(not spec.continuous, f"DQN needs discrete actions; {spec.name} has continuous ones")
         _check_replay_memory(config, spec)

@@ -95,6 +95,27 @@ def make(name: str, **kwargs) -> MultiAgentEnv:
     return ENVS[name](**kwargs)
 
 
+def check_team_config(config, env_name: str | None = None) -> None:
+    """A team trainer's config (IPPO, MAPPO, VDN, QMIX): a multi-agent env (`env_name`, default `config.env_name`),
+    and no time-limit bootstrap (the multi-agent envs report none: every episode end is terminal, as in JaxMARL's
+    baselines).
+
+    Raises:
+      UserError: one line naming the key, the value and what to choose instead.
+    """
+    env_name = env_name or config.env_name
+    if env_name not in ENVS:
+        raise UserError(
+            f"config.env_name={env_name}: {config.trainer} trains a team of agents; choose a multi-agent env: "
+            f"{', '.join(names())}"
+        )
+    if config.get("bootstrap_truncated", False):
+        raise UserError(
+            "config.bootstrap_truncated=True: the multi-agent envs report no time-limit cut (every episode end is "
+            "terminal); set it to False"
+        )
+
+
 # ---- JaxMARL's envs -------------------------------------------------------------------------------------------------
 
 

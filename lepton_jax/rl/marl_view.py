@@ -19,7 +19,6 @@ from flax import struct
 from gymnax.environments import spaces
 
 from lepton_jax.rl import marl
-from lepton_jax.rl.marl import MultiAgentEnv
 
 
 class History(struct.PyTreeNode):
@@ -39,12 +38,8 @@ class ViewState:
     history: History
 
 
-class HistoryView:
-    """The gymnax protocol (`reset`, `step`, spaces, `default_params`) over a `MultiAgentEnv`, observing `History`."""
-
-    def __init__(self, env: MultiAgentEnv):
-        self.env = env
-        self.default_params = marl.ViewParams(env.max_steps)
+class HistoryView(marl.GymnaxView):
+    """`marl.GymnaxView` (the same env, action, reward and ends) observing `History` instead of `marl.Observation`."""
 
     @staticmethod
     def _observe(step: marl.Step, episode: jax.Array, t: jax.Array) -> History:
@@ -67,16 +62,11 @@ class HistoryView:
         info = {"final_observation": history}
         return history, ViewState(out.env_state, history), out.reward, out.done, jnp.zeros((), bool), info
 
-    def action_space(self, params=None) -> spaces.Discrete:
-        return spaces.Discrete(self.env.num_actions)  # each agent's; the action is one of them per agent
-
     def observation_space(self, params=None) -> spaces.Dict:
         env = self.env
         return spaces.Dict(
-            {
-                "obs": spaces.Box(-jnp.inf, jnp.inf, (env.num_agents, env.obs_dim)),
-                "state": spaces.Box(-jnp.inf, jnp.inf, (env.state_dim,)),
-                "action_mask": spaces.Box(0, 1, (env.num_agents, env.num_actions), bool),
+            super().observation_space(params).spaces
+            | {
                 "episode": spaces.Box(-jnp.inf, jnp.inf, (env.max_steps, env.num_agents, env.obs_dim)),
                 "t": spaces.Discrete(env.max_steps),
             }

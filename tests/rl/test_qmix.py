@@ -87,7 +87,7 @@ def test_recurrent_policy_reads_the_episode_from_the_view():
     equals the greedy actions of the GRU stepped along the episode, and a new episode starts an empty history."""
     config = _config("matrix_two_step", recurrent=True, hidden=8)
     agent = qmix.make_agent(config)
-    env = qmix.make_env(config.env_name)
+    env = marl.make(config.env_name)
     view = marl_view.HistoryView(env)
     nets = qmix.make_networks(config, env)
 
