@@ -33,6 +33,21 @@ def epoch_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
 Sampler = Callable[[jax.Array, Any, int, int], jax.Array]
 
 
+def make_shuffle(batch_size: int, over_seeds: Callable, sampler=None) -> Callable:
+    """`shuffle(state, data, num_examples) -> (state, batches (seeds, num_batches, batch_size))`, jitted: each seed's
+    epoch of example indices from a key split off its rng (the permutation, or `sampler`'s draws from `data`), as
+    `make_epoch` and the host-memory epoch (`lepton_jax.placement`) both draw them. `over_seeds(fn, in_axes)` runs
+    `fn` per seed."""
+
+    def shuffle_one(state, data, num_examples):
+        rng, perm_key = jax.random.split(state.rng)
+        if sampler is None:
+            return state.replace(rng=rng), epoch_batches(perm_key, num_examples, batch_size)
+        return state.replace(rng=rng), sampler(perm_key, data, num_examples // batch_size, batch_size)
+
+    return jax.jit(over_seeds(shuffle_one, (0, None, None)), static_argnums=2, donate_argnums=0)
+
+
 def make_epoch(
     step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict]],
     batch_size: int,
@@ -71,19 +86,13 @@ def make_epoch(
     else:
         over_seeds = functools.partial(seeds.over_seeds, mode=seed_loop)
 
-    def shuffle_one(state, data, num_examples):
-        rng, perm_key = jax.random.split(state.rng)
-        if sampler is None:
-            return state.replace(rng=rng), epoch_batches(perm_key, num_examples, batch_size)
-        return state.replace(rng=rng), sampler(perm_key, data, num_examples // batch_size, batch_size)
-
     def step_one(state, data, batches, i):
         rng, key = jax.random.split(state.rng)
         index = jax.lax.dynamic_index_in_dim(batches, i, keepdims=False)  # (B,)
         batch = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a[index], batch_sharding), data)
         return step_fn(state.replace(rng=rng), batch, key)
 
-    shuffle = jax.jit(over_seeds(shuffle_one, (0, None, None)), static_argnums=2, donate_argnums=0)
+    shuffle = make_shuffle(batch_size, over_seeds, sampler)
     step = jax.jit(over_seeds(step_one, (0, None, 0, None)), donate_argnums=0)
     add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b), donate_argnums=0)
 

@@ -181,17 +181,11 @@ def host_epoch(step_fn: Callable, batch_size: int, mesh, seed_loop: str = "vmap"
     batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA))  # (S, B, ...)
     over_seeds = functools.partial(seeds.over_seeds, mode=seed_loop)
 
-    def shuffle_one(state, per_example, num_examples):
-        rng, perm_key = jax.random.split(state.rng)
-        if sampler is None:
-            return state.replace(rng=rng), epochs.epoch_batches(perm_key, num_examples, batch_size)
-        return state.replace(rng=rng), sampler(perm_key, per_example, num_examples // batch_size, batch_size)
-
     def step_one(state, batch):
         rng, key = jax.random.split(state.rng)
         return step_fn(state.replace(rng=rng), batch, key)
 
-    shuffle = jax.jit(over_seeds(shuffle_one, (0, None, None)), static_argnums=2, donate_argnums=0)
+    shuffle = epochs.make_shuffle(batch_size, over_seeds, sampler)
     step = jax.jit(over_seeds(step_one, (0, 0)), donate_argnums=0)
     add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b), donate_argnums=0)
 
