@@ -41,7 +41,13 @@ class History:
     @classmethod
     def create(cls, capacity: int, length: int) -> "History":
         archs = jnp.zeros((capacity, length), jnp.int32)
-        return cls(archs, jnp.full(capacity, -jnp.inf), jnp.zeros((), jnp.int32), archs[0], jnp.array(-jnp.inf))
+        return cls(
+            archs,
+            jnp.full(capacity, -jnp.inf, jnp.float32),
+            jnp.zeros((), jnp.int32),
+            archs[0],
+            jnp.array(-jnp.inf, jnp.float32),
+        )
 
     def record(self, archs: jax.Array, rewards: jax.Array) -> "History":
         """Appends a batch (N, D), (N,)."""

@@ -107,9 +107,12 @@ def make_task(config, workdir: str) -> supervised.Task:
             return SearchRun(history, built[method].init(extra_key), rng)
 
         keys = jax.random.split(key, len(methods))
-        return {
+        runs = {
             m: jax.vmap(lambda k, m=m: one(m, k))(jax.random.split(keys[i], num_seeds)) for i, m in enumerate(methods)
         }
+        # Placed (and typed: no weak types) as a search step leaves them, replicated on the children's mesh, so
+        # that each method's propose and observe compile once, not again at the second step.
+        return jax.device_put(runs, parallel.replicated(parallel.make_mesh()))
 
     def make_propose(method):
         def one(run: SearchRun):
