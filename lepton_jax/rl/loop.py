@@ -235,13 +235,20 @@ def run(config, workdir: str, make_agent, after_training=None):
         evaluate = jax.jit(jax.vmap(evaluate), out_shardings=replicated)
         eval_fns[name] = scaffold.compile(evaluate, abstract.train_state.params, keys)
 
+    # An env with a win (e.g. SMAX: `marl.MultiAgentEnv.win_return`) also reports the greedy policy's win rate: the
+    # share of its evaluation episodes whose return exceeds the env's threshold.
+    win_return = getattr((agent.eval_spec or spec).env, "win_return", None)
+
     def run_eval(update):
         keys = _eval_keys(config, runs, update)
         record, per_seed = {}, {}
         for name, eval_fn in eval_fns.items():
             returns = np.asarray(eval_fn(state.train_state.params, keys))  # (runs, episodes)
             per_seed[name] = runs.by_point(returns.mean(axis=1))  # (values, seeds)
-            for label, values in zip(runs.labels, per_seed[name]):
+            if name == "eval/return" and win_return is not None:
+                per_seed["eval/win_rate"] = runs.by_point((returns > win_return).mean(axis=1))
+        for name, values_by_point in per_seed.items():
+            for label, values in zip(runs.labels, values_by_point):
                 record[f"{name}_mean{_suffix(label)}"] = values.mean()
                 record[f"{name}_std{_suffix(label)}"] = values.std()
         return record, per_seed

@@ -60,6 +60,9 @@ class MultiAgentEnv:
     reset: Callable[[jax.Array], Step]
     step: Callable[[jax.Array, Any, jax.Array], Step]
     source: Any = None  # the env wrapped, e.g. JaxMARL's (for its renderers and for tests); None for the project's
+    # An episode whose team return exceeds this is won (SMAX: the won-battle bonus of 1 on top of damage rewards that
+    # add up to at most 1); evaluation then reports `eval/win_rate`. None: the env has no win.
+    win_return: float | None = None
 
     @property
     def num_agents(self) -> int:
@@ -220,7 +223,12 @@ def _smax(map_name: str) -> Callable[..., MultiAgentEnv]:
 
         # The allies learn; the enemies follow JaxMARL's heuristic policy.
         env = jaxmarl.make("HeuristicEnemySMAX", scenario=map_name_to_scenario(map_name), **(SMAX_DEFAULTS | kwargs))
-        return from_jaxmarl(f"SMAX_{map_name}", env, _world_state, env.state_size, _first_agents, env.get_avail_actions)
+        multi = from_jaxmarl(
+            f"SMAX_{map_name}", env, _world_state, env.state_size, _first_agents, env.get_avail_actions
+        )
+        # The team's damage reward is each enemy's lost share of its health, summed over an episode to at most 1; a
+        # won battle adds `won_battle_bonus` (1). So a return above 1 is a win (JaxMARL counts the bonus step).
+        return dataclasses.replace(multi, win_return=1.0)
 
     return build
 
@@ -260,6 +268,7 @@ class GymnaxView:
     def __init__(self, env: MultiAgentEnv):
         self.env = env
         self.default_params = ViewParams(env.max_steps)
+        self.win_return = env.win_return  # read by the RL loop's evaluation (`eval/win_rate`)
 
     @staticmethod
     def _observation(step: Step) -> Observation:

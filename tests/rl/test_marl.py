@@ -27,7 +27,8 @@ GUESS_STEPS = 4  # steps per episode
 def _team_guess() -> marl.MultiAgentEnv:
     """Two agents see the same target t in {0, 1, 2} (one-hot), drawn anew every step. The team scores 1/2 when agent
     0 plays t and 1/2 when agent 1 plays t + 1 (mod 3): the same observation needs different actions, told apart by
-    the agent id. Action 3 is never available. A uniformly random valid policy scores 1/3 a step, 4/3 an episode."""
+    the agent id. Action 3 is never available. A uniformly random valid policy scores 1/3 a step, 4/3 an episode.
+    An episode is won when it scores the most, 4 (its `win_return`)."""
     num_agents, num_targets = 2, 3
     avail = jnp.array([[True, True, True, False]] * num_agents)
 
@@ -46,7 +47,9 @@ def _team_guess() -> marl.MultiAgentEnv:
         next_target = jax.random.randint(key, (), 0, num_targets)
         return observe(next_target, jnp.where(done, 0, t + 1), reward, done)
 
-    return marl.MultiAgentEnv(GUESS, ("a", "b"), num_targets, num_targets + 1, 4, GUESS_STEPS, reset, step)
+    return marl.MultiAgentEnv(
+        GUESS, ("a", "b"), num_targets, num_targets + 1, 4, GUESS_STEPS, reset, step, win_return=GUESS_STEPS - 0.25
+    )
 
 
 marl.register(GUESS, _team_guess)
@@ -141,6 +144,9 @@ def test_every_jaxmarl_name_builds_with_its_sizes():
         env = marl.make(name)
         assert (env.num_agents, env.obs_dim, env.num_actions, env.state_dim, env.max_steps) == sizes, name
         assert env.agents == tuple(env.source.agents)
+        # SMAX's return above 1 is a won battle (evaluation reports the win rate); MPE has no win.
+        assert env.win_return == (1.0 if name.startswith("SMAX") else None), name
+        assert envs.make_env(name).env.win_return == env.win_return, name
 
 
 def test_unknown_env_is_one_line_listing_the_valid_ones():
@@ -172,6 +178,11 @@ def test_ippo_learns_a_task_needing_the_agent_id_and_resumes_exactly(tmp_path, i
     # then play alike: at most one of them scores each step); 4 is the optimum.
     assert first["train/episode_return"] < 2.0, first
     assert results["eval/return_mean"] >= 3.0, results
+    # The win rate is the share of episodes that scored 4 (the others score at most 3.5, in steps of 1/2), so from
+    # each seed's mean return r: 2 (r - 3.5) <= win rate <= r / 4.
+    for r, won in zip(results["per_seed/eval/return"], results["per_seed/eval/win_rate"]):
+        assert 2 * (r - 3.5) - 1e-6 <= won <= r / 4 + 1e-6, (r, won)
+    assert results["eval/win_rate_mean"] == pytest.approx(np.mean(results["per_seed/eval/win_rate"]))
 
     with interrupt_first_step(), pytest.raises(Interrupted, match="update 16/48"):
         loop.run(_guess_config(), str(tmp_path / "split"), ippo.make_agent)
