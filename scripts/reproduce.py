@@ -29,7 +29,12 @@ from absl import flags
 
 from scripts import cli, results
 
-_ROWS = flags.DEFINE_list("rows", None, "Shell-style patterns of the row ids to re-run (default: all).")
+_ROWS = flags.DEFINE_string(
+    "rows",
+    None,
+    "Comma-separated shell-style patterns of the row ids to re-run (default: all). Row ids may hold commas "
+    "themselves: `--rows='gin/mutag,kg_walker/umls,reward_shaping=complex'` is two rows.",
+)
 _BUDGET = flags.DEFINE_float("budget", None, "Minutes: re-run the rows whose recorded wall times fit, cheapest first.")
 _LIST = flags.DEFINE_bool("list", False, "List the rows (after --rows/--budget) and exit.")
 _OUT = flags.DEFINE_string("outdir", None, "Where the workdirs and report.json go (default runs/reproduce-<time>).")
@@ -40,6 +45,20 @@ _RECORD = flags.DEFINE_bool(
     "Write each re-run into its row's history (with the commit and hardware); a reproduced row whose "
     "commit was not recorded gets this one. Then `python -m scripts.results` regenerates RESULTS.md.",
 )
+
+
+def split_patterns(text: str, ids: list[str]) -> list[str]:
+    """`--rows`'s comma-separated patterns, where a row id may hold commas itself: from each piece on, the longest
+    run of comma-joined pieces that matches some row id is one pattern (a piece that matches nothing stays alone)."""
+    pieces, patterns, i = text.split(","), [], 0
+    while i < len(pieces):
+        end = next(
+            (j for j in range(len(pieces), i, -1) if fnmatch.filter(ids, ",".join(pieces[i:j]))),
+            i + 1,
+        )
+        patterns.append(",".join(pieces[i:end]))
+        i = end
+    return [p for p in patterns if p]
 
 
 def select(rows: list[dict], patterns: list[str] | None, budget_minutes: float | None) -> list[dict]:
@@ -152,7 +171,14 @@ def reproduce(argv: list[str]) -> None:
     if not os.path.isfile(_REGISTRY.value):
         raise UserError(f"--registry={_REGISTRY.value}: no such file")
     registry = results.load(_REGISTRY.value)
-    rows = select(registry["rows"], _ROWS.value, _BUDGET.value)
+    patterns = None
+    if _ROWS.value is not None:
+        ids = [r["id"] for r in registry["rows"]]
+        patterns = split_patterns(_ROWS.value, ids)
+        unmatched = [p for p in patterns if not fnmatch.filter(ids, p)]
+        if unmatched:
+            raise UserError(f"--rows: no row id matches {', '.join(map(repr, unmatched))}; see --list")
+    rows = select(registry["rows"], patterns, _BUDGET.value)
     if not rows:
         raise UserError("no row of the registry matches --rows / fits --budget; see --list")
     if _LIST.value:

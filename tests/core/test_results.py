@@ -40,6 +40,26 @@ def test_budget_picks_the_cheapest_rows_that_fit():
     assert reproduce.select(rows, ["z*"], None) == []
 
 
+def test_row_patterns_keep_the_commas_of_row_ids(tmp_path):
+    ids = ["gin/mutag", "kg_walker/umls", "kg_walker/umls,reward_shaping=complex", "ppo/CartPole-v1"]
+    split = reproduce.split_patterns
+    assert split("kg_walker/umls,reward_shaping=complex", ids) == ["kg_walker/umls,reward_shaping=complex"]
+    assert split("gin/mutag,kg_walker/umls,reward_shaping=complex", ids) == [
+        "gin/mutag",
+        "kg_walker/umls,reward_shaping=complex",
+    ]
+    assert split("kg_walker/umls,ppo/*", ids) == ["kg_walker/umls", "ppo/*"]
+    assert split("ppo/*,gin/*", ids) == ["ppo/*", "gin/*"]
+    # A pattern that matches no row is one line naming it, not a silently smaller selection.
+    path = tmp_path / "registry.json"
+    row = {"id": "gin/mutag", "mean": 85.0, "std": 7.5, "wall_seconds": 60, "command": "python -m scripts.train"}
+    path.write_text(json.dumps({"tables": [], "rows": [row]}))
+    result = run_python(["-m", "scripts.reproduce", f"--registry={path}", "--rows=gin/mutag,nope/*", "--list"])
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --rows: no row id matches 'nope/*'"), lines
+
+
 def test_tolerance_is_the_widest_given():
     row = {"mean": 1.0, "std": 0.5, "seeds": 4, "tolerance": {"stds": 2, "abs": 0.1}}
     assert reproduce.allowed_difference(row) == 1.0
