@@ -68,7 +68,7 @@ class AgentNetwork(nn.Module):
         """carry (..., hidden), inputs (..., D) -> (carry, Q (..., num_actions)); a feed-forward net keeps carry."""
         x = nn.relu(nn.Dense(self.hidden, kernel_init=orthogonal(1.0))(inputs))
         if self.recurrent:
-            carry, x = nn.GRUCell(features=self.hidden)(carry, x)
+            carry, x = nn.GRUCell(features=self.hidden, recurrent_kernel_init=orthogonal())(carry, x)
         return carry, nn.Dense(self.num_actions, kernel_init=orthogonal(1.0))(x)
 
 

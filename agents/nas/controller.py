@@ -23,6 +23,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from agents.nas.space import KINDS, SearchSpace, active, canonical
+from lepton_jax.initializers import orthogonal
 from lepton_jax.rl.distributions import Categorical
 from lepton_jax.techniques import precision
 
@@ -36,7 +37,7 @@ class Controller(nn.Module):
     hidden: int = 32
 
     def setup(self):
-        self.cell = nn.LSTMCell(self.hidden, name="lstm")
+        self.cell = nn.LSTMCell(self.hidden, recurrent_kernel_init=orthogonal(), name="lstm")
         self.start = self.param("start", nn.initializers.normal(0.1), (self.hidden,))
         used = {d.kind for d in self.space.decisions}
         kinds = [kind for kind in KINDS if kind in used]

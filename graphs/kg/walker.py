@@ -48,6 +48,7 @@ from graphs.kg.data import KnowledgeGraph, load_kg, with_inverses
 from lepton_jax import config as config_lib
 from lepton_jax import registry, supervised
 from lepton_jax.errors import UserError
+from lepton_jax.initializers import orthogonal
 from lepton_jax.rl.distributions import Categorical
 from lepton_jax.techniques import early_stopping, precision, transfer
 
@@ -69,7 +70,7 @@ class WalkPolicy(nn.Module):
         table = self.param("entity", init, (self.num_entities, self.size))
         self.entity = table if self.entities else jnp.zeros_like(table)
         self.relation = self.param("relation", init, (self.num_relations, self.size))
-        self.lstm = nn.OptimizedLSTMCell(self.hidden)
+        self.lstm = nn.OptimizedLSTMCell(self.hidden, recurrent_kernel_init=orthogonal())
         self.mlp_hidden = nn.Dense(self.hidden)
         self.mlp_out = nn.Dense(2 * self.size)
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lepton_jax.initializers import orthogonal
 from lepton_jax.layers import MLP, dot_product_attention
 from lepton_jax.sequence.tasks import padding_mask
 
@@ -160,7 +161,7 @@ class LSTMSeq2Seq(nn.Module):
 
     def setup(self):
         self.embed = nn.Embed(self.vocab_size, self.hidden)
-        cell = lambda: nn.OptimizedLSTMCell(self.hidden)  # noqa: E731
+        cell = lambda: nn.OptimizedLSTMCell(self.hidden, recurrent_kernel_init=orthogonal())  # noqa: E731
         self.encoder = nn.Bidirectional(nn.RNN(cell()), nn.RNN(cell()), return_carry=True)
         self.project_memory = nn.Dense(self.hidden)
         self.decoder = nn.RNN(cell())
