@@ -13,7 +13,8 @@ plots), each the team reward summed over an episode (MPE: the agents' mean rewar
 
 Expected on MPE_simple_spread_v3 (4 seeds, 7.5e5 env steps each, `--config.total_timesteps=750000`): training return
 -23.0 +- 1.3 (-26.8 at the first update), in about 3 minutes on 2 busy CPU cores; the 10^7 default takes about half
-an hour there.
+an hour there. On SMAX_3m (4 seeds, `--config.total_timesteps=2000000`): greedy win rate (`eval/win_rate`) 0.84 +- 0.07,
+about 9 minutes on 2 idle CPU cores.
 """
 
 import ml_collections
