@@ -47,15 +47,16 @@ _RECORD = flags.DEFINE_bool(
 )
 
 
+def _matches_any(ids: list[str], pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(i, pattern) for i in ids)
+
+
 def split_patterns(text: str, ids: list[str]) -> list[str]:
     """`--rows`'s comma-separated patterns, where a row id may hold commas itself: from each piece on, the longest
     run of comma-joined pieces that matches some row id is one pattern (a piece that matches nothing stays alone)."""
     pieces, patterns, i = text.split(","), [], 0
     while i < len(pieces):
-        end = next(
-            (j for j in range(len(pieces), i, -1) if fnmatch.filter(ids, ",".join(pieces[i:j]))),
-            i + 1,
-        )
+        end = next((j for j in range(len(pieces), i, -1) if _matches_any(ids, ",".join(pieces[i:j]))), i + 1)
         patterns.append(",".join(pieces[i:end]))
         i = end
     return [p for p in patterns if p]
@@ -175,7 +176,7 @@ def reproduce(argv: list[str]) -> None:
     if _ROWS.value is not None:
         ids = [r["id"] for r in registry["rows"]]
         patterns = split_patterns(_ROWS.value, ids)
-        unmatched = [p for p in patterns if not fnmatch.filter(ids, p)]
+        unmatched = [p for p in patterns if not _matches_any(ids, p)]
         if unmatched:
             raise UserError(f"--rows: no row id matches {', '.join(map(repr, unmatched))}; see --list")
     rows = select(registry["rows"], patterns, _BUDGET.value)

@@ -110,8 +110,8 @@ def make_task(config, workdir: str) -> supervised.Task:
         runs = {
             m: jax.vmap(lambda k, m=m: one(m, k))(jax.random.split(keys[i], num_seeds)) for i, m in enumerate(methods)
         }
-        # Placed (and typed: no weak types) as a search step leaves them, replicated on the children's mesh, so
-        # that each method's propose and observe compile once, not again at the second step.
+        # Placed as a search step leaves them (replicated on the children's mesh; `History` is created without weak
+        # types), so that each method's propose and observe compile once, not again at the second step.
         return jax.device_put(runs, parallel.replicated(parallel.make_mesh()))
 
     def make_propose(method):

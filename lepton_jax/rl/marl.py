@@ -268,7 +268,11 @@ class GymnaxView:
     def __init__(self, env: MultiAgentEnv):
         self.env = env
         self.default_params = ViewParams(env.max_steps)
-        self.win_return = env.win_return  # read by the RL loop's evaluation (`eval/win_rate`)
+
+    @property
+    def win_return(self) -> float | None:
+        """The env's win threshold, read by the RL loop's evaluation (`eval/win_rate`)."""
+        return self.env.win_return
 
     @staticmethod
     def _observation(step: Step) -> Observation:
