@@ -32,8 +32,8 @@ PRESETS = {
     },
 }
 # The published gymnax baselines' PPO for MinAtar (gymnax-blines, the same for every game): 64 envs x 128 steps,
-# 8 minibatches x 4 epochs, constant lr 5e-4 (theirs warms up over the first 5 %), gamma 0.999, ent 0.01, and an
-# MLP 256-256 on the flattened 10x10xC grid. 10^7 steps per seed. They evaluate the stochastic policy (actions
+# 8 minibatches x 4 epochs, constant lr 5e-4 (their 5 % warm-up goes from 5e-4 to 5e-4), gamma 0.999, ent 0.01, and
+# an MLP 256-256 on the flattened 10x10xC grid. 10^7 steps per seed. They evaluate the stochastic policy (actions
 # sampled), so the preset reports that return too (`eval/sampled_return`) beside the greedy one.
 MINATAR = {
     "total_timesteps": 10_000_000,
