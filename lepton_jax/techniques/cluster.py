@@ -31,12 +31,12 @@ Chunking. Pairwise quantities are computed `chunk_size` points at a time, so tha
 O(chunk_size x max(K, chunk_size)) whatever N, and a million points cluster in the memory of a few chunks: the points
 are padded to a multiple of the chunk (the padding masked out of every sum, count, minimum and top-k) and reshaped
 to (num_chunks, chunk, D) for a `lax.scan`. K-means and EM see one chunk against all K centres at once, (chunk, K)
-(EM: (chunk, K, D); k-means' default chunk is `KMEANS_DISTANCES` / K points); DBSCAN and KNN, which compare points
-with points, tile the N x N pairs as chunk x chunk blocks (a scan over query chunks around a scan over reference
-chunks). Results depend on `chunk_size` only through the order of float32 sums. Pairwise squared distances are
-|x|^2 - 2 x.y + |y|^2 (one matrix product at full float32 precision), clipped at 0 (to rank neighbours or centres,
-the term every candidate shares is left out); the distances a function returns (the inertia, the neighbours'
-distances) are recomputed as sums of squared differences, which do not cancel.
+(EM: (chunk, K, D); k-means' default chunks hold at most `KMEANS_DISTANCES` / K points); DBSCAN and KNN, which
+compare points with points, tile the N x N pairs as chunk x chunk blocks (a scan over query chunks around a scan
+over reference chunks). Results depend on `chunk_size` only through the order of float32 sums. Pairwise squared
+distances are |x|^2 - 2 x.y + |y|^2 (one matrix product at full float32 precision), clipped at 0 (to rank neighbours
+or centres, the term every candidate shares is left out); the distances a function returns (the inertia, the
+neighbours' distances) are recomputed as sums of squared differences, which do not cancel.
 """
 
 import functools
@@ -52,8 +52,9 @@ from lepton_jax import metrics as core_metrics
 from lepton_jax.errors import UserError
 
 CHUNK_SIZE = 2048
-# K-means' default chunk holds about this many point-centre distances: (chunk, K) is all it keeps per chunk, and
-# large chunks let XLA:CPU spread each matrix product over the cores (2048 points a chunk ran 1.5x slower at N = 10^6).
+# K-means' default chunk holds at most this many point-centre distances: (chunk, K) is all it keeps per chunk, and
+# large chunks let XLA:CPU spread each matrix product over the cores (2048 points a chunk ran 1.5x slower at N = 10^6;
+# one chunk of 10^6 points runs an update in the same time as ten of 10^5).
 KMEANS_DISTANCES = 2**20
 COVARIANCE_TYPES = ("full", "diag")
 HIGHEST = lax.Precision.HIGHEST  # float32 products on accelerators too (their default may round to bf16/tf32)
@@ -218,6 +219,14 @@ def _lloyd(points, centres, tol, max_iter: int, chunk: int) -> KMeansFit:
     return KMeansFit(centres, labels, inertia, iterations)
 
 
+def kmeans_chunk(n: int, k: int) -> int:
+    """K-means' default chunk for n points and k centres: n cut into the fewest equal chunks of at most
+    max(`CHUNK_SIZE`, `KMEANS_DISTANCES` // k) points, ceil(n / ceil(n / limit)), so the padding is under one point per
+    chunk."""
+    limit = max(CHUNK_SIZE, KMEANS_DISTANCES // k)
+    return -(-n // -(-n // limit))
+
+
 def kmeans(
     points,
     k: int,
@@ -237,7 +246,7 @@ def kmeans(
       init: (K, D) initial centres.
       max_iter: the most Lloyd updates.
       tol: stop once the centres' total squared shift is at most tol times the mean per-feature variance.
-      chunk_size: points per chunk of the assignment pass (None: `KMEANS_DISTANCES` // k, at least `CHUNK_SIZE`).
+      chunk_size: points per chunk of the assignment pass (None: `kmeans_chunk`'s, the fewest equal chunks).
 
     Returns:
       A `KMeansFit`: centres (K, D), labels (N,), inertia, iterations.
@@ -251,7 +260,7 @@ def kmeans(
         init, _ = _kmeans_plusplus(key, points, int(k))
     init = jnp.asarray(init, jnp.float32)
     _check(init.shape == (k, points.shape[1]), f"init must have shape {(k, points.shape[1])}, got {init.shape}")
-    chunk_size = max(CHUNK_SIZE, KMEANS_DISTANCES // k) if chunk_size is None else chunk_size
+    chunk_size = kmeans_chunk(points.shape[0], k) if chunk_size is None else chunk_size
     return _lloyd(points, init, jnp.float32(tol), int(max_iter), _chunk(chunk_size, points.shape[0]))
 
 

@@ -56,6 +56,15 @@ def test_kmeans_chunked_equals_unchunked(blobs_fit):
     assert int(chunked.iterations) == int(blobs_fit.iterations)
 
 
+@pytest.mark.parametrize("n, k", [(300, 4), (10**6, 10), (3 * 2**20 // 10 + 1, 10), (5 * 2**20 + 3, 2**9)])
+def test_kmeans_default_chunk_is_the_fewest_equal_chunks(n, k):
+    limit = max(cluster.CHUNK_SIZE, cluster.KMEANS_DISTANCES // k)
+    chunk = cluster.kmeans_chunk(n, k)
+    num = -(-n // chunk)
+    assert chunk <= limit and num == -(-n // limit)  # no chunk over the limit, and no more chunks than needed
+    assert num * chunk - n < num  # padding under one point per chunk
+
+
 def test_kmeans_on_digits_matches_sklearn(digits):
     points, classes = digits
     centres, _ = cluster.kmeans_plusplus(jax.random.PRNGKey(0), points, 10)
