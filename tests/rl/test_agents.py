@@ -62,7 +62,8 @@ def test_minatar_presets_follow_the_published_baselines():
             128,
             8,
         )
-        assert (c.lr, c.schedule, c.gamma, tuple(c.hidden_sizes)) == (5e-4, "constant", 0.999, (256, 256))
+        lr = 1e-3 if game == "Breakout" else 5e-4  # Breakout's found by a sweep (the baselines' 5e-4 fell short)
+        assert (c.lr, c.schedule, c.gamma, tuple(c.hidden_sizes)) == (lr, "constant", 0.999, (256, 256))
         assert c.eval_sampled  # the baselines evaluate the stochastic policy
         d = dqn_config.get_config(f"{game}-MinAtar")
         assert (d.buffer_size, d.target_update_interval, tuple(d.hidden_sizes)) == (100_000, 1_000, (256, 256))
