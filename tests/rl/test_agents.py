@@ -62,11 +62,14 @@ def test_minatar_presets_follow_the_published_baselines():
             128,
             8,
         )
-        lr = 1e-3 if game == "Breakout" else 5e-4  # Breakout's found by a sweep (the baselines' 5e-4 fell short)
-        assert (c.lr, c.schedule, c.gamma, tuple(c.hidden_sizes)) == (lr, "constant", 0.999, (256, 256))
+        # Where the baselines' setting fell short (Breakout's return; Freeway's and SpaceInvaders' time), the preset
+        # keeps what the search confirmed at 10^7 steps (RESULTS.md).
+        lr = 1e-3 if game == "Breakout" else 5e-4
+        hidden = (128, 128) if game in ("Freeway", "SpaceInvaders") else (256, 256)
+        assert (c.lr, c.schedule, c.gamma, tuple(c.hidden_sizes)) == (lr, "constant", 0.999, hidden)
         assert c.eval_sampled  # the baselines evaluate the stochastic policy
         d = dqn_config.get_config(f"{game}-MinAtar")
-        assert (d.buffer_size, d.target_update_interval, tuple(d.hidden_sizes)) == (100_000, 1_000, (256, 256))
+        assert (d.buffer_size, d.target_update_interval, tuple(d.hidden_sizes)) == (100_000, 1_000, hidden)
     smoke = ppo_config.get_config("Breakout-MinAtar,smoke")  # the smoke sizes win over the preset
     assert smoke.total_timesteps < 10_000 and smoke.env_name == "Breakout-MinAtar"
     assert ppo_config.get_config("CartPole-v1").num_envs == 4  # other envs keep the defaults
