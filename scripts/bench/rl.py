@@ -27,8 +27,8 @@ Then a scaling table for PPO: training steps/s for each `--scaling_envs` value a
 `--scaling_updates` updates. On 2 idle CPU cores the whole run takes about 10 minutes, most of it SB3 and the
 first-time venv installs (~1-2 min, once).
 
-`minatar` (`--minatar_game`, Breakout-MinAtar by default): the game's PPO preset (`agents/configs/ppo.py`: the gymnax
-baselines' MLP 256-256 on the flattened 10x10xC grid, 64 envs x 128 steps; Breakout's learning rate 1e-3) for
+`minatar` (`--minatar_game`, Breakout-MinAtar by default): the game's PPO preset (`agents/configs/ppo.py`; Breakout's:
+the gymnax baselines' MLP 256-256 on the flattened 10x10xC grid, 64 envs x 128 steps, at lr 1e-3) for
 `--minatar_timesteps` steps, one seed, ours against rejax (whose gymnax 0.0.9 has the same MinAtar games), ours again
 without the time-limit bootstrap (rejax has none), and each venv's raw env-step rate (`peers/gymnax_env_rate.py`:
 random actions, no network); then steps/s for every `--minatar_widths` x `--minatar_envs` pair (two hidden layers
