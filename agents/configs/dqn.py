@@ -38,9 +38,8 @@ MINATAR = {
     "chunk_updates": 500,
 }
 PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
-# Freeway and SpaceInvaders at 256 units take 49 and 66 minutes on the 2-core CPU; at 128 units 30 and 32.5 (20 of
-# them shared with other work; ~20 at its idle rate), learning as much (RESULTS.md, "PPO and DQN on MinAtar at the
-# published budget"). Asterix at 128 learns far less.
+# Freeway and SpaceInvaders at 256 units take 49 and 66 minutes on the 2-core CPU; at 128 units 30 and 24 (idle),
+# learning as much (RESULTS.md, "PPO and DQN on MinAtar at the published budget"). Asterix at 128 learns far less.
 for _game in ("Freeway", "SpaceInvaders"):
     PRESETS[f"{_game}-MinAtar"] = {**MINATAR, "hidden_sizes": (128, 128)}
 
