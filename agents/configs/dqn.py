@@ -40,8 +40,7 @@ MINATAR = {
 PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 # Freeway and SpaceInvaders at 256 units take 49 and 66 minutes on the 2-core CPU; at 128 units 30 and 24 (idle),
 # learning as much (RESULTS.md, "PPO and DQN on MinAtar at the published budget"). Asterix at 128 learns far less.
-for _game in ("Freeway", "SpaceInvaders"):
-    PRESETS[f"{_game}-MinAtar"] = {**MINATAR, "hidden_sizes": (128, 128)}
+PRESETS.update({f"{game}-MinAtar": {**MINATAR, "hidden_sizes": (128, 128)} for game in ("Freeway", "SpaceInvaders")})
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -56,8 +56,7 @@ PRESETS.update({f"{game}-MinAtar": MINATAR for game in common.MINATAR_GAMES})
 PRESETS["Breakout-MinAtar"] = {**MINATAR, "lr": 1e-3}
 # Freeway and SpaceInvaders at 256 units take 38 and 33 minutes on the 2-core CPU; at 128 units 23 and 20, both still
 # above the baseline with every seed (RESULTS.md, the same section).
-for _game in ("Freeway", "SpaceInvaders"):
-    PRESETS[f"{_game}-MinAtar"] = {**MINATAR, "hidden_sizes": (128, 128)}
+PRESETS.update({f"{game}-MinAtar": {**MINATAR, "hidden_sizes": (128, 128)} for game in ("Freeway", "SpaceInvaders")})
 # Their published PPO returns at 10^7 steps (gymnax-blines' README), drawn as the baseline in MinAtar figures.
 GYMNAX_BASELINES = {"Breakout-MinAtar": 28, "Asterix-MinAtar": 15, "Freeway-MinAtar": 58, "SpaceInvaders-MinAtar": 131}
 
